@@ -1,0 +1,79 @@
+"""orbax checkpoints of the training state and the data iterator position.
+
+Layout: WORKDIR/checkpoints/<step>/{state,data}. The latest `keep` checkpoints are
+kept, and the best by mIoU (checkpoints saved with metrics) is kept as well. Saves are
+asynchronous; orbax writes to a temporary directory and renames it when complete, so
+an interrupted save never replaces a good checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import orbax.checkpoint as ocp
+
+from jaxseg.errors import CheckpointMismatchError
+
+
+
+
+def manager(workdir, keep=3, read_only=False):
+  policies = ocp.checkpoint_managers
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(keep),
+          policies.BestN(get_metric_fn=lambda m: m["miou"], n=1, keep_checkpoints_without_metrics=False),
+      ]),
+      enable_async_checkpointing=True,
+      read_only=read_only,
+      create=not read_only,
+  )
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options, item_names=("state", "data"))
+
+
+def save(mngr, step, state, data_state, miou=None):
+  args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+  mngr.save(step, args=args, metrics=None if miou is None else {"miou": float(miou)})
+
+
+def restore(mngr, step, abstract_state):
+  """(state, data_state) of checkpoint `step`, placed as `abstract_state`'s shardings."""
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+  try:
+    restored = mngr.restore(step, args=args)
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointMismatchError(
+        f"checkpoint {mngr.directory}/{step} does not match the model of this config "
+        f"({str(e).splitlines()[0][:200]})") from e
+  return restored.state, restored.data
+
+
+# Config keys that do not change what a checkpoint holds.
+_SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout")
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def check_same_model(workdir, config):
+  """Raises CheckpointMismatchError if WORKDIR/config.json describes another model."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flatten(json.load(f))
+  current = _flatten(json.loads(config.to_json()))
+  for key in sorted(set(saved) | set(current)):
+    if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key == "dataset.num_classes") \
+        and saved.get(key) != current.get(key):
+      raise CheckpointMismatchError(
+          f"work dir {workdir} holds a checkpoint of a different model ({key}: "
+          f"{saved.get(key)!r} there, {current.get(key)!r} now); use another --workdir")

@@ -1,0 +1,113 @@
+"""The base config every `configs/*.py` starts from.
+
+Every key a config may set is defined here with its default, so a typo in a config
+file or on the command line is an error (`check_keys`) instead of a silently ignored
+setting. Conventions: sizes are (height, width); `bn_momentum` is the decay of the
+running statistics (TensorFlow/Flax convention: PyTorch momentum 0.1 == 0.9 here).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from jaxseg.errors import ConfigError
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = dict(
+      name="shapes",
+      data_dir="",  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      train_split="train",
+      eval_split="val",
+      num_classes=6,
+      ignore_index=255,
+      mean=IMAGENET_MEAN,
+      std=IMAGENET_STD,
+  )
+
+  c.input = dict(
+      crop_size=(513, 513),
+      scale_range=(0.5, 2.0),
+      scale_step=0.25,  # DeepLab's reference code samples scales in steps of 0.25; 0 = continuous
+      flip=True,
+      photometric=True,
+      cat_max_ratio=0.75,  # re-draw crops where one class covers more than this; 1.0 disables
+      eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
+      num_workers=0,  # grain worker processes; 0 = augment in the training process
+  )
+
+  c.model = dict(
+      backbone=dict(
+          depth=50,
+          width=64,  # channels of the stem; stage widths are width * (1, 2, 4, 8)
+          stem="deep",  # "7x7" (torchvision) or "deep" (three 3x3, ResNetV1c)
+          output_stride=16,
+          multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks
+          contract_dilation=True,  # first block of a dilated stage uses half the rate
+          extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
+      ),
+      decode_head="aspp",
+      head_channels=256,
+      aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
+      dropout=0.1,
+      aux_head=True,
+      aux_channels=256,
+      eval_output_stride=8,  # DeepLabv3 trains at OS16 and evaluates at OS8
+      bn_momentum=0.9,
+      dtype="float32",  # compute dtype; params stay float32
+  )
+
+  c.loss = dict(
+      aux_weight=0.4,
+      class_weights=(),  # () = unweighted; else one weight per class
+  )
+
+  c.optim = dict(
+      lr=0.01,
+      momentum=0.9,
+      weight_decay=1e-4,
+      decay_norm_and_bias=False,  # weight decay on BN scale/bias and conv biases too
+      power=0.9,  # poly: lr * (1 - step / steps) ** power
+      warmup_steps=0,
+      warmup="linear",  # "linear" or "exp"
+      warmup_ratio=0.1,  # lr multiplier at step 0 of the warmup
+      head_lr_mult=1.0,  # lr multiplier of everything outside the backbone
+      grad_clip=0.0,  # global-norm clipping; 0 disables
+  )
+
+  c.train = dict(
+      batch_size=16,  # global batch over all devices and hosts
+      steps=30000,
+      log_every=50,
+      eval_every=2000,
+      ckpt_every=2000,
+      keep_checkpoints=3,  # the latest K, plus the best by mIoU
+  )
+
+  c.eval = dict(
+      mode="whole",  # "whole" or "slide"
+      crop_size=(513, 513),  # sliding window
+      stride=(341, 341),
+      scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+      flip=False,
+      batch_size=8,
+  )
+  return c
+
+
+def check_keys(config, base=None, prefix=""):
+  """Raises ConfigError naming the first key of `config` that `base_config` lacks."""
+  base = base_config() if base is None else base
+  for key in config.keys():
+    name = prefix + key
+    if key not in base:
+      raise ConfigError(f"unknown config key '{name}'")
+    if isinstance(config[key], ml_collections.ConfigDict):
+      if not isinstance(base[key], ml_collections.ConfigDict):
+        raise ConfigError(f"config key '{name}' is a value, not a group")
+      check_keys(config[key], base[key], name + ".")

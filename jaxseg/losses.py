@@ -1,0 +1,38 @@
+"""Segmentation losses. Logits are upsampled to the label size, never the reverse."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg.errors import ConfigError
+from jaxseg.models.layers import resize
+
+
+def cross_entropy(logits, labels, ignore_index=255, class_weights=None):
+  """Softmax cross-entropy averaged over non-ignored pixels.
+
+  logits (B, h, w, K) at any resolution, bilinearly upsampled to labels (B, H, W).
+  With class weights w, the mean is weighted: sum_i w[y_i] * nll_i / sum_i w[y_i]
+  (the PyTorch / toolbox convention). Computed in float32.
+  """
+  logits = resize(logits.astype(jnp.float32), labels.shape[1:3])
+  valid = labels != ignore_index
+  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  weight = valid.astype(jnp.float32)
+  if class_weights is not None:
+    weight = weight * jnp.asarray(class_weights, jnp.float32)[safe]
+  return jnp.sum(nll * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+
+def segmentation_loss(outputs, labels, config):
+  """Main CE plus `aux_weight` x CE of every auxiliary output. Returns (total, terms)."""
+  weights = tuple(config.loss.class_weights) or None
+  if weights is not None and len(weights) != config.dataset.num_classes:
+    raise ConfigError(f"config key loss.class_weights has {len(weights)} entries, "
+                     f"dataset.num_classes is {config.dataset.num_classes}")
+  terms = {name: cross_entropy(logits, labels, config.dataset.ignore_index, weights)
+           for name, logits in outputs.items()}
+  total = sum(terms[n] * (1.0 if n == "seg" else config.loss.aux_weight) for n in terms)
+  return total, terms

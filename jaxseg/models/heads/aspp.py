@@ -1,0 +1,55 @@
+"""DeepLabv3 head: Atrous Spatial Pyramid Pooling (Chen et al. 2017, Sec. 3.3).
+
+ASPP = [1x1 conv, 3x3 conv rate r1, r2, r3, image pooling], each 256 channels with
+BN + ReLU, concatenated, projected by a 1x1 conv (256, BN, ReLU), then the 1x1
+classifier. The rates (6, 12, 18) are for output stride 16 and double at OS8.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxseg.models.layers import ConvBN
+
+
+def scaled_rates(rates: Sequence[int], output_stride: int) -> tuple[int, ...]:
+  """(6, 12, 18) at OS16 -> (12, 24, 36) at OS8, (3, 6, 9) at OS32."""
+  return tuple(max(1, r * 16 // output_stride) for r in rates)
+
+
+class ASPP(nn.Module):
+  channels: int = 256
+  rates: Sequence[int] = (6, 12, 18)
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
+    branches = [ConvBN(self.channels, 1, **kw, name="conv1x1")(x, train)]
+    for i, rate in enumerate(self.rates):
+      branches.append(ConvBN(self.channels, 3, dilation=rate, **kw, name=f"atrous{i}")(x, train))
+    # Image-level features: global average pool -> 1x1 conv + BN + ReLU -> upsample
+    # (bilinear from a 1x1 map is a broadcast).
+    pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
+    pooled = ConvBN(self.channels, 1, **kw, name="image_pool")(pooled, train)
+    branches.append(jnp.broadcast_to(pooled, branches[0].shape))
+    x = jnp.concatenate(branches, axis=-1)
+    return ConvBN(self.channels, 1, **kw, name="project")(x, train)
+
+
+class DeepLabV3Head(nn.Module):
+  num_classes: int
+  channels: int = 256
+  rates: Sequence[int] = (6, 12, 18)  # already scaled to the output stride
+  dropout: float = 0.1
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, train: bool):
+    x = ASPP(self.channels, self.rates, self.bn_momentum, self.dtype, name="aspp")(features["c4"], train)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

@@ -1,0 +1,197 @@
+"""Training, one linear story: mesh -> data -> abstract state -> shardings -> jitted
+init or restore -> jitted step with donated state -> loop (log, evaluate, checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxseg import checkpoint, sharding
+from jaxseg.data import datasets, pipeline
+from jaxseg.errors import ConfigError
+from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
+from jaxseg.losses import segmentation_loss
+from jaxseg.metrics import format_table
+from jaxseg.models.segmentor import build_model
+from jaxseg.optim import make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def state_factory(config, model):
+  """(init_fn, abstract_state, tx, schedule): `init_fn(key)` builds the TrainState;
+  the abstract state (shapes only, via eval_shape) drives shardings and restores."""
+  h, w = config.input.crop_size
+  dummy = jnp.zeros((1, h, w, 3), jnp.float32)
+
+  def init_variables(key):
+    return model.init({"params": key, "dropout": key}, dummy, train=True)
+
+  tx, schedule = make_optimizer(config, jax.eval_shape(init_variables, jax.random.key(0))["params"])
+
+  def init_fn(key):
+    variables = init_variables(key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+
+  return init_fn, jax.eval_shape(init_fn, jax.random.key(0)), tx, schedule
+
+
+def make_train_step(config, model, tx, schedule):
+  base_key = jax.random.key(config.seed)
+
+  def train_step(state, batch):
+    dropout_key = jax.random.fold_in(base_key, state.step)
+
+    def loss_fn(params):
+      outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                     normalize(batch["image"], config), train=True,
+                                     mutable=["batch_stats"], rngs={"dropout": dropout_key})
+      loss, terms = segmentation_loss(outputs, batch["label"], config)
+      return loss, (terms, updates["batch_stats"])
+
+    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    logs = {"loss": loss, "lr": schedule(state.step), **{f"loss_{k}": v for k, v in terms.items()}}
+    return new_state, logs
+
+  return train_step
+
+
+def make_predict(config, eval_model):
+  def predict(variables, images):
+    return jnp.argmax(predict_scores(eval_model, variables, images, config), axis=-1)
+  return predict
+
+
+def _append_jsonl(path, record):
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def _duration(seconds):
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def train_and_evaluate(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint.check_same_model(workdir, config)
+
+  # Mesh: every device of every host on the `data` axis.
+  mesh = sharding.make_mesh()
+  data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  if config.train.batch_size % jax.device_count():
+    raise ConfigError(f"config train.batch_size {config.train.batch_size} is not divisible by "
+                     f"the {jax.device_count()} devices")
+
+  # Data.
+  builder = datasets.load(config.dataset.name, config.dataset.data_dir)
+  class_names = datasets.class_names(builder, config.dataset.num_classes)
+  train_data = pipeline.train_dataset(config, datasets.source(builder, config.dataset.train_split),
+                                      jax.process_index(), jax.process_count())
+  eval_source = datasets.source(builder, config.dataset.eval_split)
+
+  # Model and abstract state -> shardings (replicated state, batch on `data`).
+  model = build_model(config)
+  eval_model = build_model(config, config.model.eval_output_stride)
+  init_fn, abstract_state, tx, schedule = state_factory(config, model)
+  state_sh = jax.tree.map(lambda _: repl, abstract_state)
+
+  # Restore the latest checkpoint of this work dir, or initialise.
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  latest = mngr.latest_step()
+  iterator = pipeline.train_iterator(train_data, config)
+  if latest is not None:
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract_state, state_sh)
+    state, data_state = checkpoint.restore(mngr, latest, abstract)
+    iterator.set_state(data_state)
+    print(f"Resumed from {mngr.directory}/{latest}", flush=True)
+  else:
+    state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(config.seed))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  print(f"{config.model.decode_head} ResNet-{config.model.backbone.depth}: {num_params / 1e6:.2f}M "
+        f"params, {jax.device_count()} devices, global batch {config.train.batch_size}", flush=True)
+
+  # Jitted step (donated state) and evaluator.
+  train_step = jax.jit(make_train_step(config, model, tx, schedule),
+                       in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl),
+                       donate_argnums=0)
+  evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
+                           config.dataset.ignore_index, data_sh, repl)
+  to_device = lambda batch: sharding.global_batch(batch, data_sh)
+
+  def run_eval(step):
+    batches = pipeline.eval_batches(config, eval_source, config.eval.batch_size,
+                                    jax.process_index(), jax.process_count())
+    scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
+    print(format_table(scores, class_names), flush=True)
+    record = {"step": step, **{k: scores[k] for k in ("miou", "aacc", "macc", "per_class_iou",
+                                                       "per_class_acc", "eval_seconds")}}
+    if jax.process_index() == 0:
+      _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
+    return scores["miou"]
+
+  # Loop.
+  c = config.train
+  step = int(state.step)
+  start_step, t0, images_seen = step, time.time(), 0
+  while step < c.steps:
+    batch = next(iterator)
+    state, logs = train_step(state, to_device(batch))
+    step += 1
+    images_seen += c.batch_size
+    if step == start_step + 1:  # exclude compilation from throughput
+      jax.block_until_ready(state)
+      t0, images_seen = time.time(), 0
+    if step % c.log_every == 0 or step == c.steps:
+      logs = {k: float(v) for k, v in jax.device_get(logs).items()}
+      elapsed = time.time() - t0
+      rate = images_seen / elapsed if images_seen else 0.0
+      eta = (c.steps - step) * c.batch_size / rate if rate else 0.0
+      print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
+            f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
+            f"ETA {_duration(eta)}", flush=True)
+      if jax.process_index() == 0:
+        _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
+                      {"step": step, **logs, "images_per_sec": rate})
+    miou = run_eval(step) if (step % c.eval_every == 0 or step == c.steps) else None
+    if step % c.ckpt_every == 0 or step == c.steps or miou is not None:
+      checkpoint.save(mngr, step, state, iterator.get_state(), miou)
+  mngr.wait_until_finished()
+  mngr.close()
+  return state
+
+
+def evaluate_checkpoint(config, workdir):
+  """--mode eval: restore the latest checkpoint of `workdir` and evaluate it."""
+  from jaxseg.api import load
+  seg = load(workdir, config)
+  builder = datasets.load(config.dataset.name, config.dataset.data_dir)
+  batches = pipeline.eval_batches(config, datasets.source(builder, config.dataset.eval_split),
+                                  config.eval.batch_size, jax.process_index(), jax.process_count())
+  evaluator = SegEvaluator(make_predict(config, seg.model), config.dataset.num_classes,
+                           config.dataset.ignore_index, seg.data_sharding, seg.replicated)
+  scores, _ = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
+  print(format_table(scores, datasets.class_names(builder, config.dataset.num_classes)))
+  print(f"step {seg.step}: mIoU {scores['miou']:.4f}  aAcc {scores['aacc']:.4f}", flush=True)
+  return scores

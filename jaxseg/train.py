@@ -50,20 +50,26 @@ def state_factory(config, model):
   return init_fn, jax.eval_shape(init_fn, jax.random.key(0)), tx, schedule
 
 
+def make_loss_fn(config, model):
+  """loss_fn(params, batch_stats, batch, dropout_key) -> (loss, (terms, new batch_stats))."""
+
+  def loss_fn(params, batch_stats, batch, dropout_key):
+    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                   normalize(batch["image"], config), train=True,
+                                   mutable=["batch_stats"], rngs={"dropout": dropout_key})
+    loss, terms = segmentation_loss(outputs, batch["label"], config)
+    return loss, (terms, updates["batch_stats"])
+
+  return loss_fn
+
+
 def make_train_step(config, model, tx, schedule):
   base_key = jax.random.key(config.seed)
+  grad_fn = jax.value_and_grad(make_loss_fn(config, model), has_aux=True)
 
   def train_step(state, batch):
     dropout_key = jax.random.fold_in(base_key, state.step)
-
-    def loss_fn(params):
-      outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     normalize(batch["image"], config), train=True,
-                                     mutable=["batch_stats"], rngs={"dropout": dropout_key})
-      loss, terms = segmentation_loss(outputs, batch["label"], config)
-      return loss, (terms, updates["batch_stats"])
-
-    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (terms, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
@@ -90,7 +96,12 @@ def _duration(seconds):
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, stop_after=None):
+  """Trains to config.train.steps, resuming from the work dir's latest checkpoint.
+
+  `stop_after`: leave the loop after this step, as an interrupted run would, with
+  its checkpoints written (the schedule still runs to config.train.steps).
+  """
   os.makedirs(workdir, exist_ok=True)
   checkpoint.check_same_model(workdir, config)
 
@@ -177,6 +188,8 @@ def train_and_evaluate(config, workdir):
     miou = run_eval(step) if (step % c.eval_every == 0 or step == c.steps) else None
     if step % c.ckpt_every == 0 or step == c.steps or miou is not None:
       checkpoint.save(mngr, step, state, iterator.get_state(), miou)
+    if step == stop_after:
+      break
   mngr.wait_until_finished()
   mngr.close()
   return state

@@ -1,9 +1,10 @@
 """`shapes`: a deterministic synthetic scene-parsing dataset embedded in jaxseg.
 
-Each image is a cluttered, textured background (gradients, noise, thin lines and
-dots, all labelled background) with 2-6 objects of five shape classes drawn in
-random order, so later objects occlude earlier ones. Objects vary in size, colour and
-texture (solid, stripes, checker, noise), so only the shape tells the class. As in
+Each image is a cluttered background (muted gradients, noise, thin lines and dots
+of any colour, all labelled background) with 2-6 objects of five shape classes drawn
+in random order, so later objects occlude earlier ones. Objects vary in size, angle,
+colour and texture (solid, stripes, checker, noise); each class's hues lie in a band
+that overlaps its neighbours', so colour hints at the class and shape decides it. As in
 PASCAL VOC, a thin band along every object boundary is labelled 255 (ignore).
 Everything derives from (split, index), so every build is identical.
 """
@@ -18,9 +19,19 @@ PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200
 SPLITS = {"train": (1200, 0), "val": (200, 1)}  # name -> (size, seed stream)
 
 
-def _texture(rng, h, w):
-  """An (h, w, 3) float pattern: solid, stripes, checker or noise, in random colours."""
-  a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+def _hsv_to_rgb(h, s, v):
+  """One colour, hue in degrees, saturation and value in [0, 1] -> RGB in [0, 255]."""
+  hsv = np.array([[[h / 2 % 180, s * 255, v * 255]]], np.uint8)
+  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
+
+
+def _texture(rng, cls, h, w):
+  """An (h, w, 3) float pattern: solid, stripes, checker or noise. Each class has a
+  hue band (72 degrees apart, +-30 jitter, so neighbours overlap); saturation,
+  brightness and pattern vary freely."""
+  hue = 72 * (cls - 1) + rng.uniform(-30, 30)
+  a = _hsv_to_rgb(hue, rng.uniform(0.55, 1), rng.uniform(0.5, 1))
+  b = _hsv_to_rgb(hue + rng.uniform(-20, 20), rng.uniform(0.55, 1), rng.uniform(0.25, 1))
   kind = rng.integers(4)
   yy, xx = np.mgrid[:h, :w]
   if kind == 0:
@@ -33,7 +44,7 @@ def _texture(rng, h, w):
     mix = (xx // cell + yy // cell) % 2
   else:
     mix = rng.uniform(0, 1, (h, w))
-  return a + (b - a) * mix[..., None] * (0.8 if kind == 3 else 1.0)
+  return a + (b - a) * mix[..., None]
 
 
 def _shape_mask(rng, cls, h, w):
@@ -71,9 +82,10 @@ def make_example(split: str, index: int):
   rng = np.random.default_rng([SPLITS[split][1], index])
   h, w = (int(v) for v in rng.integers(14, 21, 2) * 8)  # 112..160
 
-  # Background: a colour gradient, noise, and clutter (thin lines, small dots).
+  # Background: a muted colour gradient, noise, and clutter (thin lines, small dots)
+  # in any colour.
   yy, xx = np.mgrid[:h, :w] / max(h, w)
-  c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+  c0, c1 = (_hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.35), rng.uniform(0.2, 0.9)) for _ in "ab")
   t = (xx * np.cos(rng.uniform(0, 6.3)) + yy * np.sin(rng.uniform(0, 6.3)))[..., None]
   image = c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6) + rng.normal(0, 12, (h, w, 3))
   image = np.ascontiguousarray(image)
@@ -89,7 +101,7 @@ def make_example(split: str, index: int):
   for _ in range(rng.integers(2, 7)):
     cls = int(rng.integers(1, len(CLASSES)))
     mask = _shape_mask(rng, cls, h, w)
-    image[mask] = _texture(rng, h, w)[mask]
+    image[mask] = _texture(rng, cls, h, w)[mask]
     label[mask] = cls
 
   # Ignore band: pixels within 1 px of a boundary between two labels.

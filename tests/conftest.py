@@ -1,0 +1,34 @@
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(name, variant=""):
+  """configs/<name>.py's get_config(variant), as `--config configs/<name>.py:variant`."""
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """A TFDS data dir holding the prepared `shapes` dataset, shared by the session
+  (and by the subprocesses it starts, through $TFDS_DATA_DIR)."""
+  path = os.environ.get("JAXSEG_TEST_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
+  os.environ["TFDS_DATA_DIR"] = path
+  from jaxseg.data import datasets
+  datasets.dataset_dir("shapes", path)
+  return path
+
+
+def run_cli(*args, env=None, timeout=600):
+  """Runs `python -m jaxseg.main ARGS`; returns the CompletedProcess (text)."""
+  return subprocess.run([sys.executable, "-m", "jaxseg.main", *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                        capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+# Runs in a subprocess: the 8 CPU devices must be requested before JAX starts.
+CHECK = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jaxseg import sharding
+from jaxseg.train import make_loss_fn, make_train_step, state_factory
+from jaxseg.models.segmentor import build_model
+from tests.conftest import load_config
+
+assert jax.device_count() == 8, jax.devices()
+config = load_config("quickstart", "tiny")
+config.train.batch_size = 8
+model = build_model(config)
+init_fn, abstract, tx, schedule = state_factory(config, model)
+rng = np.random.default_rng(0)
+label = rng.integers(0, 6, (8, 64, 64)).astype(np.uint8)
+label[:, :5] = 255
+batch = {"image": rng.integers(0, 256, (8, 64, 64, 3)).astype(np.uint8), "label": label}
+grad_fn = jax.value_and_grad(make_loss_fn(config, model), has_aux=True)
+
+results = []
+for devices in (jax.devices(), jax.devices()[:1]):
+  mesh = sharding.make_mesh(devices)
+  data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  state_sh = jax.tree.map(lambda _: repl, abstract)
+  state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))
+  b = sharding.global_batch(batch, data_sh)
+  assert len(b["image"].sharding.device_set) == len(devices)
+  (loss, (_, stats)), grads = jax.jit(grad_fn)(state.params, state.batch_stats, b, jax.random.key(1))
+  step = jax.jit(make_train_step(config, model, tx, schedule), in_shardings=(state_sh, data_sh),
+                 out_shardings=(state_sh, repl), donate_argnums=0)
+  state, logs = step(state, b)
+  state, logs2 = step(state, b)
+  results.append(jax.device_get((loss, grads, stats, state.params, state.batch_stats, logs2["loss"])))
+
+names = ["loss", "gradients", "BN statistics", "params after 2 steps", "BN stats after 2 steps", "loss at step 2"]
+for name, a, b in zip(names, *results):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
+# BN statistics really are global: per-device statistics would differ from these.
+print("ok", float(results[0][0]))
+"""
+
+
+def test_eight_devices_equal_one_device():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "ok" in out.stdout

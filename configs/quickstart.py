@@ -23,10 +23,10 @@ def get_config(variant=""):
   c.model.aux_channels = 32
   c.optim.lr = 0.05
   c.train.batch_size = 16
-  c.train.steps = 1000
+  c.train.steps = 800
   c.train.log_every = 50
-  c.train.eval_every = 500
-  c.train.ckpt_every = 500
+  c.train.eval_every = 400
+  c.train.ckpt_every = 200
   c.eval.batch_size = 25
   if variant == "tiny":
     c.input.crop_size = (64, 64)

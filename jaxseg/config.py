@@ -7,6 +7,8 @@ running statistics (TensorFlow/Flax convention: PyTorch momentum 0.1 == 0.9 here
 """
 from __future__ import annotations
 
+import difflib
+
 import ml_collections
 
 from jaxseg.errors import ConfigError
@@ -47,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
           width=64,  # channels of the stem; stage widths are width * (1, 2, 4, 8)
           stem="deep",  # "7x7" (torchvision) or "deep" (three 3x3, ResNetV1c)
           output_stride=16,
-          multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks
+          multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks; () = none
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
       ),
@@ -111,3 +113,20 @@ def check_keys(config, base=None, prefix=""):
       if not isinstance(base[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key '{name}' is a value, not a group")
       check_keys(config[key], base[key], name + ".")
+
+
+def check_override_keys(argv):
+  """Raises ConfigError for a `--config.a.b=v` argument whose key no config has,
+  before flag parsing turns it into a traceback."""
+  base = base_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    node = base
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        close = difflib.get_close_matches(part, list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else [], 1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown config key '{key}' in {arg}{hint}")
+      node = node[part]

@@ -83,8 +83,10 @@ def main(argv):
 
 def run():
   """Entry point: known user errors become one line on stderr and exit code 2."""
+  from jaxseg.config import check_override_keys
   from jaxseg.errors import UserError
   try:
+    check_override_keys(sys.argv[1:])
     app.run(main)
   except UserError as e:
     print(f"jaxseg: error: {e}", file=sys.stderr)

@@ -88,7 +88,7 @@ def test_segmentation_scores():
                  [0, 0, 0, 0]])  # class 3: absent from labels, never predicted either
   cm[0, 3] = 1                    # ... now class 3 is predicted once: IoU 0, counted
   s = metrics.segmentation_scores(cm)
-  iou = [5 / (6 + 7 - 5), 3 / (5 + 4 - 3), None, 0.0]
+  iou = [5 / (7 + 7 - 5), 3 / (5 + 4 - 3), None, 0.0]  # TP / (GT + pred - TP)
   assert s["per_class_iou"][2] is None
   np.testing.assert_allclose([s["per_class_iou"][i] for i in (0, 1, 3)], [iou[0], iou[1], 0.0])
   np.testing.assert_allclose(s["miou"], (iou[0] + iou[1] + 0.0) / 3)

@@ -29,7 +29,8 @@ DEPTHS = {
 class BasicBlock(nn.Module):
   features: int
   stride: int = 1
-  dilation: int = 1
+  dilation: int = 1  # of the first 3x3, which carries the stride
+  dilation2: int = 0  # of the second 3x3 (0: same as the first)
   downsample: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
@@ -39,7 +40,7 @@ class BasicBlock(nn.Module):
   def __call__(self, x, train: bool):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     y = ConvBN(self.features, 3, self.stride, self.dilation, **kw, name="conv1")(x, train)
-    y = ConvBN(self.features, 3, 1, self.dilation, relu=False, **kw, name="conv2")(y, train)
+    y = ConvBN(self.features, 3, 1, self.dilation2 or self.dilation, relu=False, **kw, name="conv2")(y, train)
     if self.downsample:
       x = ConvBN(self.features, 1, self.stride, relu=False, **kw, name="downsample")(x, train)
     return nn.relu(x + y)
@@ -50,6 +51,7 @@ class Bottleneck(nn.Module):
   features: int
   stride: int = 1
   dilation: int = 1
+  dilation2: int = 0  # unused: one 3x3 only
   downsample: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
@@ -97,7 +99,7 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = "deep"
   output_stride: int = 16
-  multi_grid: Sequence[int] = (1, 2, 4)
+  multi_grid: Sequence[int] = (1, 2, 4)  # () = none: the last stage is dilated like the others
   contract_dilation: bool = True
   extra_blocks: int = 0
   bn_momentum: float = 0.9
@@ -131,13 +133,14 @@ class ResNet(nn.Module):
       channels = self.width * 2 ** i
       last = i == 3
       for b in range(num_blocks):
-        if last:  # multi-grid: unit rates (r1, r2, r3) multiply the stage rate
+        if last and self.multi_grid:  # multi-grid: unit rates (r1, r2, r3) multiply the stage rate
           dilation = rate * self.multi_grid[b % len(self.multi_grid)]
         elif b == 0 and self.contract_dilation and rate > 1:
-          dilation = rate // 2
+          dilation = rate // 2  # the conv that had the stride keeps the previous rate
         else:
           dilation = rate
         x = block(channels, stride=stride if b == 0 else 1, dilation=dilation,
+                  dilation2=max(dilation, rate),
                   downsample=b == 0 and (stride != 1 or in_channels != channels * block.expansion),
                   **kw, name=f"layer{s + 1}_{b}")(x, train)
         in_channels = channels * block.expansion

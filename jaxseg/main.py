@@ -21,6 +21,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config
 flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 flags.DEFINE_string("input", None, "--mode predict: folder of images.")
 flags.DEFINE_string("output", None, "--mode predict: output folder (default WORKDIR/predictions).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host: TPU "
+                  "pods, SLURM; see launch/README.md).")
 
 
 def predict_folder(config, workdir, input_dir, output_dir):
@@ -64,6 +66,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  if FLAGS.distributed:
+    import jax
+    jax.distributed.initialize()  # coordinator and process ids from the cluster environment
   from jaxseg import train
   from jaxseg.config import check_keys
 

@@ -49,13 +49,13 @@ def segmentation_scores(cm) -> dict:
   }
 
 
-def format_table(scores, class_names) -> str:
+def format_table(scores, class_names, step=None) -> str:
   """Per-class IoU/Acc table with class names, then the summary line."""
   width = max([len(n) for n in class_names] + [5])
   lines = [f"{'class':<{width}}    IoU     Acc", "-" * (width + 16)]
   for name, iou, acc in zip(class_names, scores["per_class_iou"], scores["per_class_acc"]):
     fmt = lambda v: "    n/a" if v is None else f"{100 * v:7.2f}"
     lines.append(f"{name:<{width}} {fmt(iou)} {fmt(acc)}")
-  lines.append(f"mIoU {100 * scores['miou']:.2f}  aAcc {100 * scores['aacc']:.2f}  "
-               f"mAcc {100 * scores['macc']:.2f}")
+  prefix = "" if step is None else f"step {step}: "
+  lines.append(f"{prefix}mIoU {scores['miou']:.4f}  aAcc {scores['aacc']:.4f}  mAcc {scores['macc']:.4f}")
   return "\n".join(lines)

@@ -155,7 +155,8 @@ def train_and_evaluate(config, workdir, stop_after=None):
     batches = pipeline.eval_batches(config, eval_source, config.eval.batch_size,
                                     jax.process_index(), jax.process_count())
     scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
-    print(format_table(scores, class_names), flush=True)
+    print(f"Evaluation on '{config.dataset.eval_split}' ({scores['eval_seconds']:.1f}s)")
+    print(format_table(scores, class_names, step), flush=True)
     record = {"step": step, **{k: scores[k] for k in ("miou", "aacc", "macc", "per_class_iou",
                                                        "per_class_acc", "eval_seconds")}}
     if jax.process_index() == 0:
@@ -165,6 +166,8 @@ def train_and_evaluate(config, workdir, stop_after=None):
   # Loop.
   c = config.train
   step = int(state.step)
+  if step >= c.steps:
+    print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
   start_step, t0, images_seen = step, time.time(), 0
   while step < c.steps:
     batch = next(iterator)
@@ -205,6 +208,6 @@ def evaluate_checkpoint(config, workdir):
   evaluator = SegEvaluator(make_predict(config, seg.model), config.dataset.num_classes,
                            config.dataset.ignore_index, seg.data_sharding, seg.replicated)
   scores, _ = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
-  print(format_table(scores, datasets.class_names(builder, config.dataset.num_classes)))
-  print(f"step {seg.step}: mIoU {scores['miou']:.4f}  aAcc {scores['aacc']:.4f}", flush=True)
+  print(format_table(scores, datasets.class_names(builder, config.dataset.num_classes), seg.step),
+        flush=True)
   return scores

@@ -32,11 +32,12 @@ def test_train_writes_the_work_dir(trained):
 
 
 def test_eval_reports_the_training_miou(trained):
-  workdir, _ = trained
+  workdir, train_stdout = trained
   final = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))][-1]
   out = run_cli("--config", TINY, "--workdir", workdir, "--mode", "eval")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f"step 4: mIoU {final['miou']:.4f}" in out.stdout
+  line = f"step 4: mIoU {final['miou']:.4f}"
+  assert line in train_stdout and line in out.stdout
   assert "background" in out.stdout and "triangle" in out.stdout  # per-class table with names
 
 

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from jaxseg import checkpoint, sharding
+from jaxseg.errors import NoCheckpointError
 from jaxseg.evaluate import predict_scores
 from jaxseg.models.segmentor import build_model
 
@@ -47,7 +48,7 @@ def load(workdir, config=None, step=None) -> Segmenter:
   if config is None:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: is {workdir} a jaxseg work dir?")
+      raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
     with open(path) as f:
       config = ml_collections.ConfigDict(json.load(f))
   else:
@@ -55,7 +56,7 @@ def load(workdir, config=None, step=None) -> Segmenter:
   mngr = checkpoint.manager(workdir, read_only=True)
   step = mngr.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    raise NoCheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
   _, abstract_state, _, _ = state_factory(config, build_model(config))

@@ -25,6 +25,7 @@ def manager(workdir, keep=3, read_only=False):
           policies.BestN(get_metric_fn=lambda m: m["miou"], n=1, keep_checkpoints_without_metrics=False),
       ]),
       enable_async_checkpointing=True,
+      save_interval_steps=0 if read_only else 1,
       read_only=read_only,
       create=not read_only,
   )

@@ -22,3 +22,7 @@ class CheckpointMismatchError(UserError, ValueError):
 
 class InputDataError(UserError, ValueError):
   """A record or image that cannot be used: unreadable, wrong shape, too large."""
+
+
+class NoCheckpointError(UserError, FileNotFoundError):
+  """A work dir with no checkpoint (or no config.json) where one is needed."""

@@ -35,9 +35,11 @@ def predict_folder(config, workdir, input_dir, output_dir):
   from jaxseg.data import datasets
   from jaxseg.errors import InputDataError
 
+  if not os.path.isdir(input_dir):
+    raise InputDataError(f"--input {input_dir} is not a folder")
   names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
   if not names:
-    raise FileNotFoundError(f"no images in {input_dir}")
+    raise InputDataError(f"no images in {input_dir}")
   seg = load(workdir, config)
   try:
     builder = datasets.load(config.dataset.name, config.dataset.data_dir)

@@ -29,3 +29,11 @@ def global_batch(local_batch, sharding):
   """Global arrays from this host's slice of the batch (multi-host safe)."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
                       local_batch)
+
+
+def eval_batch_size(config):
+  """Per-host eval batch: eval.batch_size rounded up so that every local device gets
+  the same number of images (the extra entries are all-ignore padding)."""
+  per_host = -(-config.eval.batch_size // jax.process_count())
+  devices = jax.local_device_count()
+  return -(-per_host // devices) * devices

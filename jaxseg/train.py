@@ -152,7 +152,7 @@ def train_and_evaluate(config, workdir, stop_after=None):
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
 
   def run_eval(step):
-    batches = pipeline.eval_batches(config, eval_source, config.eval.batch_size,
+    batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
                                     jax.process_index(), jax.process_count())
     scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
     print(f"Evaluation on '{config.dataset.eval_split}' ({scores['eval_seconds']:.1f}s)")
@@ -168,19 +168,18 @@ def train_and_evaluate(config, workdir, stop_after=None):
   step = int(state.step)
   if step >= c.steps:
     print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
-  start_step, t0, images_seen = step, time.time(), 0
+  start_step, t_log, images = step, time.time(), 0  # throughput since the last log line
   while step < c.steps:
     batch = next(iterator)
     state, logs = train_step(state, to_device(batch))
     step += 1
-    images_seen += c.batch_size
-    if step == start_step + 1:  # exclude compilation from throughput
+    images += c.batch_size
+    if step == start_step + 1:  # leave compilation out of the throughput
       jax.block_until_ready(state)
-      t0, images_seen = time.time(), 0
+      t_log, images = time.time(), 0
     if step % c.log_every == 0 or step == c.steps:
       logs = {k: float(v) for k, v in jax.device_get(logs).items()}
-      elapsed = time.time() - t0
-      rate = images_seen / elapsed if images_seen else 0.0
+      rate = images / (time.time() - t_log) if images else 0.0
       eta = (c.steps - step) * c.batch_size / rate if rate else 0.0
       print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
             f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
@@ -188,9 +187,12 @@ def train_and_evaluate(config, workdir, stop_after=None):
       if jax.process_index() == 0:
         _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
                       {"step": step, **logs, "images_per_sec": rate})
+      t_log, images = time.time(), 0
     miou = run_eval(step) if (step % c.eval_every == 0 or step == c.steps) else None
     if step % c.ckpt_every == 0 or step == c.steps or miou is not None:
       checkpoint.save(mngr, step, state, iterator.get_state(), miou)
+    if miou is not None:
+      t_log = time.time()  # evaluation time is not training throughput
     if step == stop_after:
       break
   mngr.wait_until_finished()
@@ -204,7 +206,8 @@ def evaluate_checkpoint(config, workdir):
   seg = load(workdir, config)
   builder = datasets.load(config.dataset.name, config.dataset.data_dir)
   batches = pipeline.eval_batches(config, datasets.source(builder, config.dataset.eval_split),
-                                  config.eval.batch_size, jax.process_index(), jax.process_count())
+                                  sharding.eval_batch_size(config), jax.process_index(),
+                                  jax.process_count())
   evaluator = SegEvaluator(make_predict(config, seg.model), config.dataset.num_classes,
                            config.dataset.ignore_index, seg.data_sharding, seg.replicated)
   scores, _ = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))

@@ -107,3 +107,8 @@ def test_work_dir_of_a_different_model(trained):
   out = run_cli("--config", TINY, "--workdir", workdir, "--config.model.backbone.depth=18")
   one_line_error(out, "different model", "model.backbone.depth")
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before  # nothing lost
+
+
+def test_eval_without_a_checkpoint(tmp_path):
+  out = run_cli("--config", TINY, "--workdir", str(tmp_path), "--mode", "eval")
+  one_line_error(out, "no checkpoint in")

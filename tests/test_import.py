@@ -3,13 +3,15 @@ reading a prepared dataset must never import it."""
 import subprocess
 import sys
 
+from tests.conftest import ROOT
+
 NO_TF_LOADED = ("tf = [m for m in sys.modules if m.split('.')[0] == 'tensorflow']\n"
                 "assert not tf, tf[:5]\n")
 
 
 def run(code):
   out = subprocess.run([sys.executable, "-c", "import sys\n" + code + NO_TF_LOADED + "print('ok')"],
-                       capture_output=True, text=True)
+                       cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("ok")
 

@@ -53,3 +53,18 @@ def test_eight_devices_equal_one_device():
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "ok" in out.stdout
+
+
+def test_cli_training_on_eight_devices_restores_on_one(data_dir, tmp_path):
+  import json
+  from tests.conftest import run_cli
+  workdir = str(tmp_path / "run8")
+  eight = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  out = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", workdir, env=eight)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "8 devices" in out.stdout
+  final = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))][-1]
+  # The checkpoint written by 8 devices evaluates identically on 1 device.
+  out = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", workdir, "--mode", "eval")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"step 4: mIoU {final['miou']:.4f}" in out.stdout

@@ -53,9 +53,17 @@ def base_config() -> ml_collections.ConfigDict:
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
       ),
-      decode_head="aspp",
+      neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
+      jpu_channels=512,
+      decode_head="aspp",  # "aspp", "psp" or "danet"
       head_channels=256,
       aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
+      psp_bins=(1, 2, 3, 6),
+      psp_pooling="avg",  # "avg" or "max" (PSPNet ablation: avg is better)
+      psp_reduction=True,  # 1x1 conv to C / len(bins) per branch; False keeps C
+      danet_cam_variant="paper",  # "paper": softmax(XX^T); "official" (code): softmax(rowmax - XX^T)
+      danet_blocked_threshold=2 ** 26,  # B*N*N elements above which PAM runs blockwise
+      danet_block_size=512,  # keys per block of the blockwise PAM
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
@@ -65,7 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   )
 
   c.loss = dict(
-      aux_weight=0.4,
+      aux_weight=0.4,  # weight of the output "aux"; every extra output X uses loss.X_weight
+      pam_weight=1.0,  # DANet's PAM-only output (1:1:1 as the official code)
+      cam_weight=1.0,  # DANet's CAM-only output
       class_weights=(),  # () = unweighted; else one weight per class
   )
 

@@ -26,13 +26,24 @@ def cross_entropy(logits, labels, ignore_index=255, class_weights=None):
   return jnp.sum(nll * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
 
 
+def output_weight(name, config):
+  """Loss weight of the output `name`: 1 for "seg", `loss.<name>_weight` for the others
+  ("aux" -> loss.aux_weight, DANet's "pam" -> loss.pam_weight, ...)."""
+  if name == "seg":
+    return 1.0
+  key = f"{name}_weight"
+  if key not in config.loss:
+    raise ConfigError(f"config key loss.{key} is missing: the model has an output '{name}'")
+  return config.loss[key]
+
+
 def segmentation_loss(outputs, labels, config):
-  """Main CE plus `aux_weight` x CE of every auxiliary output. Returns (total, terms)."""
+  """Main CE plus, for every other output X, loss.X_weight x its CE. Returns (total, terms)."""
   weights = tuple(config.loss.class_weights) or None
   if weights is not None and len(weights) != config.dataset.num_classes:
     raise ConfigError(f"config key loss.class_weights has {len(weights)} entries, "
                      f"dataset.num_classes is {config.dataset.num_classes}")
   terms = {name: cross_entropy(logits, labels, config.dataset.ignore_index, weights)
            for name, logits in outputs.items()}
-  total = sum(terms[n] * (1.0 if n == "seg" else config.loss.aux_weight) for n in terms)
+  total = sum(terms[n] * output_weight(n, config) for n in terms)
   return total, terms

@@ -1,8 +1,9 @@
 """Segmentor = backbone (+ neck) + decode head + auxiliary heads.
 
 `Segmentor(...)(images, train)` takes normalised NHWC float images and returns a dict
-of logits at feature resolution: "seg" from the decode head, plus one entry per
-auxiliary head ("aux"). Losses and inference resize them to the label/image size.
+of logits at feature resolution: "seg" from the decode head, plus in training one entry
+per auxiliary head ("aux") and any extra output of the decode head (DANet's "pam",
+"cam"). Losses and inference resize them to the label/image size.
 """
 from __future__ import annotations
 
@@ -14,21 +15,29 @@ import jax.numpy as jnp
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
+from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.fcn import FCNHead
+from jaxseg.models.heads.psp import PSPHead
+from jaxseg.models.necks.jpu import JPU
 
 
 class Segmentor(nn.Module):
   backbone: nn.Module
   decode_head: nn.Module
   aux_heads: dict[str, nn.Module]
+  neck: nn.Module | None = None  # rewrites the feature dict (FastFCN's JPU replaces c4)
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     features = self.backbone(images, train)
-    outputs = {"seg": self.decode_head(features, train)}
-    if train:  # auxiliary heads only supervise training; inference skips them
-      for name, head in self.aux_heads.items():
-        outputs[name] = head(features, train)
+    if self.neck is not None:
+      features = self.neck(features, train)
+    out = self.decode_head(features, train)  # logits, or a dict of logits with "seg"
+    outputs = dict(out) if isinstance(out, dict) else {"seg": out}
+    if not train:  # extra and auxiliary outputs only supervise training
+      return {"seg": outputs["seg"]}
+    for name, head in self.aux_heads.items():
+      outputs[name] = head(features, train)
     return outputs
 
 
@@ -44,11 +53,49 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
                     contract_dilation=m.backbone.contract_dilation,
                     extra_blocks=m.backbone.extra_blocks, **common)
-  if m.decode_head != "aspp":
-    raise ConfigError(f"config key model.decode_head: unknown head '{m.decode_head}' (known: aspp)")
-  head = DeepLabV3Head(num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_),
-                       m.dropout, **common)
+  neck = build_neck(m, common)
+  # The stride of the c4 the head sees: the JPU hands it c2's OS8 resolution.
+  head_os = 8 if m.neck == "jpu" else os_
+  make_head = HEADS.get(m.decode_head)
+  if make_head is None:
+    raise ConfigError(f"config key model.decode_head: unknown head '{m.decode_head}' "
+                     f"(known: {', '.join(HEADS)})")
   aux = {}
   if m.aux_head:
     aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, **common)
-  return Segmentor(backbone, head, aux)
+  return Segmentor(backbone, make_head(m, num_classes, head_os, common), aux, neck)
+
+
+def build_neck(m, common):
+  if m.neck == "":
+    return None
+  if m.neck == "jpu":
+    return JPU(m.jpu_channels, **common)
+  raise ConfigError(f"config key model.neck: unknown neck '{m.neck}' (known: '', jpu)")
+
+
+def _aspp(m, num_classes, os_, common):
+  return DeepLabV3Head(num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_), m.dropout, **common)
+
+
+def _psp(m, num_classes, os_, common):
+  if m.psp_pooling not in ("avg", "max"):
+    raise ConfigError(f"config key model.psp_pooling must be 'avg' or 'max', got '{m.psp_pooling}'")
+  if not m.psp_bins or any(int(n) != n or n < 1 for n in m.psp_bins):
+    raise ConfigError(f"config key model.psp_bins must be positive integers, got {tuple(m.psp_bins)}")
+  return PSPHead(num_classes, m.head_channels, tuple(int(n) for n in m.psp_bins), m.psp_pooling,
+                 m.psp_reduction, m.dropout, **common)
+
+
+def _danet(m, num_classes, os_, common):
+  if m.danet_cam_variant not in ("paper", "official"):
+    raise ConfigError(f"config key model.danet_cam_variant must be 'paper' or 'official', "
+                     f"got '{m.danet_cam_variant}'")
+  if m.danet_block_size < 1:
+    raise ConfigError(f"config key model.danet_block_size must be >= 1, got {m.danet_block_size}")
+  return DANetHead(num_classes, m.danet_cam_variant, int(m.danet_blocked_threshold),
+                   m.danet_block_size, m.dropout, **common)
+
+
+# model.decode_head -> (model config, num_classes, output stride of c4, BN/dtype kwargs) -> head
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet}

@@ -1,0 +1,1 @@
+"""Necks: modules between the backbone and the heads that rewrite the feature dict."""

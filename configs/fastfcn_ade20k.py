@@ -1,0 +1,104 @@
+"""FastFCN (JPU + PSP head) on ADE20K (Wu et al. 2019, "FastFCN: Rethinking Dilated
+Convolution in the Backbone for Semantic Segmentation").
+
+Schedule reproduced (paper and official code): ResNet-50 with the deep stem and
+NO dilation (output stride 32, also at evaluation); the Joint Pyramid Upsampling neck
+on c2, c3, c4 (512 channels per level, separable convs with dilation 1, 2, 4, 8, 2048
+channels out at OS8) replaces c4; the PSP head on it, and the FCN auxiliary head on
+c3 with weight 0.2 (the official code's --aux default); SGD momentum 0.9, lr 0.01 with
+poly 0.9, weight decay 1e-4, neck and heads at lr x10, batch 16, crop 480, random
+scale 0.5-2.0 and flip, 120 epochs on the 20,210 train images =
+120 * 20210 / 16 = 151,575 steps. Not reproduced: the official "base size 520"
+(scales are relative to each image here, as in the other configs) and the Gaussian
+blur with p = 0.5. Evaluation by sliding 480 windows on the val images (150 classes).
+Reported: the paper's ADE20K figures (val ms: R-50 42.75, R-101 44.34) are for the
+EncNet head with JPU, which jaxseg does not have; the PSP head with JPU is reported on
+PASCAL Context (see configs/fastfcn_pascal_context.py) and, in the toolbox table,
+on Cityscapes (79.26 ss / 80.86 ms+f).
+
+  --config configs/fastfcn_ade20k.py        single-scale evaluation
+  --config configs/fastfcn_ade20k.py:ms     scales {0.5, ..., 1.75} + flip
+  --config configs/fastfcn_ade20k.py:tiny   smoke variant: the same neck and head, tiny, on `shapes`
+"""
+from jaxseg.config import base_config
+
+
+def get_config(variant=""):
+  c = base_config()
+  c.dataset.name = "ade20k"
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "val"
+  c.dataset.num_classes = 150
+  c.input.crop_size = (480, 480)
+  c.input.scale_range = (0.5, 2.0)
+  c.input.scale_step = 0.0
+  c.input.photometric = False
+  c.input.cat_max_ratio = 1.0
+  # Every val image is padded, not resized, to this size: it must hold the largest
+  # one the ade20k builder stores (the eval pipeline names any that does not fit).
+  c.input.eval_size = (1024, 1024)
+  c.model.backbone.depth = 50
+  c.model.backbone.stem = "deep"
+  c.model.backbone.output_stride = 32  # the point of FastFCN: no dilated convolutions
+  c.model.backbone.multi_grid = ()
+  c.model.eval_output_stride = 32
+  c.model.neck = "jpu"
+  c.model.jpu_channels = 512
+  c.model.decode_head = "psp"
+  c.model.head_channels = 512
+  c.model.psp_bins = (1, 2, 3, 6)
+  c.model.dropout = 0.1
+  c.model.aux_head = True
+  c.model.aux_channels = 256
+  c.loss.aux_weight = 0.2
+  c.optim.lr = 0.01
+  c.optim.power = 0.9
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 1e-4
+  c.optim.head_lr_mult = 10.0  # everything outside params/backbone: the JPU and the heads
+  c.train.batch_size = 16
+  c.train.steps = 151575
+  c.train.eval_every = 15000
+  c.train.ckpt_every = 2000
+  c.eval.mode = "slide"
+  c.eval.crop_size = (480, 480)
+  c.eval.stride = (320, 320)
+  c.eval.batch_size = 8
+  if variant == "ms":
+    c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    c.eval.flip = True
+  elif variant == "tiny":
+    _tiny(c)
+  elif variant:
+    raise ValueError(f"unknown variant '{variant}' of configs/fastfcn_ade20k.py (known: ms, tiny)")
+  return c
+
+
+def _tiny(c):
+  """The smoke settings of configs/quickstart.py:tiny (ResNet-10 at width 8 on `shapes`,
+  64x64 crops, 4 steps) around this config's JPU and head, on the OS32 backbone."""
+  c.dataset.name = "shapes"
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "val"
+  c.dataset.num_classes = 6
+  c.input.crop_size = (64, 64)
+  c.input.scale_range = (0.75, 1.5)
+  c.input.scale_step = 0.0
+  c.input.photometric = True
+  c.input.cat_max_ratio = 0.75
+  c.input.eval_size = (160, 160)
+  c.model.backbone.depth = 10
+  c.model.backbone.width = 8
+  c.model.head_channels = 16
+  c.model.aux_channels = 8
+  c.model.jpu_channels = 16
+  c.optim.lr = 0.05
+  c.train.batch_size = 8
+  c.train.steps = 4
+  c.train.log_every = 2
+  c.train.eval_every = 4
+  c.train.ckpt_every = 2
+  c.eval.mode = "whole"
+  c.eval.scales = (1.0,)
+  c.eval.flip = False
+  c.eval.batch_size = 50

@@ -12,12 +12,18 @@ import os
 
 import orbax.checkpoint as ocp
 
-from jaxseg.errors import CheckpointMismatchError
-
-
+from jaxseg.errors import CheckpointMismatchError, NoCheckpointError
 
 
 def manager(workdir, keep=3, read_only=False):
+  """The work dir's checkpoint manager. A writable one first names and then removes
+  partially written checkpoints (left by a crash during an async save)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not read_only and os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      if not name.isdigit():
+        print(f"WARNING: ignoring partially written checkpoint {os.path.join(directory, name)} "
+              "(an interrupted save)", flush=True)
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy([
@@ -28,9 +34,9 @@ def manager(workdir, keep=3, read_only=False):
       save_interval_steps=0 if read_only else 1,
       read_only=read_only,
       create=not read_only,
+      cleanup_tmp_directories=not read_only,
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options, item_names=("state", "data"))
+  return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
 
 
 def save(mngr, step, state, data_state, miou=None):
@@ -38,16 +44,41 @@ def save(mngr, step, state, data_state, miou=None):
   mngr.save(step, args=args, metrics=None if miou is None else {"miou": float(miou)})
 
 
+def resume_point(mngr, restore_path=None):
+  """(manager, step) to resume from: the explicit `restore_path` (.../checkpoints/STEP)
+  or the latest complete checkpoint of `mngr` (None: start afresh)."""
+  if restore_path:
+    path = os.path.abspath(restore_path.rstrip("/"))
+    step = os.path.basename(path)
+    if not step.isdigit() or not os.path.isdir(path):
+      raise NoCheckpointError(f"--restore {restore_path}: expected a checkpoint directory "
+                              "WORKDIR/checkpoints/STEP")
+    return manager(os.path.dirname(os.path.dirname(path)), read_only=True), int(step)
+  return mngr, mngr.latest_step()
+
+
 def restore(mngr, step, abstract_state):
   """(state, data_state) of checkpoint `step`, placed as `abstract_state`'s shardings."""
   args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+  path = f"{mngr.directory}/{step}"
   try:
     restored = mngr.restore(step, args=args)
   except (ValueError, KeyError, TypeError) as e:
-    raise CheckpointMismatchError(
-        f"checkpoint {mngr.directory}/{step} does not match the model of this config "
-        f"({str(e).splitlines()[0][:200]})") from e
+    if "shape" in str(e).lower() or isinstance(e, KeyError):
+      raise CheckpointMismatchError(f"checkpoint {path} does not match the model of this config "
+                                    f"({str(e).splitlines()[0][:200]})") from e
+    raise _unreadable(mngr, step, e) from e
+  except Exception as e:  # tensorstore/OS errors of damaged files
+    raise _unreadable(mngr, step, e) from e
   return restored.state, restored.data
+
+
+def _unreadable(mngr, step, error):
+  others = [s for s in mngr.all_steps() if s != step]
+  hint = (f"resume from an earlier one with --restore {mngr.directory}/{max(others)}" if others
+          else "delete it to start afresh")
+  return CheckpointMismatchError(f"checkpoint {mngr.directory}/{step} is unreadable "
+                                 f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); {hint}")
 
 
 # Config keys that do not change what a checkpoint holds.

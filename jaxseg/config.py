@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
       cat_max_ratio=0.75,  # re-draw crops where one class covers more than this; 1.0 disables
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
+      skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
   )
 
   c.model = dict(
@@ -99,6 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=2000,
       ckpt_every=2000,
       keep_checkpoints=3,  # the latest K, plus the best by mIoU
+      on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
+      max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
   )
 
   c.eval = dict(

@@ -26,3 +26,20 @@ class InputDataError(UserError, ValueError):
 
 class NoCheckpointError(UserError, FileNotFoundError):
   """A work dir with no checkpoint (or no config.json) where one is needed."""
+
+
+class WorkdirError(UserError, OSError):
+  """The work dir cannot be written (read-only, missing, disk full)."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+  """Training produced a non-finite loss or gradient (see config train.on_nonfinite)."""
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT: training stopped after checkpointing; rerun to resume."""
+
+  def __init__(self, step, signal_name, directory):
+    super().__init__(f"stopped by {signal_name} at step {step}; checkpoint {directory}/{step} saved; "
+                     "rerun the same command to resume")
+    self.step = step

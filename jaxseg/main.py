@@ -21,6 +21,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config
 flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 flags.DEFINE_string("input", None, "--mode predict: folder of images.")
 flags.DEFINE_string("output", None, "--mode predict: output folder (default WORKDIR/predictions).")
+flags.DEFINE_string("restore", None, "Resume training from this checkpoint (WORKDIR/checkpoints/STEP) "
+                    "instead of the work dir's latest.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host: TPU "
                   "pods, SLURM; see launch/README.md).")
 
@@ -79,7 +81,7 @@ def main(argv):
     raise app.UsageError("--config and --workdir are required")
   check_keys(config)
   if FLAGS.mode == "train":
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, restore=FLAGS.restore)
   elif FLAGS.mode == "eval":
     train.evaluate_checkpoint(config, workdir)
   else:
@@ -88,16 +90,25 @@ def main(argv):
     predict_folder(config, workdir, FLAGS.input, FLAGS.output or os.path.join(workdir, "predictions"))
 
 
+# Exit codes besides 0 (done) and 1 (a bug: traceback).
+EXIT_USER_ERROR = 2  # bad config, data or work dir: one line on stderr
+EXIT_PREEMPTED = 3  # SIGTERM/SIGINT: checkpoint written, rerun to resume
+EXIT_NONFINITE = 4  # non-finite loss/gradients (train.on_nonfinite)
+
+
 def run():
-  """Entry point: known user errors become one line on stderr and exit code 2."""
+  """Entry point: known failures become one line on stderr and a distinct exit code."""
   from jaxseg.config import check_override_keys
-  from jaxseg.errors import UserError
+  from jaxseg.errors import NonFiniteError, Preempted, UserError
   try:
     check_override_keys(sys.argv[1:])
     app.run(main)
+  except Preempted as e:
+    print(f"jaxseg: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   except UserError as e:
     print(f"jaxseg: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_NONFINITE if isinstance(e, NonFiniteError) else EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -15,7 +17,7 @@ import optax
 
 from jaxseg import checkpoint, sharding
 from jaxseg.data import datasets, pipeline
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError
 from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
 from jaxseg.losses import segmentation_loss
 from jaxseg.metrics import format_table
@@ -71,9 +73,18 @@ def make_train_step(config, model, tx, schedule):
     dropout_key = jax.random.fold_in(base_key, state.step)
     (loss, (terms, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
-    logs = {"loss": loss, "lr": schedule(state.step), **{f"loss_{k}": v for k, v in terms.items()}}
+    grad_norm = optax.tree.norm(grads)
+    # A non-finite loss or gradient leaves params, BN statistics and optimizer state
+    # as they were; the step counter (hence data and schedule) still advances.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=jax.tree.map(keep, optax.apply_updates(state.params, updates), state.params),
+        batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state))
+    logs = {"loss": loss, "lr": schedule(state.step), "grad_norm": grad_norm, "finite": finite,
+            **{f"loss_{k}": v for k, v in terms.items()}}
     return new_state, logs
 
   return train_step
@@ -96,13 +107,78 @@ def _duration(seconds):
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def train_and_evaluate(config, workdir, stop_after=None):
+class NonFiniteGuard:
+  """Applies config train.on_nonfinite to each step's `finite` flag: "stop" raises at
+  the first non-finite step, "skip" (the step already left the state unchanged)
+  raises after `max_consecutive_skips` in a row. Either way no checkpoint is written
+  after the fault, so the last good one stays."""
+
+  def __init__(self, c):
+    if c.on_nonfinite not in ("skip", "stop"):
+      raise ConfigError(f"config key train.on_nonfinite must be 'skip' or 'stop', got '{c.on_nonfinite}'")
+    self.policy, self.limit = c.on_nonfinite, c.max_consecutive_skips
+    self.consecutive = self.skipped = 0
+
+  def check(self, step, logs):
+    if bool(logs["finite"]):
+      self.consecutive = 0
+      return
+    self.consecutive += 1
+    self.skipped += 1
+    terms = [k[5:] for k, v in logs.items() if k.startswith("loss_") and not jnp.isfinite(v)]
+    what = f"loss term(s) {', '.join(terms)}" if terms else "gradients (the loss was finite)"
+    if self.policy == "stop":
+      raise NonFiniteError(f"non-finite {what} at step {step} (train.on_nonfinite='stop')")
+    print(f"step {step}: non-finite {what}; update skipped ({self.consecutive} in a row)", flush=True)
+    if self.consecutive >= self.limit:
+      raise NonFiniteError(f"{self.consecutive} consecutive non-finite steps ending at step {step} "
+                           f"({what}); train.max_consecutive_skips = {self.limit}")
+
+
+class StopSignals:
+  """Turns the first SIGTERM/SIGINT into a flag the loop checks after each step (a
+  second one interrupts at once)."""
+
+  def __init__(self):
+    self.received, self.previous = None, {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self.previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+
+  def __exit__(self, *exc):
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+
+
+def check_writable(workdir):
+  """Creates the work dir and writes a file there, or raises WorkdirError."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("x" * 4096)
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"work dir {workdir} is not writable: {e.strerror or e}") from e
+
+
+def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   """Trains to config.train.steps, resuming from the work dir's latest checkpoint.
 
   `stop_after`: leave the loop after this step, as an interrupted run would, with
   its checkpoints written (the schedule still runs to config.train.steps).
+  `restore`: start from this checkpoint directory (WORKDIR/checkpoints/STEP)
+  instead of the work dir's latest.
   """
-  os.makedirs(workdir, exist_ok=True)
+  check_writable(workdir)
   checkpoint.check_same_model(workdir, config)
 
   # Mesh: every device of every host on the `data` axis.
@@ -115,9 +191,11 @@ def train_and_evaluate(config, workdir, stop_after=None):
   # Data.
   builder = datasets.load(config.dataset.name, config.dataset.data_dir)
   class_names = datasets.class_names(builder, config.dataset.num_classes)
-  train_data = pipeline.train_dataset(config, datasets.source(builder, config.dataset.train_split),
-                                      jax.process_index(), jax.process_count())
-  eval_source = datasets.source(builder, config.dataset.eval_split)
+  train_source = pipeline.CheckedSource(datasets.source(builder, config.dataset.train_split),
+                                       config.dataset.train_split, config.input.skip_bad_records)
+  train_data = pipeline.train_dataset(config, train_source, jax.process_index(), jax.process_count())
+  eval_source = pipeline.CheckedSource(datasets.source(builder, config.dataset.eval_split),
+                                       config.dataset.eval_split)
 
   # Model and abstract state -> shardings (replicated state, batch on `data`).
   model = build_model(config)
@@ -127,14 +205,14 @@ def train_and_evaluate(config, workdir, stop_after=None):
 
   # Restore the latest checkpoint of this work dir, or initialise.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  latest = mngr.latest_step()
   iterator = pipeline.train_iterator(train_data, config)
+  source_mngr, latest = checkpoint.resume_point(mngr, restore)
   if latest is not None:
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract_state, state_sh)
-    state, data_state = checkpoint.restore(mngr, latest, abstract)
+    state, data_state = checkpoint.restore(source_mngr, latest, abstract)
     iterator.set_state(data_state)
-    print(f"Resumed from {mngr.directory}/{latest}", flush=True)
+    print(f"Resumed from {source_mngr.directory}/{latest}", flush=True)
   else:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(config.seed))
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -163,40 +241,83 @@ def train_and_evaluate(config, workdir, stop_after=None):
       _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
     return scores["miou"]
 
+  def save(step, miou=None):
+    """An async checkpoint; a failed write (disk full, ...) is reported and retried at
+    the next checkpoint, the state in memory and the earlier checkpoints untouched."""
+    try:
+      checkpoint.save(mngr, step, state, iterator.get_state(), miou)
+      return True
+    except Exception as e:  # orbax surfaces a failed earlier async write here too
+      print(f"WARNING: a checkpoint write to {mngr.directory} failed at step {step} "
+            f"({str(e).splitlines()[0][:300]}); earlier checkpoints are intact, the next "
+            "checkpoint retries", flush=True)
+      return False
+
+  def finish_saves():
+    """Waits for the async saves; False (with a warning) if the last one failed."""
+    try:
+      mngr.wait_until_finished()
+      return True
+    except Exception as e:
+      print(f"WARNING: writing a checkpoint to {mngr.directory} failed: {str(e).splitlines()[0][:300]}",
+            flush=True)
+      return False
+    finally:
+      mngr.close()
+
   # Loop.
   c = config.train
+  guard = NonFiniteGuard(c)
   step = int(state.step)
   if step >= c.steps:
     print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
   start_step, t_log, images = step, time.time(), 0  # throughput since the last log line
-  while step < c.steps:
-    batch = next(iterator)
-    state, logs = train_step(state, to_device(batch))
-    step += 1
-    images += c.batch_size
-    if step == start_step + 1:  # leave compilation out of the throughput
-      jax.block_until_ready(state)
-      t_log, images = time.time(), 0
-    if step % c.log_every == 0 or step == c.steps:
-      logs = {k: float(v) for k, v in jax.device_get(logs).items()}
-      rate = images / (time.time() - t_log) if images else 0.0
-      eta = (c.steps - step) * c.batch_size / rate if rate else 0.0
-      print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
-            f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
-            f"ETA {_duration(eta)}", flush=True)
-      if jax.process_index() == 0:
-        _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
-                      {"step": step, **logs, "images_per_sec": rate})
-      t_log, images = time.time(), 0
-    miou = run_eval(step) if (step % c.eval_every == 0 or step == c.steps) else None
-    if step % c.ckpt_every == 0 or step == c.steps or miou is not None:
-      checkpoint.save(mngr, step, state, iterator.get_state(), miou)
-    if miou is not None:
-      t_log = time.time()  # evaluation time is not training throughput
-    if step == stop_after:
-      break
-  mngr.wait_until_finished()
-  mngr.close()
+  pending = None  # (step, logs) whose finiteness is checked once the next step is queued
+  saved_ok = True
+  with StopSignals() as signals:
+    while step < c.steps:
+      batch = next(iterator)
+      state, logs = train_step(state, to_device(batch))
+      step += 1
+      images += c.batch_size
+      if pending:
+        guard.check(*pending)
+      pending = (step, logs)
+      if step == start_step + 1:  # leave compilation out of the throughput
+        jax.block_until_ready(state)
+        t_log, images = time.time(), 0
+      is_log = step % c.log_every == 0 or step == c.steps
+      is_eval = step % c.eval_every == 0 or step == c.steps
+      is_ckpt = step % c.ckpt_every == 0 or step == c.steps or is_eval
+      if is_log or is_ckpt or signals.received or step == stop_after:
+        guard.check(*pending)  # never log, evaluate or save past a fault
+        pending = None
+      if is_log:
+        logs = {k: float(v) for k, v in jax.device_get(logs).items() if k != "finite"}
+        rate = images / (time.time() - t_log) if images else 0.0
+        eta = (c.steps - step) * c.batch_size / rate if rate else 0.0
+        print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
+              f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
+              f"ETA {_duration(eta)}", flush=True)
+        if jax.process_index() == 0:
+          _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
+                        {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
+                         "skipped_records": len(train_source.skipped)})
+        t_log, images = time.time(), 0
+      if is_ckpt:
+        miou = run_eval(step) if is_eval else None
+        saved_ok = save(step, miou)
+        t_log = time.time()  # evaluation and saving are not training throughput
+      if signals.received:
+        if not is_ckpt:
+          saved_ok = save(step)
+        if finish_saves() and saved_ok:
+          raise Preempted(step, signals.received, mngr.directory)
+        break
+      if step == stop_after:
+        break
+  if not finish_saves() or not saved_ok:
+    raise WorkdirError(f"the last checkpoint (step {step}) could not be written to {mngr.directory}")
   return state
 
 

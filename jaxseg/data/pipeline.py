@@ -12,7 +12,34 @@ import grain
 import numpy as np
 
 from jaxseg.data import transforms
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, InputDataError
+
+
+class CheckedSource:
+  """Random access to `source` where a record that cannot be read (a corrupt file)
+  raises InputDataError naming the split and the record, or, with `skip`, is
+  replaced by the next readable record and counted in `skipped`."""
+
+  def __init__(self, source, split, skip=False):
+    self.source, self.split, self.skip = source, split, skip
+    self.skipped = set()  # indices of unreadable records (this process only)
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    for offset in range(len(self.source)):
+      i = (index + offset) % len(self.source)
+      try:
+        return self.source[i]
+      except Exception as e:
+        where = f"split '{self.split}' record {i} cannot be read ({type(e).__name__}: {e})"
+        if not self.skip:
+          raise InputDataError(f"{where}; set input.skip_bad_records=True to skip it") from e
+        if i not in self.skipped:
+          self.skipped.add(i)
+          print(f"WARNING: {where}; skipped ({len(self.skipped)} so far)", flush=True)
+    raise InputDataError(f"split '{self.split}': no readable record")
 
 
 class _Named:

@@ -97,8 +97,17 @@ def make_predict(config, eval_model):
 
 
 def _append_jsonl(path, record):
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+  try:
+    with open(path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+  except OSError as e:  # a full disk must not end the run: checkpoints report it
+    print(f"WARNING: cannot append to {path}: {e.strerror or e}", flush=True)
+
+
+def _first_line(error, limit=400):
+  """The first line of an error, shortened in the middle (paths can be long)."""
+  text = str(error).splitlines()[0] if str(error) else type(error).__name__
+  return text if len(text) <= limit else text[:limit // 2] + " ... " + text[-limit // 2:]
 
 
 def _duration(seconds):
@@ -249,8 +258,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       return True
     except Exception as e:  # orbax surfaces a failed earlier async write here too
       print(f"WARNING: a checkpoint write to {mngr.directory} failed at step {step} "
-            f"({str(e).splitlines()[0][:300]}); earlier checkpoints are intact, the next "
-            "checkpoint retries", flush=True)
+            f"({_first_line(e)}); earlier checkpoints are intact, the next checkpoint retries",
+            flush=True)
       return False
 
   def finish_saves():
@@ -259,8 +268,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       mngr.wait_until_finished()
       return True
     except Exception as e:
-      print(f"WARNING: writing a checkpoint to {mngr.directory} failed: {str(e).splitlines()[0][:300]}",
-            flush=True)
+      print(f"WARNING: writing a checkpoint to {mngr.directory} failed: {_first_line(e)}", flush=True)
       return False
     finally:
       mngr.close()

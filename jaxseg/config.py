@@ -64,7 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
       psp_reduction=True,  # 1x1 conv to C / len(bins) per branch; False keeps C
       danet_cam_variant="paper",  # "paper": softmax(XX^T); "official" (code): softmax(rowmax - XX^T)
       danet_blocked_threshold=2 ** 26,  # B*N*N elements above which PAM runs blockwise
-      danet_block_size=512,  # keys per block of the blockwise PAM
+      danet_block_size=512,  # keys per block of the blockwise PAM (and MCIBI's attention)
+      mcibi_channels=512,  # C of the pixel representations R and the memory rows
+      mcibi_transform_channels=256,  # query/key/value width of the context refinement
+      mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
+      mcibi_momentum_power=0.9,  # p
+      mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
@@ -77,6 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
       aux_weight=0.4,  # weight of the output "aux"; every extra output X uses loss.X_weight
       pam_weight=1.0,  # DANet's PAM-only output (1:1:1 as the official code)
       cam_weight=1.0,  # DANet's CAM-only output
+      dataset_context_weight=0.4,  # MCIBI alpha: CE of the class distribution W
+      memory_weight=1.0,  # MCIBI beta: CE of H2 on the memory rows
       class_weights=(),  # () = unweighted; else one weight per class
   )
 

@@ -43,7 +43,9 @@ def segmentation_loss(outputs, labels, config):
   if weights is not None and len(weights) != config.dataset.num_classes:
     raise ConfigError(f"config key loss.class_weights has {len(weights)} entries, "
                      f"dataset.num_classes is {config.dataset.num_classes}")
-  terms = {name: cross_entropy(logits, labels, config.dataset.ignore_index, weights)
-           for name, logits in outputs.items()}
+  # An output may carry its own targets as (logits, targets) (MCIBI's memory rows).
+  terms = {name: cross_entropy(*(out if isinstance(out, tuple) else (out, labels)),
+                               config.dataset.ignore_index, weights)
+           for name, out in outputs.items()}
   total = sum(terms[n] * output_weight(n, config) for n in terms)
   return total, terms

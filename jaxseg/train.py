@@ -57,7 +57,7 @@ def make_loss_fn(config, model):
 
   def loss_fn(params, batch_stats, batch, dropout_key):
     outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                   normalize(batch["image"], config), train=True,
+                                   normalize(batch["image"], config), train=True, labels=batch["label"],
                                    mutable=["batch_stats"], rngs={"dropout": dropout_key})
     loss, terms = segmentation_loss(outputs, batch["label"], config)
     return loss, (terms, updates["batch_stats"])

@@ -17,6 +17,7 @@ from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.fcn import FCNHead
+from jaxseg.models.heads.mcibi import MCIBIHead
 from jaxseg.models.heads.psp import PSPHead
 from jaxseg.models.necks.jpu import JPU
 
@@ -28,11 +29,13 @@ class Segmentor(nn.Module):
   neck: nn.Module | None = None  # rewrites the feature dict (FastFCN's JPU replaces c4)
 
   @nn.compact
-  def __call__(self, images, train: bool = False):
+  def __call__(self, images, train: bool = False, labels=None):
     features = self.backbone(images, train)
     if self.neck is not None:
       features = self.neck(features, train)
-    out = self.decode_head(features, train)  # logits, or a dict of logits with "seg"
+    # A head with state learned from the ground truth (MCIBI's memory) gets the labels.
+    extra = {"labels": labels} if getattr(self.decode_head, "uses_labels", False) else {}
+    out = self.decode_head(features, train, **extra)  # logits, or a dict of logits with "seg"
     outputs = dict(out) if isinstance(out, dict) else {"seg": out}
     if not train:  # extra and auxiliary outputs only supervise training
       return {"seg": outputs["seg"]}
@@ -63,7 +66,7 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   aux = {}
   if m.aux_head:
     aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, **common)
-  return Segmentor(backbone, make_head(m, num_classes, head_os, common), aux, neck)
+  return Segmentor(backbone, make_head(config, head_os, common), aux, neck)
 
 
 def build_neck(m, common):
@@ -74,11 +77,13 @@ def build_neck(m, common):
   raise ConfigError(f"config key model.neck: unknown neck '{m.neck}' (known: '', jpu)")
 
 
-def _aspp(m, num_classes, os_, common):
+def _aspp(config, os_, common):
+  m, num_classes = config.model, config.dataset.num_classes
   return DeepLabV3Head(num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_), m.dropout, **common)
 
 
-def _psp(m, num_classes, os_, common):
+def _psp(config, os_, common):
+  m, num_classes = config.model, config.dataset.num_classes
   if m.psp_pooling not in ("avg", "max"):
     raise ConfigError(f"config key model.psp_pooling must be 'avg' or 'max', got '{m.psp_pooling}'")
   if not m.psp_bins or any(int(n) != n or n < 1 for n in m.psp_bins):
@@ -87,7 +92,8 @@ def _psp(m, num_classes, os_, common):
                  m.psp_reduction, m.dropout, **common)
 
 
-def _danet(m, num_classes, os_, common):
+def _danet(config, os_, common):
+  m, num_classes = config.model, config.dataset.num_classes
   if m.danet_cam_variant not in ("paper", "official"):
     raise ConfigError(f"config key model.danet_cam_variant must be 'paper' or 'official', "
                      f"got '{m.danet_cam_variant}'")
@@ -97,5 +103,13 @@ def _danet(m, num_classes, os_, common):
                    m.danet_block_size, m.dropout, **common)
 
 
-# model.decode_head -> (model config, num_classes, output stride of c4, BN/dtype kwargs) -> head
-HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet}
+def _mcibi(config, os_, common):
+  m = config.model
+  return MCIBIHead(config.dataset.num_classes, m.mcibi_channels, m.mcibi_transform_channels,
+                   scaled_rates(m.aspp_rates, os_), config.train.steps, m.mcibi_momentum,
+                   m.mcibi_momentum_power, m.mcibi_update_at_label_size, int(m.danet_blocked_threshold),
+                   m.danet_block_size, m.dropout, config.dataset.ignore_index, **common)
+
+
+# model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "mcibi": _mcibi}

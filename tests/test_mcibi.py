@@ -98,7 +98,7 @@ for devices in (jax.devices(), jax.devices()[:1]):
     state, logs = step(state, sharding.global_batch(batch, data_sh))
   out.append((np.asarray(state.batch_stats["decode_head"]["memory"]), float(logs["loss"])))
 np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-5, atol=1e-5)
-np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-5)
+np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-4)  # after two updates
 assert np.abs(out[0][0]).sum() > 0
 print("ok")
 """

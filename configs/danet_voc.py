@@ -87,7 +87,7 @@ def _tiny(c):
   # blocks (the 64x64 crops give N = 64 positions at OS8).
   c.model.danet_blocked_threshold = 0
   c.model.danet_block_size = 16
-  c.optim.lr = 0.05
+  c.optim.lr = 0.05 / c.optim.head_lr_mult  # quickstart's lr on the head, which gets x head_lr_mult
   c.train.batch_size = 8
   c.train.steps = 4
   c.train.log_every = 2

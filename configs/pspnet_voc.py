@@ -83,7 +83,7 @@ def _tiny(c):
   c.model.backbone.width = 8
   c.model.head_channels = 16
   c.model.aux_channels = 8
-  c.optim.lr = 0.05
+  c.optim.lr = 0.05 / c.optim.head_lr_mult  # quickstart's lr on the head, which gets x head_lr_mult
   c.train.batch_size = 8
   c.train.steps = 4
   c.train.log_every = 2

@@ -53,6 +53,9 @@ def main():
     seen = []
     proc = start(workdir, *steps)
     first = read_until_step(proc, 1, seen)
+    if first is None:  # the start failed: report it and stop
+      print(f"start {i} failed (exit {proc.wait()}):\n{''.join(seen)}{proc.stderr.read()[-3000:]}")
+      break
     resumed = [l for l in seen if l.startswith("Resumed from")]
     if i:  # every start after a kill must resume from a checkpoint at or after the last one seen saved - 1
       step = int(resumed[0].rsplit("/", 1)[1]) if resumed else -1

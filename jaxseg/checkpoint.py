@@ -12,6 +12,7 @@ import os
 
 import orbax.checkpoint as ocp
 
+from jaxseg.config import base_config
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError
 
 
@@ -82,7 +83,8 @@ def _unreadable(mngr, step, error):
 
 
 # Config keys that do not change what a checkpoint holds.
-_SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout")
+_SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout",
+                  "model.danet_blocked_threshold", "model.danet_block_size")
 
 
 def _flatten(tree, prefix=""):
@@ -100,8 +102,9 @@ def check_same_model(workdir, config):
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
+  defaults = _flatten(json.loads(base_config().to_json()))
   with open(path) as f:
-    saved = _flatten(json.load(f))
+    saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
   current = _flatten(json.loads(config.to_json()))
   for key in sorted(set(saved) | set(current)):
     if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key == "dataset.num_classes") \

@@ -44,3 +44,14 @@ def test_check_same_model(tmp_path):
   config.dataset.num_classes = 7
   with pytest.raises(CheckpointMismatchError, match="dataset.num_classes: 6 there, 7 now"):
     checkpoint.check_same_model(str(tmp_path), config)
+
+
+def test_keys_added_to_the_config_since_a_run_take_their_defaults(tmp_path):
+  config = load_config("quickstart", "tiny")
+  saved = json.loads(config.to_json())
+  del saved["model"]["neck"]  # a work dir written before `model.neck` existed
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_same_model(str(tmp_path), config)
+  config.model.neck = "jpu"
+  with pytest.raises(CheckpointMismatchError, match="model.neck"):
+    checkpoint.check_same_model(str(tmp_path), config)

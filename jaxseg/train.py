@@ -316,16 +316,14 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         miou = run_eval(step) if is_eval else None
         saved_ok = save(step, miou)
         t_log = time.time()  # evaluation and saving are not training throughput
-      if signals.received:
-        if not is_ckpt:
-          saved_ok = save(step)
-        if finish_saves() and saved_ok:
-          raise Preempted(step, signals.received, mngr.directory)
-        break
-      if step == stop_after:
+      if signals.received and not is_ckpt:
+        saved_ok = save(step)
+      if signals.received or step == stop_after:
         break
   if not finish_saves() or not saved_ok:
     raise WorkdirError(f"the last checkpoint (step {step}) could not be written to {mngr.directory}")
+  if signals.received:
+    raise Preempted(step, signals.received, mngr.directory)
   return state
 
 

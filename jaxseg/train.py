@@ -279,7 +279,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   step = int(state.step)
   if step >= c.steps:
     print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
-  start_step, t_log, images = step, time.time(), 0  # throughput since the last log line
+  # Throughput since the last log line, leaving out time spent evaluating and saving.
+  start_step, t_log, images, paused = step, time.time(), 0, 0.0
   pending = None  # (step, logs) whose finiteness is checked once the next step is queued
   saved_ok = True
   with StopSignals() as signals:
@@ -293,7 +294,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       pending = (step, logs)
       if step == start_step + 1:  # leave compilation out of the throughput
         jax.block_until_ready(state)
-        t_log, images = time.time(), 0
+        t_log, images, paused = time.time(), 0, 0.0
       is_log = step % c.log_every == 0 or step == c.steps
       is_eval = step % c.eval_every == 0 or step == c.steps
       is_ckpt = step % c.ckpt_every == 0 or step == c.steps or is_eval
@@ -302,7 +303,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         pending = None
       if is_log:
         logs = {k: float(v) for k, v in jax.device_get(logs).items() if k != "finite"}
-        rate = images / (time.time() - t_log) if images else 0.0
+        rate = images / max(time.time() - t_log - paused, 1e-9) if images else 0.0
         eta = (c.steps - step) * c.batch_size / rate if rate else 0.0
         print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
               f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
@@ -311,11 +312,12 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
           _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
                         {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
                          "skipped_records": len(train_source.skipped)})
-        t_log, images = time.time(), 0
+        t_log, images, paused = time.time(), 0, 0.0
       if is_ckpt:
+        t_pause = time.time()
         miou = run_eval(step) if is_eval else None
         saved_ok = save(step, miou)
-        t_log = time.time()  # evaluation and saving are not training throughput
+        paused += time.time() - t_pause
       if signals.received and not is_ckpt:
         saved_ok = save(step)
       if signals.received or step == stop_after:

@@ -12,7 +12,7 @@ the 500 val images. Reported: Cityscapes test 82.10 mIoU (R-101, trained on trai
   --config configs/mcibi_cityscapes.py:ms     scales {0.5, ..., 1.75} + flip
   --config configs/mcibi_cityscapes.py:tiny   smoke variant on `shapes`
 """
-from jaxseg.config import base_config
+from jaxseg.config import base_config, tiny_variant
 
 
 def get_config(variant=""):
@@ -59,23 +59,6 @@ def get_config(variant=""):
 
 
 def _tiny(c):
-  """The smoke settings of configs/quickstart.py:tiny around the MCIBI head."""
-  c.dataset.name = "shapes"
-  c.dataset.num_classes = 6
-  c.input.crop_size = (64, 64)
-  c.input.scale_range = (0.75, 1.5)
-  c.input.eval_size = (160, 160)
-  c.model.backbone.depth = 10
-  c.model.backbone.width = 8
-  c.model.head_channels = 16
-  c.model.aux_channels = 8
-  c.model.mcibi_channels = 16
-  c.model.mcibi_transform_channels = 8
-  c.optim.lr = 0.05
-  c.train.batch_size = 8
-  c.train.steps = 4
-  c.train.log_every = 2
-  c.train.eval_every = 4
-  c.train.ckpt_every = 2
-  c.eval.mode = "whole"
-  c.eval.batch_size = 50
+  """configs/quickstart.py-sized smoke settings (jaxseg.config.tiny_variant) around
+  this config's head."""
+  tiny_variant(c)

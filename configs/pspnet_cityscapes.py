@@ -15,7 +15,7 @@ with --config.model.backbone.depth=50).
   --config configs/pspnet_cityscapes.py:ms     scales {0.5, ..., 1.75} + flip
   --config configs/pspnet_cityscapes.py:tiny   smoke variant: the same head, tiny, on `shapes`
 """
-from jaxseg.config import base_config
+from jaxseg.config import base_config, tiny_variant
 
 
 def get_config(variant=""):
@@ -67,29 +67,6 @@ def get_config(variant=""):
 
 
 def _tiny(c):
-  """The smoke settings of configs/quickstart.py:tiny (ResNet-10 at width 8 on `shapes`,
-  64x64 crops, 4 steps) around this config's head at its output stride."""
-  c.dataset.name = "shapes"
-  c.dataset.train_split = "train"
-  c.dataset.eval_split = "val"
-  c.dataset.num_classes = 6
-  c.input.crop_size = (64, 64)
-  c.input.scale_range = (0.75, 1.5)
-  c.input.scale_step = 0.0
-  c.input.photometric = True
-  c.input.cat_max_ratio = 0.75
-  c.input.eval_size = (160, 160)
-  c.model.backbone.depth = 10
-  c.model.backbone.width = 8
-  c.model.head_channels = 16
-  c.model.aux_channels = 8
-  c.optim.lr = 0.05 / c.optim.head_lr_mult  # quickstart's lr on the head, which gets x head_lr_mult
-  c.train.batch_size = 8
-  c.train.steps = 4
-  c.train.log_every = 2
-  c.train.eval_every = 4
-  c.train.ckpt_every = 2
-  c.eval.mode = "whole"
-  c.eval.scales = (1.0,)
-  c.eval.flip = False
-  c.eval.batch_size = 50
+  """configs/quickstart.py-sized smoke settings (jaxseg.config.tiny_variant) around
+  this config's head."""
+  tiny_variant(c)

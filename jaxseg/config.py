@@ -122,6 +122,23 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_variant(c):
+  """The smoke settings of a paper config's `:tiny` variant, in place: ResNet-10 at
+  width 8 on `shapes`, 64x64 crops, 4 steps, whole-image single-scale evaluation.
+  The head, neck and output stride of the paper config stay; only widths shrink, and
+  the head keeps quickstart's lr whatever its multiplier."""
+  c.dataset.update(dict(name="shapes", train_split="train", eval_split="val", num_classes=6))
+  c.input.update(dict(crop_size=(64, 64), scale_range=(0.75, 1.5), scale_step=0.0, photometric=True,
+                      cat_max_ratio=0.75, eval_size=(160, 160)))
+  c.model.backbone.update(dict(depth=10, width=8))
+  c.model.update(dict(head_channels=16, aux_channels=8, jpu_channels=16, mcibi_channels=16,
+                      mcibi_transform_channels=8))
+  c.optim.lr = 0.05 / c.optim.head_lr_mult
+  c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2))
+  c.eval.update(dict(mode="whole", scales=(1.0,), flip=False, batch_size=50))
+  return c
+
+
 def check_keys(config, base=None, prefix=""):
   """Raises ConfigError naming the first key of `config` that `base_config` lacks."""
   base = base_config() if base is None else base

@@ -13,7 +13,7 @@ import os
 import orbax.checkpoint as ocp
 
 from jaxseg.config import base_config
-from jaxseg.errors import CheckpointMismatchError, NoCheckpointError
+from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
 
 
 def manager(workdir, keep=3, read_only=False):
@@ -67,7 +67,7 @@ def restore(mngr, step, abstract_state):
   except (ValueError, KeyError, TypeError) as e:
     if "shape" in str(e).lower() or isinstance(e, KeyError):
       raise CheckpointMismatchError(f"checkpoint {path} does not match the model of this config "
-                                    f"({str(e).splitlines()[0][:200]})") from e
+                                    f"({first_line(e, 200)})") from e
     raise _unreadable(mngr, step, e) from e
   except Exception as e:  # tensorstore/OS errors of damaged files
     raise _unreadable(mngr, step, e) from e
@@ -79,7 +79,7 @@ def _unreadable(mngr, step, error):
   hint = (f"resume from an earlier one with --restore {mngr.directory}/{max(others)}" if others
           else "delete it to start afresh")
   return CheckpointMismatchError(f"checkpoint {mngr.directory}/{step} is unreadable "
-                                 f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); {hint}")
+                                 f"({type(error).__name__}: {first_line(error, 200)}); {hint}")
 
 
 # Config keys that do not change what a checkpoint holds.

@@ -43,3 +43,9 @@ class Preempted(Exception):
     super().__init__(f"stopped by {signal_name} at step {step}; checkpoint {directory}/{step} saved; "
                      "rerun the same command to resume")
     self.step = step
+
+
+def first_line(error, limit=400) -> str:
+  """The first line of an error's message, shortened in the middle (paths can be long)."""
+  text = str(error).splitlines()[0] if str(error) else type(error).__name__
+  return text if len(text) <= limit else text[:limit // 2] + " ... " + text[-limit // 2:]

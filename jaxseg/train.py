@@ -17,7 +17,7 @@ import optax
 
 from jaxseg import checkpoint, sharding
 from jaxseg.data import datasets, pipeline
-from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError
+from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
 from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
 from jaxseg.losses import segmentation_loss
 from jaxseg.metrics import format_table
@@ -102,12 +102,6 @@ def _append_jsonl(path, record):
       f.write(json.dumps(record) + "\n")
   except OSError as e:  # a full disk must not end the run: checkpoints report it
     print(f"WARNING: cannot append to {path}: {e.strerror or e}", flush=True)
-
-
-def _first_line(error, limit=400):
-  """The first line of an error, shortened in the middle (paths can be long)."""
-  text = str(error).splitlines()[0] if str(error) else type(error).__name__
-  return text if len(text) <= limit else text[:limit // 2] + " ... " + text[-limit // 2:]
 
 
 def _duration(seconds):
@@ -258,7 +252,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       return True
     except Exception as e:  # orbax surfaces a failed earlier async write here too
       print(f"WARNING: a checkpoint write to {mngr.directory} failed at step {step} "
-            f"({_first_line(e)}); earlier checkpoints are intact, the next checkpoint retries",
+            f"({first_line(e)}); earlier checkpoints are intact, the next checkpoint retries",
             flush=True)
       return False
 
@@ -268,7 +262,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       mngr.wait_until_finished()
       return True
     except Exception as e:
-      print(f"WARNING: writing a checkpoint to {mngr.directory} failed: {_first_line(e)}", flush=True)
+      print(f"WARNING: writing a checkpoint to {mngr.directory} failed: {first_line(e)}", flush=True)
       return False
     finally:
       mngr.close()

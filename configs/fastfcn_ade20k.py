@@ -12,13 +12,16 @@ scale 0.5-2.0 and flip, 120 epochs on the 20,210 train images =
 (scales are relative to each image here, as in the other configs) and the Gaussian
 blur with p = 0.5. Evaluation by sliding 480 windows on the val images (150 classes).
 Reported: the paper's ADE20K figures (val ms: R-50 42.75, R-101 44.34) are for the
-EncNet head with JPU, which jaxseg does not have; the PSP head with JPU is reported on
+EncNet head with JPU (the `:encnet` variant); the PSP head with JPU is reported on
 PASCAL Context (see configs/fastfcn_pascal_context.py) and, in the toolbox table,
 on Cityscapes (79.26 ss / 80.86 ms+f).
 
   --config configs/fastfcn_ade20k.py        single-scale evaluation
   --config configs/fastfcn_ade20k.py:ms     scales {0.5, ..., 1.75} + flip
   --config configs/fastfcn_ade20k.py:tiny   smoke variant: the same neck and head, tiny, on `shapes`
+  --config configs/fastfcn_ade20k.py:encnet the EncNet head (Context Encoding Module, SE loss 0.2)
+  --config configs/fastfcn_ade20k.py:aspp   the DeepLabv3 head
+Variants combine with ',': `:encnet,ms`, `:encnet,tiny`.
 """
 from jaxseg.config import base_config, tiny_variant
 
@@ -64,13 +67,22 @@ def get_config(variant=""):
   c.eval.crop_size = (480, 480)
   c.eval.stride = (320, 320)
   c.eval.batch_size = 8
-  if variant == "ms":
-    c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-    c.eval.flip = True
-  elif variant == "tiny":
-    _tiny(c)
-  elif variant:
-    raise ValueError(f"unknown variant '{variant}' of configs/fastfcn_ade20k.py (known: ms, tiny)")
+  for token in filter(None, variant.split(",")):
+    if token == "ms":
+      c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+      c.eval.flip = True
+    elif token == "encnet":  # the paper's main head: Context Encoding + SE loss 0.2
+      c.model.decode_head = "encnet"
+      c.model.encnet_codewords = 32
+      c.loss.se_weight = 0.2
+    elif token == "aspp":  # DeepLabv3's head on the JPU (rates 12, 24, 36 at OS8)
+      c.model.decode_head = "aspp"
+      c.model.head_channels = 256
+    elif token == "tiny":
+      _tiny(c)
+    else:
+      raise ValueError(f"unknown variant '{token}' of configs/fastfcn_ade20k.py (known: ms, encnet, aspp, tiny; "
+                       "combine with ',', e.g. encnet,tiny)")
   return c
 
 

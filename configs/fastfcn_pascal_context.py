@@ -13,11 +13,14 @@ scale 0.5-2.0 and flip, 80 epochs on the 4,998 train images =
 blur with p = 0.5. Evaluation by sliding 480 windows on the val images (59 classes).
 Reported (R-50, mIoU / FPS): PSP 50.58 / 18.08 with the dilated OS8 backbone ->
 50.89 / 28.48 with JPU on OS32, the claim to reproduce: the same accuracy for less
-compute (EncNet 49.91 -> 51.05, DeepLabV3 49.19 -> 50.07 likewise).
+compute (EncNet 49.91 -> 51.05 with `:encnet`, DeepLabV3 49.19 -> 50.07 with `:aspp`).
 
   --config configs/fastfcn_pascal_context.py        single-scale evaluation
   --config configs/fastfcn_pascal_context.py:ms     scales {0.5, ..., 1.75} + flip
   --config configs/fastfcn_pascal_context.py:tiny   smoke variant: the same neck and head, tiny, on `shapes`
+  --config configs/fastfcn_pascal_context.py:encnet the EncNet head (Context Encoding Module, SE loss 0.2)
+  --config configs/fastfcn_pascal_context.py:aspp   the DeepLabv3 head
+Variants combine with ',': `:encnet,ms`, `:encnet,tiny`.
 """
 from jaxseg.config import base_config, tiny_variant
 
@@ -61,13 +64,22 @@ def get_config(variant=""):
   c.eval.crop_size = (480, 480)
   c.eval.stride = (320, 320)
   c.eval.batch_size = 8
-  if variant == "ms":
-    c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-    c.eval.flip = True
-  elif variant == "tiny":
-    _tiny(c)
-  elif variant:
-    raise ValueError(f"unknown variant '{variant}' of configs/fastfcn_pascal_context.py (known: ms, tiny)")
+  for token in filter(None, variant.split(",")):
+    if token == "ms":
+      c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+      c.eval.flip = True
+    elif token == "encnet":  # the paper's main head: Context Encoding + SE loss 0.2
+      c.model.decode_head = "encnet"
+      c.model.encnet_codewords = 32
+      c.loss.se_weight = 0.2
+    elif token == "aspp":  # DeepLabv3's head on the JPU (rates 12, 24, 36 at OS8)
+      c.model.decode_head = "aspp"
+      c.model.head_channels = 256
+    elif token == "tiny":
+      _tiny(c)
+    else:
+      raise ValueError(f"unknown variant '{token}' of configs/fastfcn_pascal_context.py (known: ms, encnet, aspp, tiny; "
+                       "combine with ',', e.g. encnet,tiny)")
   return c
 
 

@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
       jpu_channels=512,
-      decode_head="aspp",  # "aspp", "psp" or "danet"
+      decode_head="aspp",  # "aspp", "psp", "danet", "encnet" or "mcibi"
       head_channels=256,
       aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
       psp_bins=(1, 2, 3, 6),
@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
       danet_cam_variant="paper",  # "paper": softmax(XX^T); "official" (code): softmax(rowmax - XX^T)
       danet_blocked_threshold=2 ** 26,  # B*N*N elements above which PAM runs blockwise
       danet_block_size=512,  # keys per block of the blockwise PAM (and MCIBI's attention)
+      encnet_codewords=32,  # K of EncNet's encoding layer
       mcibi_channels=512,  # C of the pixel representations R and the memory rows
       mcibi_transform_channels=256,  # query/key/value width of the context refinement
       mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
@@ -84,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
       cam_weight=1.0,  # DANet's CAM-only output
       dataset_context_weight=0.4,  # MCIBI alpha: CE of the class distribution W
       memory_weight=1.0,  # MCIBI beta: CE of H2 on the memory rows
+      se_weight=0.2,  # EncNet's Semantic Encoding loss (official FastFCN/EncNet code: 0.2)
       class_weights=(),  # () = unweighted; else one weight per class
   )
 

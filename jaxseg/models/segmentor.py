@@ -3,7 +3,8 @@
 `Segmentor(...)(images, train)` takes normalised NHWC float images and returns a dict
 of logits at feature resolution: "seg" from the decode head, plus in training one entry
 per auxiliary head ("aux") and any extra output of the decode head (DANet's "pam",
-"cam"). Losses and inference resize them to the label/image size.
+"cam", EncNet's class-presence logits "se"). Losses and inference resize them to the
+label/image size.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
+from jaxseg.models.heads.encnet import EncNetHead
 from jaxseg.models.heads.fcn import FCNHead
 from jaxseg.models.heads.mcibi import MCIBIHead
 from jaxseg.models.heads.psp import PSPHead
@@ -103,6 +105,13 @@ def _danet(config, os_, common):
                    m.danet_block_size, m.dropout, **common)
 
 
+def _encnet(config, os_, common):
+  m = config.model
+  # Behind the JPU the official code reduces the 2048 channels with a 1x1 conv, else 3x3.
+  return EncNetHead(config.dataset.num_classes, m.head_channels, m.encnet_codewords,
+                    1 if m.neck == "jpu" else 3, m.dropout, **common)
+
+
 def _mcibi(config, os_, common):
   m = config.model
   return MCIBIHead(config.dataset.num_classes, m.mcibi_channels, m.mcibi_transform_channels,
@@ -112,4 +121,4 @@ def _mcibi(config, os_, common):
 
 
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
-HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "mcibi": _mcibi}
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi}

@@ -1,0 +1,97 @@
+"""EncNet head (FastFCN's main head): the encoding layer and the SE loss against
+numpy written from the paper's equations, and the head inside the FastFCN model."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.losses import class_presence, segmentation_loss, semantic_encoding_loss
+from jaxseg.models.heads.encnet import Encoding
+from jaxseg.models.segmentor import build_model
+from jaxseg.train import make_loss_fn, state_factory
+from tests.conftest import load_config
+
+
+def encoding_reference(x, d, s):
+  """e_k = sum_i a_ik (x_i - d_k), a_ik = softmax_k(-s_k |x_i - d_k|^2), one image at a time."""
+  b, c = x.shape[0], x.shape[-1]
+  x = x.reshape(b, -1, c).astype(np.float64)
+  out = np.zeros((b, len(d), c))
+  for n in range(b):
+    r = x[n][:, None, :] - d[None]  # (N, K, C) residuals
+    logits = -s * np.sum(r * r, -1)
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    out[n] = np.einsum("nk,nkc->kc", a, r)
+  return out
+
+
+def test_encoding_matches_the_equation():
+  x = np.random.default_rng(0).normal(size=(2, 5, 7, 12)).astype(np.float32)
+  layer = Encoding(codewords=6)
+  params = layer.init(jax.random.key(0), x)
+  # Larger smoothing factors than the init, so the assignment is far from uniform.
+  params["params"]["smoothing"] = params["params"]["smoothing"] * 3
+  got = np.asarray(layer.apply(params, x))
+  want = encoding_reference(x, np.asarray(params["params"]["codewords"]),
+                            np.asarray(params["params"]["smoothing"]))
+  assert got.shape == (2, 6, 12)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_codeword_init_follows_the_reference_bounds():
+  params = Encoding(codewords=32).init(jax.random.key(0), jnp.zeros((1, 4, 4, 64)))["params"]
+  bound = 1 / np.sqrt(32 * 64)
+  assert np.abs(params["codewords"]).max() <= bound
+  assert 0 <= params["smoothing"].min() and params["smoothing"].max() <= 1
+
+
+def test_class_presence_and_se_loss():
+  labels = np.full((3, 4, 5), 255, np.uint8)
+  labels[0, :2] = 2
+  labels[0, 2:, :3] = 0
+  labels[1] = 4  # one class everywhere
+  # image 2: all ignore -> no class present
+  want = np.zeros((3, 5), np.float32)
+  want[0, [0, 2]] = 1
+  want[1, 4] = 1
+  np.testing.assert_array_equal(np.asarray(class_presence(jnp.asarray(labels), 5)), want)
+  logits = np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32)
+  p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  bce = -(want * np.log(p) + (1 - want) * np.log(1 - p)).mean()
+  np.testing.assert_allclose(float(semantic_encoding_loss(jnp.asarray(logits), jnp.asarray(labels))),
+                             bce, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fastfcn_pascal_context", "fastfcn_ade20k"])
+def test_encnet_variant_outputs_and_loss(name):
+  config = load_config(name, "encnet,tiny")
+  assert config.model.decode_head == "encnet" and config.loss.se_weight == 0.2
+  model = build_model(config)
+  # Behind the JPU the reduction conv is 1x1, as the official code.
+  assert model.decode_head.conv_kernel == 1
+  x = jnp.zeros((2, 64, 64, 3))
+  variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=True)
+  out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+  assert {k: v.shape for k, v in out.items()} == {"seg": (2, 8, 8, 6), "aux": (2, 4, 4, 6), "se": (2, 6)}
+  assert set(model.apply(variables, x, train=False)) == {"seg"}
+  labels = jnp.asarray(np.random.default_rng(0).integers(0, 6, (2, 64, 64)), jnp.uint8)
+  total, terms = segmentation_loss(out, labels, config)
+  assert set(terms) == {"seg", "aux", "se"}
+  np.testing.assert_allclose(float(total), float(terms["seg"] + 0.2 * terms["aux"] + 0.2 * terms["se"]),
+                             rtol=1e-6)
+
+
+def test_se_loss_trains_the_codewords():
+  config = load_config("fastfcn_pascal_context", "encnet,tiny")
+  model = build_model(config)
+  init_fn, _, _, _ = state_factory(config, model)
+  state = init_fn(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (2, 64, 64, 3)), jnp.uint8),
+           "label": jnp.asarray(rng.integers(0, 6, (2, 64, 64)), jnp.uint8)}
+  grads = jax.grad(lambda p: make_loss_fn(config, model)(p, state.batch_stats, batch, jax.random.key(0))[0])(
+      state.params)
+  enc = grads["decode_head"]["encoding"]
+  assert float(jnp.abs(enc["codewords"]).max()) > 0 and float(jnp.abs(enc["smoothing"]).max()) > 0
+  assert float(jnp.abs(grads["decode_head"]["se_classifier"]["kernel"]).max()) > 0

@@ -23,8 +23,12 @@ flags.DEFINE_string("input", None, "--mode predict: folder of images.")
 flags.DEFINE_string("output", None, "--mode predict: output folder (default WORKDIR/predictions).")
 flags.DEFINE_string("restore", None, "Resume training from this checkpoint (WORKDIR/checkpoints/STEP) "
                     "instead of the work dir's latest.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host: TPU "
-                  "pods, SLURM; see launch/README.md).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first, with the coordinator "
+                  "and process ids from the cluster (TPU pod, SLURM; see launch/README.md).")
+flags.DEFINE_string("coordinator_address", None, "Explicit multi-process launch: host:port of process 0 "
+                    "(implies --distributed; needs --num_processes and --process_id).")
+flags.DEFINE_integer("num_processes", None, "Explicit multi-process launch: number of processes.")
+flags.DEFINE_integer("process_id", None, "Explicit multi-process launch: this process, 0..num_processes-1.")
 
 
 def predict_folder(config, workdir, input_dir, output_dir):
@@ -66,13 +70,26 @@ def predict_folder(config, workdir, input_dir, output_dir):
   print(f"wrote {len(names)} masks and overlays to {output_dir}")
 
 
+def start_distributed():
+  """jax.distributed.initialize() when asked: from the cluster environment with
+  --distributed, or from the explicit flags. Afterwards only process 0 prints."""
+  explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if not FLAGS.distributed and all(v is None for v in explicit):
+    return
+  if not FLAGS.distributed and any(v is None for v in explicit):
+    raise app.UsageError("an explicit multi-process launch needs --coordinator_address, "
+                         "--num_processes and --process_id")
+  import jax
+  jax.distributed.initialize(*explicit)  # None: taken from the TPU/SLURM environment
+  if jax.process_index() > 0:  # one progress display for the whole job; errors still reach stderr
+    sys.stdout = open(os.devnull, "w")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  if FLAGS.distributed:
-    import jax
-    jax.distributed.initialize()  # coordinator and process ids from the cluster environment
+  start_distributed()
   from jaxseg import train
   from jaxseg.config import check_keys
 

@@ -165,7 +165,7 @@ def check_writable(workdir):
   """Creates the work dir and writes a file there, or raises WorkdirError."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # hosts may share the dir
     with open(probe, "w") as f:
       f.write("x" * 4096)
     os.remove(probe)
@@ -218,8 +218,9 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     print(f"Resumed from {source_mngr.directory}/{latest}", flush=True)
   else:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(config.seed))
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"{config.model.decode_head} ResNet-{config.model.backbone.depth}: {num_params / 1e6:.2f}M "
         f"params, {jax.device_count()} devices, global batch {config.train.batch_size}", flush=True)

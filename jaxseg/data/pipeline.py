@@ -65,9 +65,13 @@ def train_dataset(config, source, process_index=0, process_count=1):
                          ignore_index=config.dataset.ignore_index)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
   ds = ds.seed(config.seed).shuffle().repeat()
-  ds = ds[process_index::process_count]
+  # Global batch s is records [s*B, (s+1)*B) of the stream and host p holds its p-th
+  # contiguous block, so every record keeps its augmentation draw and its place in the
+  # global batch (hence its dropout mask) whatever the number of hosts. MapDataset is
+  # lazy: each host only reads and augments its own records.
   ds = ds.random_map(_Named(fn, config.dataset.train_split))
-  return ds.batch(batch // process_count, drop_remainder=True)
+  ds = ds.batch(batch // process_count, drop_remainder=True)
+  return ds[process_index::process_count]
 
 
 def train_iterator(dataset, config):

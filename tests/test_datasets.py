@@ -282,3 +282,51 @@ def test_bad_labels_of_other_datasets_name_the_file(tmp_path):
   with pytest.raises(InputDataError, match=r"\[151\]") as e:
     prepare("ade20k", tmp_path / "a", archives)
   assert name in str(e.value)
+
+
+def test_eval_resize_to_short_side_keeps_labels_aligned():
+  """ADE20K protocol: short side 512 (upscaled or downscaled), the label resized by
+  nearest neighbour, then padded with ignore; bounded by the canvas and long side."""
+  from jaxseg.data import transforms
+  rng = np.random.default_rng(0)
+  label = np.repeat(np.repeat(rng.integers(0, 150, (3, 4)), 100, 0), 100, 1).astype(np.uint8)
+  image = np.repeat(label[..., None], 3, -1)  # the image shows its label
+  out = transforms.eval_transform({"image": image, "label": label[..., None]}, (1024, 1024), 255,
+                                  short_side=512)
+  assert (out["label"][:512, :683] != 255).all() and (out["label"][512:] == 255).all()
+  assert (out["label"][:, 683:] == 255).all()
+  agree = out["image"][:512, :683, 0] == out["label"][:512, :683]  # bilinear blurs block edges
+  assert agree.mean() > 0.97
+  small = transforms.resize_to_bounds(image, label, 512, 0, (600, 600))[1]  # the canvas bounds it
+  assert small.shape == (450, 600)
+  assert transforms.resize_to_bounds(image, label, 0, 512, (1024, 1024))[1].shape == (384, 512)
+  assert transforms.resize_to_bounds(image, label, 0, 0, (10, 10))[1] is label  # off: unchanged
+
+
+def test_coco_segment_id_missing_from_segments_info_names_the_png(tmp_path):
+  import json
+  archives, _ = fake.make_coco_panoptic()
+  files = archives["panoptic_annotations_trainval2017.zip"]
+  pan = json.loads(files["annotations/panoptic_train2017.json"])
+  pan["annotations"][0]["segments_info"].pop(0)  # segment 5 is in the PNG only
+  files["annotations/panoptic_train2017.json"] = json.dumps(pan).encode()
+  with pytest.raises(InputDataError, match=r"segment ids \[5\] are not in segments_info") as e:
+    prepare("coco_panoptic", tmp_path, archives)
+  assert "panoptic_train2017/000000000101.png" in str(e.value)
+
+
+def test_imagenet_skips_a_truncated_image_inside_a_class_tar(tmp_path, capsys):
+  import io
+  import tarfile
+  archives, expected = fake.make_imagenet()
+  train = archives["ILSVRC2012_img_train.tar"]
+  inner = io.BytesIO()
+  with tarfile.open(fileobj=inner, mode="w") as t:
+    for i, data in enumerate([fake.truncated(fake.jpeg(40, 40)), fake.jpeg(10, 12)]):
+      info = tarfile.TarInfo(f"n01440764_{i}.JPEG")
+      info.size = len(data)
+      t.addfile(info, io.BytesIO(data))
+  train["n01440764.tar"] = inner.getvalue()
+  splits, _ = prepare("imagenet_pssl", tmp_path, archives, extracted=("ILSVRC2012_img_val.tar",), skip=True)
+  assert len(splits["train"]) == expected["counts"]["train"] - 1
+  assert "ILSVRC2012_img_train.tar:n01440764.tar:n01440764_0.JPEG" in capsys.readouterr().out

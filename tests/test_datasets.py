@@ -59,9 +59,19 @@ def test_voc_aug_splits_labels_and_border(tmp_path, capsys):
 
 
 def test_voc_aug_extracted_archives_and_second_run_reuses(tmp_path, capsys):
+  import io
+  from PIL import Image
   archives, expected = fake.make_voc_aug()
+  grey = io.BytesIO()  # a greyscale JPEG, as a few COCO and ImageNet images are
+  Image.fromarray(np.full((20, 24), 77, np.uint8)).save(grey, "JPEG")
+  voc = archives["VOCtrainval_11-May-2012.tar"]
+  voc[f"VOCdevkit/VOC2012/JPEGImages/{expected['val'][0]}.jpg"] = grey.getvalue()
+  voc[f"VOCdevkit/VOC2012/SegmentationClass/{expected['val'][0]}.png"] = fake.palette_png(
+      expected["labels"][expected["val"][0]][:20, :24] * 0)
   splits, _ = prepare("voc_aug", tmp_path, archives, extracted=tuple(archives))
   assert sorted(by_name(splits["train_aug"])) == expected["train_aug"]
+  grey = by_name(splits["val"])[expected["val"][0]]["image"]
+  assert grey.shape == (20, 24, 3) and (np.abs(grey.astype(int) - 77) <= 2).all()
   capsys.readouterr()
   from jaxseg.prepare import prepare as run
   run("voc_aug", str(tmp_path / "tfds"), "")  # no archives needed any more

@@ -56,7 +56,7 @@ class Ade20k(common.ArchiveBuilder):
     return {split: self._split(tree, split, folder) for split, folder in SPLITS.items()}
 
   def _split(self, tree, split, folder):
-    names = [n for n in tree.names(f"{ROOT}images/{folder}") if n.endswith(".jpg")]
+    names = common.files_under(tree, f"{ROOT}images/{folder}", ".jpg")
 
     def make(name):
       image, size = common.read_image(tree, name)

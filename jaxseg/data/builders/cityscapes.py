@@ -70,7 +70,7 @@ class Cityscapes(common.ArchiveBuilder):
 
   def _split(self, split, images, labels, folder):
     suffix = "_leftImg8bit.png"
-    names = [n for n in images.names(f"leftImg8bit/{split}") if n.endswith(suffix)]
+    names = common.files_under(images, f"leftImg8bit/{split}", suffix)
 
     def make(name):
       image, size = common.read_image(images, name)

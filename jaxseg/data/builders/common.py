@@ -93,7 +93,10 @@ class Tar:
   def read(self, name: str) -> bytes:
     if name not in self.files:
       raise BadExample(f"{self.where(name)}: not in the archive")
-    data = self.tar.extractfile(self.files[name]).read()
+    try:
+      data = self.tar.extractfile(self.files[name]).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise BadExample(f"{self.where(name)}: cannot be read ({e})") from None
     if len(data) != self.files[name].size:
       raise BadExample(f"{self.where(name)}: truncated archive member")
     return data
@@ -107,6 +110,15 @@ class Tar:
 
   def where(self, name: str) -> str:
     return f"{self.path}:{name}"
+
+
+def files_under(tree, prefix: str, suffix: str):
+  """Sorted files under `prefix` ending in `suffix`; InputDataError if there are none
+  (a split folder missing from the archive is an error, not an empty split)."""
+  names = [n for n in tree.names(prefix) if n.endswith(suffix)]
+  if not names:
+    raise InputDataError(f"{tree.where(prefix)}: no *{suffix} files (incomplete archive?)")
+  return names
 
 
 def _stem(file: str) -> str:
@@ -153,8 +165,9 @@ def open_archive(path: Path, extract=None):
 # Decoding and checking examples.
 
 def read_image(tree, name: str):
-  """(encoded bytes to store, (height, width)) of an RGB image file in `tree`; the
-  original bytes where they are RGB or grey JPEG/PNG, else re-encoded as PNG."""
+  """(encoded bytes to store, (height, width)) of an image file in `tree`: the
+  original bytes of an RGB JPEG/PNG; grey, CMYK or other files converted to RGB and
+  encoded as PNG (lossless)."""
   return check_image(tree.read(name), tree.where(name))
 
 
@@ -165,7 +178,7 @@ def check_image(data: bytes, where: str):
     image.load()  # decodes everything: a truncated file raises here
   except Exception as e:
     raise BadExample(f"{where}: corrupt or truncated image ({e})") from None
-  if image.format not in ("JPEG", "PNG") or image.mode not in ("RGB", "L"):
+  if image.format not in ("JPEG", "PNG") or image.mode != "RGB":  # stored as RGB: HxWx3 on reading
     out = io.BytesIO()
     image.convert("RGB").save(out, format="PNG")
     data = out.getvalue()

@@ -173,9 +173,10 @@ def test_coco_panoptic_segments_semantic_and_instances(tmp_path, nested_zip):
     assert inst["segmentation"][1].decode().startswith('{"size"')
 
 
-def test_imagenet_pssl_class_labels(tmp_path):
-  archives, expected = fake.make_imagenet()
-  splits, builder = prepare("imagenet_pssl", tmp_path, archives)
+@pytest.mark.parametrize("extracted", [False, True])
+def test_imagenet_pssl_class_labels(tmp_path, extracted):
+  archives, expected = fake.make_imagenet()  # extracted: a folder of the class tars
+  splits, builder = prepare("imagenet_pssl", tmp_path, archives, extracted=tuple(archives) if extracted else ())
   assert {s: len(r) for s, r in splits.items()} == expected["counts"]
   wnids = builder.info.metadata["classes"]
   assert wnids == expected["wnids"]  # leaves only, sorted

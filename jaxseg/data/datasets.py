@@ -15,9 +15,9 @@ from jaxseg.errors import ConfigError, DatasetNotFoundError
 SELF_PREPARING = ("shapes",)
 
 # What `python -m jaxseg.prepare NAME --manual_dir DIR` needs in DIR: per dataset (or
-# NAME/CONFIG), each official archive as (file name, a path inside it, where it is
-# obtained). An archive may also be given extracted, in DIR or in DIR/<its name
-# without extension>: the path inside it is what marks the extracted folder.
+# NAME/CONFIG), each official archive as (file name, a path inside it (or a tuple of
+# alternatives), where it is obtained). An archive may also be given extracted, in DIR
+# or in DIR/<its name without extension>: the path inside marks the extracted folder.
 _VOC = "http://host.robots.ox.ac.uk/pascal/VOC/"
 _CITYSCAPES = "https://www.cityscapes-dataset.com/downloads/ (free registration)"
 _COCO = "http://images.cocodataset.org/"
@@ -57,7 +57,7 @@ ARCHIVES = {
          _COCO + "annotations/annotations_trainval2017.zip"),
     ),
     "imagenet_pssl": (
-        ("ILSVRC2012_img_train.tar", "n01440764", _IMAGENET),
+        ("ILSVRC2012_img_train.tar", ("n01440764.tar", "n01440764"), _IMAGENET),
         ("ILSVRC2012_img_val.tar", "ILSVRC2012_val_00000001.JPEG", _IMAGENET),
         ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_devkit_t12/data/meta.mat", _IMAGENET),
     ),

@@ -88,7 +88,7 @@ class Tar:
   def __init__(self, path):
     self.path = Path(path)
     self.tar = tarfile.open(self.path, "r:")
-    self.files = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
+    self.files = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
 
   def read(self, name: str) -> bytes:
     if name not in self.files:
@@ -137,7 +137,8 @@ def locate(name: str, manual_dir):
   for file, marker, _ in ARCHIVES[name]:
     candidates = [] if manual_dir is None else [manual_dir / file, manual_dir / _stem(file), manual_dir]
     path = next((c for c in candidates[:1] if c.is_file()), None)
-    path = path or next((c for c in candidates[1:] if (c / marker).exists()), None)
+    markers = (marker,) if isinstance(marker, str) else marker  # any of these paths
+    path = path or next((c for c in candidates[1:] if any((c / m).exists() for m in markers)), None)
     if path is None:
       missing.append(file)
     found[file] = path

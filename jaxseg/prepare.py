@@ -32,8 +32,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     prepare(args.name, args.data_dir, args.manual_dir, args.skip_bad_examples)
-  except UserError as e:
-    sys.exit(f"jaxseg.prepare: error: {e}")
+  except UserError as e:  # one message naming the file, dataset or config at fault
+    print(f"jaxseg.prepare: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def prepare(name, data_dir="", manual_dir="", skip_bad_examples=False):

@@ -192,7 +192,7 @@ def test_missing_archives_fail_before_any_work_naming_each(tmp_path):
   out = subprocess.run([sys.executable, "-m", "jaxseg.prepare", "voc_aug", "--manual_dir",
                         str(tmp_path / "manual"), "--data_dir", str(tmp_path / "tfds")],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
   assert "VOCtrainval_11-May-2012.tar" in out.stderr and "host.robots.ox.ac.uk" in out.stderr
   assert str(tmp_path / "manual") in out.stderr and "missing: VOCtrainval_11-May-2012.tar" in out.stderr
   assert not (tmp_path / "tfds" / "voc_aug").exists()  # nothing was started

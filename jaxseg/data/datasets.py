@@ -68,9 +68,13 @@ ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/fine"]
 DEFAULT_CONFIG = {"cityscapes": "fine", "pascal_context": "59"}
 
 
-def archives_needed(name: str) -> str:
-  """One line per archive `name` needs: file and where it is obtained."""
-  return "\n".join(f"  {file:<40} from {where}" for file, _, where in ARCHIVES.get(name, ()))
+def archives_needed(name: str, one_line=False) -> str:
+  """The archives `name` needs, each with where it is obtained: one per line, or all
+  on one line."""
+  entries = ARCHIVES.get(name, ())
+  if one_line:
+    return "; ".join(f"{file} from {where}" for file, _, where in entries)
+  return "\n".join(f"  {file:<40} from {where}" for file, _, where in entries)
 
 
 def default_data_dir(data_dir: str = "") -> str:
@@ -105,8 +109,8 @@ def dataset_dir(name: str, data_dir: str = "") -> Path:
                        check=True)
         found = newest()
   if found is None:
-    needed = (f" with these files in DIR (archives as downloaded, or extracted):\n"
-              f"{archives_needed(name)}") if name in ARCHIVES else ""
+    needed = (f", DIR holding (as downloaded, or extracted) {archives_needed(name, one_line=True)}"
+              if name in ARCHIVES else "")
     raise DatasetNotFoundError(
         f"dataset '{name}' is not prepared under {root}; prepare it with: "
         f"python -m jaxseg.prepare {name} --manual_dir DIR --data_dir {root}{needed}")

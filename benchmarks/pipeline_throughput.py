@@ -11,7 +11,8 @@ the real sizes: VOC 500x375 JPEG, Cityscapes 2048x1024 PNG, with smooth content 
 that the files compress like photographs. Each setting runs in its own process pinned
 to the first C cores (os.sched_setaffinity), so "per core" means exactly that.
 Settings: cores C x grain worker processes W (W = 0: augmentation in the main process,
-on grain's read threads).
+on grain's read threads). img/CPU-s (W = 0 only) divides the images by the CPU time
+the process used, which stays meaningful on a machine shared with other work.
 """
 from __future__ import annotations
 
@@ -103,11 +104,15 @@ def measure(case, data_dir, workers, batches, batch_size):
   iterator = pipeline.train_iterator(pipeline.train_dataset(config, source), config)
   for _ in range(2):
     next(iterator)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   for _ in range(batches):
     batch = next(iterator)
   assert batch["image"].shape == (batch_size, *crop, 3)
-  return batches * batch_size / (time.perf_counter() - start)
+  images = batches * batch_size
+  # Images per CPU-second of this process (all its threads): the per-core rate on a
+  # busy machine too. Meaningless with worker processes, whose CPU time it misses.
+  per_cpu_second = images / (time.process_time() - cpu) if not workers else float("nan")
+  return images / (time.perf_counter() - start), per_cpu_second
 
 
 def main():
@@ -138,7 +143,8 @@ def main():
     print(f"built the miniature datasets ({args.images} images each) in "
           f"{time.perf_counter() - start:.0f}s under {data_dir}")
   available = len(os.sched_getaffinity(0))
-  print(f"{'case':<22} {'cores':>5} {'workers':>7} {'img/s':>8} {'img/s/core':>10}"
+  print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+  print(f"{'case':<22} {'cores':>5} {'workers':>7} {'img/s':>8} {'img/s/core':>10} {'img/CPU-s':>9}"
         + (f" {'cores for GPU':>13}" if args.gpu_rate else ""))
   for case in CASES:
     for setting in args.settings.split(","):
@@ -149,9 +155,10 @@ def main():
                             "--data_dir", data_dir, "--batches", str(args.batches),
                             "--batch_size", str(args.batch_size)],
                            cwd=ROOT, capture_output=True, text=True, check=True)
-      rate = float(out.stdout.strip().splitlines()[-1])
+      rate, per_cpu_second = json.loads(out.stdout.strip().splitlines()[-1])
       need = f" {args.gpu_rate / (rate / cores):>13.1f}" if args.gpu_rate else ""
-      print(f"{case:<22} {cores:>5} {workers:>7} {rate:>8.1f} {rate / cores:>10.1f}{need}", flush=True)
+      print(f"{case:<22} {cores:>5} {workers:>7} {rate:>8.1f} {rate / cores:>10.1f} "
+            f"{per_cpu_second:>9.1f}{need}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from jaxseg.data.datasets import ARCHIVES, DEFAULT_CONFIG, default_data_dir
@@ -58,8 +59,12 @@ def prepare(name, data_dir="", manual_dir="", skip_bad_examples=False):
       from jaxseg.data.builders.common import locate
       locate(key, manual_dir)
     builder.skip_bad_examples = skip_bad_examples
-    download = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+    # Built from the user's archives only: never TFDS's pre-built copies of similarly
+    # named datasets (other labels, other splits).
+    download = tfds.download.DownloadConfig(manual_dir=manual_dir or None, try_download_gcs=False)
+    start = time.time()
     builder.download_and_prepare(download_config=download)
+    print(f"Prepared in {time.time() - start:.0f}s.")
     report(builder)
   print(f"{builder.name}{'/' + config if config else ''} {builder.version} at {builder.data_path}")
   for split, info in builder.info.splits.items():

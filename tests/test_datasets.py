@@ -141,6 +141,8 @@ def test_pascal_context_59_and_60(tmp_path, config):
   classes = builder.info.metadata["classes"]
   assert len(classes) == int(config) and classes[-1] == "wood"
   assert (classes[0] == "background") == (config == "60")
+  palette = builder.info.metadata["palette"]
+  assert len(palette) == int(config) and palette[-1] == fake.voc_palette(60)[59]  # wood alike in both
   if config == "60":  # the datasets.py short name resolves to the default config (59)
     with pytest.raises(DatasetNotFoundError):
       datasets.dataset_dir("pascal_context", str(tmp_path / "tfds"))

@@ -61,7 +61,7 @@ class PascalContext(common.ArchiveBuilder):
 
   def _info(self):
     names = class_names(self.builder_config.name)
-    palette = common.voc_palette(61)
+    palette = common.voc_palette(60)  # background + the 59 classes
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
@@ -71,7 +71,7 @@ class PascalContext(common.ArchiveBuilder):
             "file_name": tfds.features.Text(),
         }),
         # The same colour for a class in both configs: background is colour 0.
-        metadata=tfds.core.MetadataDict(classes=names, palette=palette[61 - len(names):]),
+        metadata=tfds.core.MetadataDict(classes=names, palette=palette[60 - len(names):]),
     )
 
   def _split_generators(self, dl_manager):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxseg.data.datasets import ARCHIVES, DEFAULT_CONFIG, default_data_dir
+from jaxseg.data.datasets import ARCHIVES, DEFAULT_CONFIG, default_data_dir, prepared_dir
 from jaxseg.errors import UserError
 
 
@@ -48,16 +48,16 @@ def prepare(name, data_dir="", manual_dir="", skip_bad_examples=False):
   configs = [c.name for c in BUILDERS[base].BUILDER_CONFIGS]
   if config and config not in configs:
     raise UserError(f"dataset '{base}' has no config '{config}' (configs: {', '.join(configs)})")
+  key = f"{base}/{config}" if config else base
+  if key in ARCHIVES and prepared_dir(key, data_dir) is None:
+    from jaxseg.data.builders.common import locate
+    locate(key, manual_dir)  # fails before any work if an archive is missing
   import tensorflow_datasets as tfds
   builder = BUILDERS[base](data_dir=default_data_dir(data_dir), file_format="array_record",
                            **({"config": config} if config else {}))
   if builder.is_prepared():
-    print(f"{builder.name}{'/' + config if config else ''} is already prepared; reusing it.")
+    print(f"{key} is already prepared; reusing it.")
   else:
-    key = f"{base}/{config}" if config else base
-    if key in ARCHIVES:  # fail before any work if an archive is missing
-      from jaxseg.data.builders.common import locate
-      locate(key, manual_dir)
     builder.skip_bad_examples = skip_bad_examples
     # Built from the user's archives only: never TFDS's pre-built copies of similarly
     # named datasets (other labels, other splits).
@@ -66,7 +66,7 @@ def prepare(name, data_dir="", manual_dir="", skip_bad_examples=False):
     builder.download_and_prepare(download_config=download)
     print(f"Prepared in {time.time() - start:.0f}s.")
     report(builder)
-  print(f"{builder.name}{'/' + config if config else ''} {builder.version} at {builder.data_path}")
+  print(f"{key} {builder.version} at {builder.data_path}")
   for split, info in builder.info.splits.items():
     print(f"  {split:<12} {info.num_examples:>8} examples")
   return builder

@@ -81,22 +81,25 @@ def default_data_dir(data_dir: str = "") -> str:
   return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
 
 
-def dataset_dir(name: str, data_dir: str = "") -> Path:
+def prepared_dir(name: str, data_dir: str = ""):
   """The newest prepared version of `name` (NAME or NAME/CONFIG; a bare NAME of a
-  dataset with configs is its DEFAULT_CONFIG) under the TFDS data dir.
+  dataset with configs is its DEFAULT_CONFIG) under the TFDS data dir, or None."""
+  base, _, config = name.partition("/")
+  folder = f"{base}/{config or DEFAULT_CONFIG[base]}" if base in DEFAULT_CONFIG else name
+  root = Path(default_data_dir(data_dir)) / folder
+  versions = [p for p in root.glob("*.*.*") if (p / "dataset_info.json").exists()]
+  return max(versions, key=lambda p: tuple(int(v) for v in p.name.split("."))) if versions else None
+
+
+def dataset_dir(name: str, data_dir: str = "") -> Path:
+  """prepared_dir(name, data_dir), which must exist.
 
   `shapes` is prepared on first use, in a subprocess so that TensorFlow (which TFDS
   needs to build) never enters the training process. Any other missing dataset is a
   DatasetNotFoundError naming the dataset and the command that prepares it.
   """
   root = Path(default_data_dir(data_dir))
-  base, _, config = name.partition("/")
-  folder = f"{base}/{config or DEFAULT_CONFIG[base]}" if base in DEFAULT_CONFIG else name
-
-  def newest():
-    versions = [p for p in (root / folder).glob("*.*.*") if (p / "dataset_info.json").exists()]
-    return max(versions, key=lambda p: tuple(int(v) for v in p.name.split("."))) if versions else None
-
+  newest = lambda: prepared_dir(name, data_dir)
   found = newest()
   if found is None and name in SELF_PREPARING:
     root.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,13 @@ def test_ade20k_reduce_zero_label(tmp_path):
       np.testing.assert_array_equal(record["label"][..., 0], want)
   assert len(builder.info.metadata["classes"]) == 150
   assert builder.info.metadata["classes"][149] == "flag"
+  # The ADE20K eval protocol of the configs: short side 512, padded to the canvas.
+  from jaxseg.data import pipeline
+  config = load_config("mcibi_ade20k")
+  batch = next(pipeline.eval_batches(config, datasets.source(builder, "val"), 2))
+  assert batch["image"].shape == (2, 1024, 1024, 3)
+  labelled = (batch["label"] != 255).any(axis=2).sum(axis=1)  # rows holding labels
+  assert sorted(labelled.tolist()) == [512, 512]  # ADE_val images are 19x26 and 20x26
 
 
 @pytest.mark.parametrize("config", ["59", "60"])

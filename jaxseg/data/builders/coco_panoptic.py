@@ -107,32 +107,31 @@ class CocoPanoptic(common.ArchiveBuilder):
                 "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
                 "segmentation": tfds.features.Text()}),
         }),
-        # Filled from the annotation files' category lists by _split_generators.
+        # Filled from the annotation files' category list by _split_generators.
         metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager):
     archives = self._archives(dl_manager)
-    panoptic, instances = archives[PANOPTIC], archives[INSTANCES]
-    splits, categories = {}, None
-    for split, folder in SPLITS.items():
-      pan = _json(panoptic, f"annotations/panoptic_{folder}.json")
-      inst = _json(instances, f"annotations/instances_{folder}.json")
-      cats = sorted(pan["categories"], key=lambda c: c["id"])
-      if categories is None:
-        categories = cats
-        self.info.metadata.update(
-            classes=[c["name"] for c in cats], palette=common.voc_palette(len(cats)),
-            category_ids=[c["id"] for c in cats], isthing=[bool(c["isthing"]) for c in cats])
-      elif [c["id"] for c in cats] != [c["id"] for c in categories]:
-        raise common.InputDataError(f"{panoptic.where(f'annotations/panoptic_{folder}.json')}: "
-                                    "its categories differ from those of the train split")
-      pngs = _png_tree(panoptic, folder, Path(str(dl_manager.download_dir)) / "coco_panoptic")
-      splits[split] = self._split(split, archives[f"{folder}.zip"], folder, pan, inst, pngs, cats,
-                                  instances.where(f"annotations/instances_{folder}.json"))
-    return splits
+    panoptic = archives[PANOPTIC]
+    # The categories, from the (small) val file; each split's file must list the same.
+    cats = sorted(_json(panoptic, "annotations/panoptic_val2017.json")["categories"],
+                  key=lambda c: c["id"])
+    self.info.metadata.update(
+        classes=[c["name"] for c in cats], palette=common.voc_palette(len(cats)),
+        category_ids=[c["id"] for c in cats], isthing=[bool(c["isthing"]) for c in cats])
+    cache = Path(str(dl_manager.download_dir)) / "coco_panoptic"
+    return {split: self._split(split, folder, archives, cats, cache) for split, folder in SPLITS.items()}
 
-  def _split(self, split, images, folder, pan, inst, pngs, cats, inst_where):
+  def _split(self, split, folder, archives, cats, cache):
+    """The examples of one split; its annotation files are read when it is generated."""
+    panoptic, instances, images = archives[PANOPTIC], archives[INSTANCES], archives[f"{folder}.zip"]
+    pan_name, inst_name = f"annotations/panoptic_{folder}.json", f"annotations/instances_{folder}.json"
+    pan, inst = _json(panoptic, pan_name), _json(instances, inst_name)
+    if sorted(c["id"] for c in pan["categories"]) != [c["id"] for c in cats]:
+      raise common.InputDataError(f"{panoptic.where(pan_name)}: its categories differ from "
+                                  "those of panoptic_val2017.json")
+    pngs, inst_where = _png_tree(panoptic, folder, cache), instances.where(inst_name)
     index = {c["id"]: k for k, c in enumerate(cats)}
     by_image = {}
     for ann in inst["annotations"]:
@@ -186,4 +185,4 @@ class CocoPanoptic(common.ArchiveBuilder):
       }
 
     anns = sorted(pan["annotations"], key=lambda a: a["image_id"])
-    return self._generate_examples(split, ((a["image_id"], a) for a in anns), make)
+    yield from self._generate_examples(split, ((a["image_id"], a) for a in anns), make)

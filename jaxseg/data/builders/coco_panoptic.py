@@ -65,6 +65,7 @@ def _png_tree(tree, split, cache_dir: Path):
     size = tree.zip.getinfo(tree.files[inner]).file_size
     if not target.exists() or target.stat().st_size != size:
       cache_dir.mkdir(parents=True, exist_ok=True)
+      print(f"Copying {tree.where(inner)} ({size / 2**30:.1f} GiB) to {target} (once) ...", flush=True)
       with tree.zip.open(tree.files[inner]) as src, open(f"{target}.tmp", "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
       Path(f"{target}.tmp").rename(target)

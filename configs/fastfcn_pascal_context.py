@@ -27,7 +27,9 @@ from jaxseg.config import base_config, tiny_variant
 
 def get_config(variant=""):
   c = base_config()
-  c.dataset.name = "pascal_context"
+  # 59 classes, everything else ignored, as the official code counts them;
+  # "pascal_context/60" keeps the rest as a background class 0 (num_classes 60).
+  c.dataset.name = "pascal_context/59"
   c.dataset.train_split = "train"
   c.dataset.eval_split = "val"
   c.dataset.num_classes = 59

@@ -42,6 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
       skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
+      # Eval images (bilinear) and labels (nearest) resized, keeping their aspect, so the
+      # short side is eval_short_side and the long side at most eval_long_side (0 = no
+      # bound; both 0 = as stored), and never beyond eval_size, before the padding. ADE20K:
+      # short side 512 (the toolboxes' protocol); PSPNet's author code: long side 512.
+      eval_short_side=0,
+      eval_long_side=0,
   )
 
   c.model = dict(
@@ -131,7 +137,7 @@ def tiny_variant(c):
   the head keeps quickstart's lr whatever its multiplier."""
   c.dataset.update(dict(name="shapes", train_split="train", eval_split="val", num_classes=6))
   c.input.update(dict(crop_size=(64, 64), scale_range=(0.75, 1.5), scale_step=0.0, photometric=True,
-                      cat_max_ratio=0.75, eval_size=(160, 160)))
+                      cat_max_ratio=0.75, eval_size=(160, 160), eval_short_side=0, eval_long_side=0))
   c.model.backbone.update(dict(depth=10, width=8))
   c.model.update(dict(head_channels=16, aux_channels=8, jpu_channels=16, mcibi_channels=16,
                       mcibi_transform_channels=8))

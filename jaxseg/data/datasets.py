@@ -14,24 +14,92 @@ from jaxseg.errors import ConfigError, DatasetNotFoundError
 # Datasets jaxseg can generate itself; others need the official archives.
 SELF_PREPARING = ("shapes",)
 
+# What `python -m jaxseg.prepare NAME --manual_dir DIR` needs in DIR: per dataset (or
+# NAME/CONFIG), each official archive as (file name, a path inside it (or a tuple of
+# alternatives), where it is obtained). An archive may also be given extracted, in DIR
+# or in DIR/<its name without extension>: the path inside marks the extracted folder.
+_VOC = "http://host.robots.ox.ac.uk/pascal/VOC/"
+_CITYSCAPES = "https://www.cityscapes-dataset.com/downloads/ (free registration)"
+_COCO = "http://images.cocodataset.org/"
+_IMAGENET = "https://image-net.org/download-images.php (registration), ILSVRC 2012"
+ARCHIVES = {
+    "voc_aug": (
+        ("VOCtrainval_11-May-2012.tar", "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt",
+         _VOC + "voc2012/VOCtrainval_11-May-2012.tar"),
+        ("benchmark.tgz", "benchmark_RELEASE/dataset/train.txt",
+         "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
+         "benchmark.tgz (SBD)"),
+    ),
+    "cityscapes/fine": (
+        ("leftImg8bit_trainvaltest.zip", "leftImg8bit/val", _CITYSCAPES),
+        ("gtFine_trainvaltest.zip", "gtFine/val", _CITYSCAPES),
+    ),
+    "cityscapes/coarse": (
+        ("leftImg8bit_trainvaltest.zip", "leftImg8bit/val", _CITYSCAPES),
+        ("leftImg8bit_trainextra.zip", "leftImg8bit/train_extra", _CITYSCAPES),
+        ("gtCoarse.zip", "gtCoarse/val", _CITYSCAPES),
+    ),
+    "ade20k": (
+        ("ADEChallengeData2016.zip", "ADEChallengeData2016/annotations/validation",
+         "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip (SceneParsing)"),
+    ),
+    "pascal_context": (
+        ("VOCtrainval_03-May-2010.tar", "VOCdevkit/VOC2010/ImageSets/Main/train.txt",
+         _VOC + "voc2010/VOCtrainval_03-May-2010.tar"),
+        ("trainval.tar.gz", "trainval", "https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz"),
+    ),
+    "coco_panoptic": (
+        ("train2017.zip", "train2017", _COCO + "zips/train2017.zip"),
+        ("val2017.zip", "val2017", _COCO + "zips/val2017.zip"),
+        ("panoptic_annotations_trainval2017.zip", "annotations/panoptic_val2017.json",
+         _COCO + "annotations/panoptic_annotations_trainval2017.zip"),
+        ("annotations_trainval2017.zip", "annotations/instances_val2017.json",
+         _COCO + "annotations/annotations_trainval2017.zip"),
+    ),
+    "imagenet_pssl": (
+        ("ILSVRC2012_img_train.tar", ("n01440764.tar", "n01440764"), _IMAGENET),
+        ("ILSVRC2012_img_val.tar", "ILSVRC2012_val_00000001.JPEG", _IMAGENET),
+        ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_devkit_t12/data/meta.mat", _IMAGENET),
+    ),
+}
+ARCHIVES["pascal_context/59"] = ARCHIVES["pascal_context/60"] = ARCHIVES["pascal_context"]
+ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/fine"]
+# The builder config a bare NAME stands for.
+DEFAULT_CONFIG = {"cityscapes": "fine", "pascal_context": "59"}
+
+
+def archives_needed(name: str, one_line=False) -> str:
+  """The archives `name` needs, each with where it is obtained: one per line, or all
+  on one line."""
+  entries = ARCHIVES.get(name, ())
+  if one_line:
+    return "; ".join(f"{file} from {where}" for file, _, where in entries)
+  return "\n".join(f"  {file:<40} from {where}" for file, _, where in entries)
+
 
 def default_data_dir(data_dir: str = "") -> str:
   return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
 
 
+def prepared_dir(name: str, data_dir: str = ""):
+  """The newest prepared version of `name` (NAME or NAME/CONFIG; a bare NAME of a
+  dataset with configs is its DEFAULT_CONFIG) under the TFDS data dir, or None."""
+  base, _, config = name.partition("/")
+  folder = f"{base}/{config or DEFAULT_CONFIG[base]}" if base in DEFAULT_CONFIG else name
+  root = Path(default_data_dir(data_dir)) / folder
+  versions = [p for p in root.glob("*.*.*") if (p / "dataset_info.json").exists()]
+  return max(versions, key=lambda p: tuple(int(v) for v in p.name.split("."))) if versions else None
+
+
 def dataset_dir(name: str, data_dir: str = "") -> Path:
-  """The newest prepared version of `name` under the TFDS data dir.
+  """prepared_dir(name, data_dir), which must exist.
 
   `shapes` is prepared on first use, in a subprocess so that TensorFlow (which TFDS
   needs to build) never enters the training process. Any other missing dataset is a
   DatasetNotFoundError naming the dataset and the command that prepares it.
   """
   root = Path(default_data_dir(data_dir))
-
-  def newest():
-    versions = [p for p in (root / name).glob("*.*.*") if (p / "dataset_info.json").exists()]
-    return max(versions, key=lambda p: tuple(int(v) for v in p.name.split("."))) if versions else None
-
+  newest = lambda: prepared_dir(name, data_dir)
   found = newest()
   if found is None and name in SELF_PREPARING:
     root.mkdir(parents=True, exist_ok=True)
@@ -44,10 +112,11 @@ def dataset_dir(name: str, data_dir: str = "") -> Path:
                        check=True)
         found = newest()
   if found is None:
+    needed = (f", DIR holding (as downloaded, or extracted) {archives_needed(name, one_line=True)}"
+              if name in ARCHIVES else "")
     raise DatasetNotFoundError(
         f"dataset '{name}' is not prepared under {root}; prepare it with: "
-        f"python -m jaxseg.prepare {name} --manual_dir DIR_WITH_THE_OFFICIAL_ARCHIVES "
-        f"--data_dir {root}")
+        f"python -m jaxseg.prepare {name} --manual_dir DIR --data_dir {root}{needed}")
   return found
 
 

@@ -83,14 +83,17 @@ def train_iterator(dataset, config):
 
 
 def eval_batches(config, source, batch_size, process_index=0, process_count=1):
-  """Host-local eval batches of full images padded to `input.eval_size`.
+  """Host-local eval batches of full images (resized to input.eval_short_side /
+  eval_long_side if set) padded to `input.eval_size`.
 
   Every host yields the same number of batches; missing entries are filled with
   all-ignore labels, so padding never reaches the confusion matrix.
   """
   size = tuple(config.input.eval_size)
   ignore = config.dataset.ignore_index
-  fn = functools.partial(transforms.eval_transform, size=size, ignore_index=ignore)
+  fn = functools.partial(transforms.eval_transform, size=size, ignore_index=ignore,
+                         short_side=config.input.eval_short_side,
+                         long_side=config.input.eval_long_side)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
   ds = ds[process_index::process_count].map(_Named(fn, config.dataset.eval_split))
   per_host = -(-len(source) // process_count)

@@ -97,9 +97,32 @@ def train_transform(record, rng, cfg, ignore_index, where="record"):
   return {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
 
 
-def eval_transform(record, size, ignore_index, where="record"):
-  """Full image padded to the static `size`; the padding is labelled ignore."""
+def resize_to_bounds(image, label, short_side, long_side, max_size):
+  """Rescale (image bilinear, label nearest), keeping the aspect ratio, by the largest
+  factor (up or down) that keeps the short side <= `short_side`, the long side <=
+  `long_side` (0 = no bound) and the image within `max_size` (H, W). With both bounds
+  this is the toolboxes' keep-ratio resize to (long, short), e.g. ADE20K's (2048, 512).
+  With neither, the record is returned as it is."""
+  if not short_side and not long_side:
+    return image, label
+  h, w = label.shape
+  ratio = min(max_size[0] / h, max_size[1] / w)
+  if short_side:
+    ratio = min(ratio, short_side / min(h, w))
+  if long_side:
+    ratio = min(ratio, long_side / max(h, w))
+  size = (min(max(1, int(round(w * ratio))), max_size[1]), min(max(1, int(round(h * ratio))), max_size[0]))
+  if size == (w, h):
+    return image, label
+  return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
+          cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+
+
+def eval_transform(record, size, ignore_index, where="record", short_side=0, long_side=0):
+  """Full image (resized to `short_side`/`long_side` if given, see resize_to_bounds)
+  padded to the static `size`; the padding is labelled ignore."""
   image, label = check_record(record, where)
+  image, label = resize_to_bounds(image, label, short_side, long_side, size)
   if label.shape[0] > size[0] or label.shape[1] > size[1]:
     raise InputDataError(f"{where}: image is {label.shape[0]}x{label.shape[1]}, larger than "
                      f"config input.eval_size {tuple(size)}")

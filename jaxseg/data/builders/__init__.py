@@ -1,5 +1,20 @@
 """TFDS builders. Importing these needs tensorflow_datasets; building them needs
-TensorFlow (`pip install -e ".[prepare]"`). Training never imports this package."""
+TensorFlow (`pip install -e ".[prepare]"`; the .mat files of SBD, PASCAL Context
+and the ImageNet devkit need scipy). Training never imports this package."""
+from jaxseg.data.builders.ade20k import Ade20k
+from jaxseg.data.builders.cityscapes import Cityscapes
+from jaxseg.data.builders.coco_panoptic import CocoPanoptic
+from jaxseg.data.builders.imagenet_pssl import ImagenetPssl
+from jaxseg.data.builders.pascal_context import PascalContext
 from jaxseg.data.builders.shapes import Shapes
+from jaxseg.data.builders.voc_aug import VocAug
 
-BUILDERS = {"shapes": Shapes}
+BUILDERS = {
+    "shapes": Shapes,
+    "voc_aug": VocAug,
+    "cityscapes": Cityscapes,
+    "ade20k": Ade20k,
+    "pascal_context": PascalContext,
+    "coco_panoptic": CocoPanoptic,
+    "imagenet_pssl": ImagenetPssl,
+}

@@ -116,6 +116,8 @@ def line_plot(series, title, xlabel, ylabel, size=(640, 400), ylim=None):
     x0, x1 = x0 - 1, x1 + 1
   if y1 == y0:
     y0, y1 = y0 - 0.5, y1 + 0.5
+  if not ylim:  # a margin, so that the extremes do not sit on the frame
+    y0, y1 = y0 - 0.05 * (y1 - y0), y1 + 0.05 * (y1 - y0)
   px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)
   py = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
   draw.rectangle([left, top, w - right, h - bottom], outline=BLACK)
@@ -154,7 +156,9 @@ def heatmap(matrix, names, title, cell=36):
   probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
   label_w = max(_text_width(probe, n, small) for n in names) + 10
   top = label_w + 28
-  img = Image.new("RGB", (label_w + k * cell + 20, top + k * cell + 30), WHITE)
+  caption = "predicted (columns) vs ground truth (rows), % of each row"
+  width = max(label_w + k * cell + 20, _text_width(probe, caption, small) + 12, _text_width(probe, title, f) + 12)
+  img = Image.new("RGB", (width, top + k * cell + 30), WHITE)
   draw = ImageDraw.Draw(img)
   draw.text((6, 4), title, fill=BLACK, font=f)
   for i in range(k):
@@ -172,8 +176,7 @@ def heatmap(matrix, names, title, cell=36):
       text = f"{100 * v:.0f}"
       draw.text((x + (cell - _text_width(draw, text, small)) / 2, y + cell / 2 - 6), text,
                 fill=WHITE if v > 0.5 else BLACK, font=small)
-  draw.text((label_w, top + k * cell + 8), "predicted (columns) vs ground truth (rows), % of each row",
-            fill=BLACK, font=small)
+  draw.text((6, top + k * cell + 8), caption, fill=BLACK, font=small)
   return np.asarray(img)
 
 

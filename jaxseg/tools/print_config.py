@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 
-from jaxseg.checkpoint import _flatten
-
 
 def changed_keys(config):
   """{dotted key: value} of the keys whose value differs from base_config's."""
+  from jaxseg.checkpoint import _flatten
   from jaxseg.config import base_config
   base = _flatten(json.loads(base_config().to_json()))
   return {k: v for k, v in _flatten(json.loads(config.to_json_best_effort())).items() if base.get(k) != v}

@@ -17,7 +17,7 @@ import optax
 
 from jaxseg import checkpoint, sharding
 from jaxseg import tensorboard
-from jaxseg.data import datasets, pipeline
+from jaxseg.data import datasets
 from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
 from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
 from jaxseg.losses import segmentation_loss
@@ -182,6 +182,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   `restore`: start from this checkpoint directory (WORKDIR/checkpoints/STEP)
   instead of the work dir's latest.
   """
+  from jaxseg.data import pipeline  # grain: the benchmark and flops tools import this module without it
   check_writable(workdir)
   checkpoint.check_same_model(workdir, config)
 
@@ -358,6 +359,7 @@ def log_predictions(tb, step, config, predict, state, eval_source, palette, coun
   """TensorBoard images of the first `count` eval images: image | ground truth |
   prediction | errors. Every process predicts (the arrays may span hosts); the
   writer of process 0 alone writes."""
+  from jaxseg.data import pipeline
   from jaxseg.tools import draw
   batch = next(pipeline.eval_batches(config, eval_source, min(count, len(eval_source))))
   variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -370,6 +372,7 @@ def log_predictions(tb, step, config, predict, state, eval_source, palette, coun
 def evaluate_checkpoint(config, workdir):
   """--mode eval: restore the latest checkpoint of `workdir` and evaluate it."""
   from jaxseg.api import load
+  from jaxseg.data import pipeline
   seg = load(workdir, config)
   builder = datasets.load(config.dataset.name, config.dataset.data_dir)
   batches = pipeline.eval_batches(config, datasets.source(builder, config.dataset.eval_split),

@@ -238,3 +238,14 @@ def test_print_config_round_trips_overrides():
   out = subprocess.run([sys.executable, "-m", "jaxseg.tools.print_config", "--config",
                         "configs/quickstart.py", "--config.train.stepz=1"], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 2 and "train.stepz" in out.stderr and "did you mean 'steps'" in out.stderr
+
+
+def test_benchmark_and_flops_need_neither_tensorflow_nor_grain():
+  code = ("import sys\n"
+          "for m in ('grain', 'tensorflow', 'tensorflow_datasets'):\n"
+          "  sys.modules[m] = None  # importing them now fails\n"
+          "from jaxseg.tools import benchmark, flops\n"
+          "import jaxseg.train, jaxseg.tools.print_config\n"
+          "print('ok')\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]

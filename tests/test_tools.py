@@ -185,6 +185,7 @@ def test_benchmark_measures_both_sides():
   from jaxseg.tools import benchmark
   config = load_config("quickstart", "tiny")
   config.model.head_channels = 8
+  config.model.aux_head = False  # a smaller program to compile
   result = json.loads(json.dumps(benchmark.benchmark(config, (64, 64), 2, iters=1, warmup=0)))
   stdout = benchmark.format_table(result)
   j = result["jax"]

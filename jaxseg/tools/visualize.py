@@ -106,7 +106,8 @@ def write_all(workdir, output=None, num=4, eval_images=0):
   cm, scores = confusion(ctx, eval_images)
   data["confusion"] = cm
   paths["confusion"] = os.path.join(output, "confusion.png")
-  title = f"step {ctx.seg.step}: mIoU {scores['miou']:.4f}, aAcc {scores['aacc']:.4f}"
+  split = f"'{ctx.config.dataset.eval_split}'" + (f" (first {eval_images} images)" if eval_images else "")
+  title = f"step {ctx.seg.step} on {split}: mIoU {scores['miou']:.4f}, aAcc {scores['aacc']:.4f}"
   draw.save_png(paths["confusion"], draw.heatmap(cm, ctx.names, title))
   for name, (image, plotted) in curves(workdir).items():
     paths[name] = os.path.join(output, f"{name}.png")

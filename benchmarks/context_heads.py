@@ -26,6 +26,8 @@ sys.path.insert(0, ROOT)
 from jaxseg import sharding  # noqa: E402
 from jaxseg.models.heads.danet import PositionAttention  # noqa: E402
 from jaxseg.models.segmentor import build_model  # noqa: E402
+from jaxseg.tools.benchmark import compiled_memory_bytes  # noqa: E402
+from jaxseg.tools.flops import cost_flops  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402
 
 CONFIGS = ["deeplabv3_voc", "pspnet_voc", "danet_cityscapes", "fastfcn_pascal_context", "mcibi_ade20k"]
@@ -39,16 +41,7 @@ def load(name):
 
 
 def memory_gb(compiled):
-  m = compiled.memory_analysis()
-  if m is None:
-    return float("nan")
-  return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / 2 ** 30
-
-
-def flops(compiled):
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return cost.get("flops", float("nan"))
+  return compiled_memory_bytes(compiled) / 2 ** 30
 
 
 def measure(name, batch, run, iters):
@@ -71,7 +64,7 @@ def measure(name, batch, run, iters):
   t = time.perf_counter()
   train = step.lower(abstract, batch_spec).compile()
   row = {"config": name, "crop": f"{h}x{w}", "depth": config.model.backbone.depth,
-         "gflops": flops(forward) / 1e9, "train_mem_gb": memory_gb(train),
+         "gflops": cost_flops(forward) / 1e9, "train_mem_gb": memory_gb(train),
          "compile_s": time.perf_counter() - t, "img_s": float("nan")}
   if run:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))

@@ -39,6 +39,7 @@ def get_config(variant=""):
     c.train.log_every = 2
     c.train.eval_every = 4
     c.train.ckpt_every = 2
+    c.train.tensorboard_images = 0  # tests enable it where they check it
     c.eval.batch_size = 50
   elif variant:
     raise ValueError(f"unknown variant '{variant}' of configs/quickstart.py (known: tiny)")

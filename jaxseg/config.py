@@ -117,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,  # the latest K, plus the best by mIoU
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
+      tensorboard_images=3,  # eval predictions drawn into TensorBoard at each evaluation; 0 = none
   )
 
   c.eval = dict(
@@ -143,6 +144,7 @@ def tiny_variant(c):
                       mcibi_transform_channels=8))
   c.optim.lr = 0.05 / c.optim.head_lr_mult
   c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2))
+  c.train.tensorboard_images = 0  # the tests' many short runs skip compiling the drawing predictor
   c.eval.update(dict(mode="whole", scales=(1.0,), flip=False, batch_size=50))
   return c
 

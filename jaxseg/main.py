@@ -113,13 +113,27 @@ EXIT_PREEMPTED = 3  # SIGTERM/SIGINT: checkpoint written, rerun to resume
 EXIT_NONFINITE = 4  # non-finite loss/gradients (train.on_nonfinite)
 
 
-def run():
-  """Entry point: known failures become one line on stderr and a distinct exit code."""
+def resolved_config(argv):
+  """The --config file's config with its --config.a.b=value overrides, keys checked
+  (for jaxseg.tools, which share this CLI's --config flag and `run`)."""
+  from jaxseg.config import check_keys
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.config is None:
+    raise app.UsageError("--config is required")
+  check_keys(FLAGS.config)
+  return FLAGS.config
+
+
+def run(entry=None):
+  """Entry point (of this CLI, or of a jaxseg.tools command given as `entry`): known
+  failures become one line on stderr and a distinct exit code."""
   from jaxseg.config import check_override_keys
   from jaxseg.errors import NonFiniteError, Preempted, UserError
   try:
     check_override_keys(sys.argv[1:])
-    app.run(main)
+    app.run(entry or main)
   except Preempted as e:
     print(f"jaxseg: {e}", file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxseg import checkpoint, sharding
-from jaxseg.data import datasets, pipeline
+from jaxseg import tensorboard
+from jaxseg.data import datasets
 from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
 from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
 from jaxseg.losses import segmentation_loss
@@ -181,6 +182,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   `restore`: start from this checkpoint directory (WORKDIR/checkpoints/STEP)
   instead of the work dir's latest.
   """
+  from jaxseg.data import pipeline  # grain: the benchmark and flops tools import this module without it
   check_writable(workdir)
   checkpoint.check_same_model(workdir, config)
 
@@ -224,6 +226,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"{config.model.decode_head} ResNet-{config.model.backbone.depth}: {num_params / 1e6:.2f}M "
         f"params, {jax.device_count()} devices, global batch {config.train.batch_size}", flush=True)
+  tb = tensorboard.Writer(os.path.join(workdir, "tensorboard"), enabled=jax.process_index() == 0)
 
   # Jitted step (donated state) and evaluator.
   train_step = jax.jit(make_train_step(config, model, tx, schedule),
@@ -232,6 +235,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
                            config.dataset.ignore_index, data_sh, repl)
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
+  predict_images = jax.jit(make_predict(config, eval_model), out_shardings=repl)
+  palette = datasets.palette(config.dataset.num_classes, builder)
 
   def run_eval(step):
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
@@ -243,6 +248,11 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
                                                        "per_class_acc", "eval_seconds")}}
     if jax.process_index() == 0:
       _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
+    tb.scalars(step, {k: scores[k] for k in ("miou", "aacc", "macc")}, "eval/")
+    tb.scalars(step, {n: v for n, v in zip(class_names, scores["per_class_iou"]) if v is not None}, "eval/iou/")
+    if config.train.tensorboard_images > 0:
+      log_predictions(tb, step, config, predict_images, state, eval_source, palette,
+                      config.train.tensorboard_images)
     return scores["miou"]
 
   def save(step, miou=None):
@@ -303,6 +313,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         print(f"[{step:>{len(str(c.steps))}}/{c.steps}] {100 * step / c.steps:3.0f}%  "
               f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
               f"ETA {_duration(eta)}", flush=True)
+        tb.scalars(step, {**logs, "images_per_sec": rate}, "train/")
         if jax.process_index() == 0:
           _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
                         {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
@@ -317,16 +328,52 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         saved_ok = save(step)
       if signals.received or step == stop_after:
         break
+  tb.close()
   if not finish_saves() or not saved_ok:
     raise WorkdirError(f"the last checkpoint (step {step}) could not be written to {mngr.directory}")
   if signals.received:
     raise Preempted(step, signals.received, mngr.directory)
+  best = best_evaluation(workdir)
+  if best and jax.process_index() == 0:
+    where = best["checkpoint"] if os.path.isdir(best["checkpoint"]) else "its checkpoint was not kept"
+    print(f"FINAL best mIoU {best['miou']:.4f} at step {best['step']}: {where}", flush=True)
   return state
+
+
+def best_evaluation(workdir):
+  """{step, miou, checkpoint} of the best evaluation in WORKDIR/metrics.jsonl (over
+  all runs in the work dir, resumed ones included), or None before any evaluation."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    evals = [json.loads(line) for line in f if line.strip()]
+  evals = [e for e in evals if e.get("miou") is not None and e["miou"] == e["miou"]]  # not NaN
+  if not evals:
+    return None
+  best = max(evals, key=lambda e: e["miou"])
+  return {"step": best["step"], "miou": best["miou"],
+          "checkpoint": os.path.join(os.path.abspath(workdir), "checkpoints", str(best["step"]))}
+
+
+def log_predictions(tb, step, config, predict, state, eval_source, palette, count):
+  """TensorBoard images of the first `count` eval images: image | ground truth |
+  prediction | errors. Every process predicts (the arrays may span hosts); the
+  writer of process 0 alone writes."""
+  from jaxseg.data import pipeline
+  from jaxseg.tools import draw
+  batch = next(pipeline.eval_batches(config, eval_source, min(count, len(eval_source))))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  preds = jax.device_get(predict(variables, batch["image"]))
+  for i, (image, label, pred) in enumerate(zip(batch["image"], batch["label"], preds)):
+    row = draw.prediction_row(image, label, pred, palette, config.dataset.ignore_index)
+    tb.image(step, f"eval/prediction_{i}", draw.grid([row], draw.PREDICTION_TITLES))
 
 
 def evaluate_checkpoint(config, workdir):
   """--mode eval: restore the latest checkpoint of `workdir` and evaluate it."""
   from jaxseg.api import load
+  from jaxseg.data import pipeline
   seg = load(workdir, config)
   builder = datasets.load(config.dataset.name, config.dataset.data_dir)
   batches = pipeline.eval_batches(config, datasets.source(builder, config.dataset.eval_split),

@@ -1,0 +1,106 @@
+"""A plain PyTorch DeepLabv3 built from a jaxseg config, layer for layer the network
+jaxseg builds (ResNet with the same stem, blocks, strides and dilations; ASPP with
+image pooling and projection; dropout and classifier; FCN auxiliary head on c3), so
+that the benchmark compares the frameworks on the same computation. Used only by the
+benchmark's PyTorch comparison; importing it needs torch.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from jaxseg.errors import ConfigError
+from jaxseg.models.backbones.resnet import DEPTHS, stage_strides_and_rates
+from jaxseg.models.heads.aspp import scaled_rates
+
+
+def conv_bn(cin, cout, k=3, stride=1, dilation=1, relu=True):
+  layers = [nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation, bias=False),
+            nn.BatchNorm2d(cout)]
+  return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+  """Bottleneck (1x1, 3x3 with the stride, 1x1 x4) or basic block (two 3x3)."""
+
+  def __init__(self, cin, width, stride, dilation, dilation2, bottleneck):
+    super().__init__()
+    cout = width * (4 if bottleneck else 1)
+    if bottleneck:
+      self.body = nn.Sequential(conv_bn(cin, width, 1), conv_bn(width, width, 3, stride, dilation),
+                                conv_bn(width, cout, 1, relu=False))
+    else:
+      self.body = nn.Sequential(conv_bn(cin, width, 3, stride, dilation),
+                                conv_bn(width, width, 3, 1, dilation2, relu=False))
+    self.down = conv_bn(cin, cout, 1, stride, relu=False) if stride != 1 or cin != cout else None
+
+  def forward(self, x):
+    return F.relu(self.body(x) + (x if self.down is None else self.down(x)))
+
+
+def block_plan(b, output_stride):
+  """[(stage, width multiple, stride, dilation, dilation2)] per block: the plan of
+  jaxseg's ResNet (multi-grid on the last stage, contracted first dilation, cascaded
+  extra blocks)."""
+  sizes, _ = DEPTHS[b.depth]
+  plan = stage_strides_and_rates(output_stride)
+  stages = [(i, n, *plan[i]) for i, n in enumerate(sizes)]
+  stages += [(3, sizes[3], 1, plan[3][1] * 2 ** (j + 1)) for j in range(b.extra_blocks)]
+  out = []
+  for s, (i, n, stride, rate) in enumerate(stages):
+    for k in range(n):
+      if i == 3 and b.multi_grid:
+        dilation = rate * b.multi_grid[k % len(b.multi_grid)]
+      elif k == 0 and b.contract_dilation and rate > 1:
+        dilation = rate // 2
+      else:
+        dilation = rate
+      out.append((s, i, stride if k == 0 else 1, dilation, max(dilation, rate)))
+  return out
+
+
+class DeepLabV3(nn.Module):
+  """Returns {"seg": logits, "aux": logits (training, with model.aux_head)} at the
+  feature resolution, as jaxseg's Segmentor."""
+
+  def __init__(self, config, output_stride=None):
+    super().__init__()
+    m, k = config.model, config.dataset.num_classes
+    if m.decode_head != "aspp" or m.neck:
+      raise ConfigError(f"no PyTorch equivalent of model.decode_head='{m.decode_head}' "
+                        f"model.neck='{m.neck}' (the comparison covers DeepLabv3: 'aspp', no neck)")
+    b = m.backbone
+    os_ = output_stride or b.output_stride
+    _, bottleneck = DEPTHS[b.depth]
+    w = b.width
+    if b.stem == "7x7":
+      stem = [conv_bn(3, w, 7, 2)]
+    else:
+      stem = [conv_bn(3, w // 2, 3, 2), conv_bn(w // 2, w // 2, 3), conv_bn(w // 2, w, 3)]
+    self.stem = nn.Sequential(*stem, nn.MaxPool2d(3, 2, 1))
+    stages, cin = {}, w
+    for s, i, stride, d1, d2 in block_plan(b, os_):
+      width = w * 2 ** i
+      stages.setdefault(s, []).append(Block(cin, width, stride, d1, d2, bottleneck))
+      cin = width * (4 if bottleneck else 1)
+    self.stages = nn.ModuleList(nn.Sequential(*blocks) for _, blocks in sorted(stages.items()))
+    c3 = w * 4 * (4 if bottleneck else 1)
+    c = m.head_channels
+    self.aspp = nn.ModuleList([conv_bn(cin, c, 1)] + [conv_bn(cin, c, 3, dilation=r)
+                                                      for r in scaled_rates(m.aspp_rates, os_)])
+    self.pool = conv_bn(cin, c, 1)
+    self.project = conv_bn((len(self.aspp) + 1) * c, c, 1)
+    self.head = nn.Sequential(nn.Dropout(m.dropout), nn.Conv2d(c, k, 1))
+    self.aux = nn.Sequential(conv_bn(c3, m.aux_channels, 3), nn.Dropout(m.dropout),
+                             nn.Conv2d(m.aux_channels, k, 1)) if m.aux_head else None
+
+  def forward(self, x):
+    x = self.stem(x)
+    for i, stage in enumerate(self.stages):
+      x = stage(x)
+      if i == 2:
+        c3 = x
+    pooled = self.pool(F.adaptive_avg_pool2d(x, 1)).expand(-1, -1, *x.shape[-2:])
+    out = {"seg": self.head(self.project(torch.cat([b(x) for b in self.aspp] + [pooled], 1)))}
+    if self.training and self.aux is not None:
+      out["aux"] = self.aux(c3)
+    return out

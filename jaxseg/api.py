@@ -40,17 +40,22 @@ class Segmenter:
     return self.logits(images).argmax(-1).astype(np.int32)
 
 
+def workdir_config(workdir):
+  """The config saved in WORKDIR/config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def load(workdir, config=None, step=None) -> Segmenter:
   """The segmenter of checkpoint `step` (default: the latest) in `workdir`, built from
   `config` (default: the work dir's config.json)."""
   from jaxseg.train import state_factory  # train imports this module's users
 
   if config is None:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-      raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
-    with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = workdir_config(workdir)
   else:
     checkpoint.check_same_model(workdir, config)
   mngr = checkpoint.manager(workdir, read_only=True)

@@ -72,8 +72,12 @@ def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"
     raise ConversionError(f"--from {source}: unknown source (known: {', '.join(SOURCES)})")
   arch = SOURCES[source].arch(arch_name)
   sd, dropped = strip_prefix(sd, arch)
+  keys = arch.config(sd)
+  if config is not None and "dataset.num_classes" in keys and keys["dataset.num_classes"] != config.dataset.num_classes:
+    raise ConversionError(f"{path} predicts {keys['dataset.num_classes']} classes, the --config dataset "
+                          f"'{config.dataset.name}' has {config.dataset.num_classes}")
   config = base_config() if config is None else config
-  set_keys(config, arch.config(sd))
+  set_keys(config, keys)
   out, skipped = map_tensors(sd, arch)
   if arch.fixup:
     arch.fixup(out)

@@ -55,7 +55,7 @@ class Bottleneck(nn.Module):
     return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-LAYERS = {14: (Bottleneck, (1, 1, 1, 1)), 18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+LAYERS = {10: (BasicBlock, (1, 1, 1, 1)), 14: (Bottleneck, (1, 1, 1, 1)), 18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
           50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
 
 

@@ -58,6 +58,10 @@ def load(workdir, config=None, step=None) -> Segmenter:
     config = workdir_config(workdir)
   else:
     checkpoint.check_same_model(workdir, config)
+  converted = os.path.join(workdir, "converted.json")
+  if os.path.exists(converted) and json.load(open(converted)).get("backbone_only"):
+    raise NoCheckpointError(f"{workdir} holds a converted backbone, not a segmentation model: "
+                            "train from it with --config.model.init_from")
   mngr = checkpoint.manager(workdir, read_only=True)
   step = mngr.latest_step() if step is None else step
   if step is None:

@@ -26,6 +26,7 @@ from jaxseg.convert import ConversionError
 from jaxseg.convert.__main__ import main as convert_main
 from jaxseg.convert.init_from import merge, read_variables
 from jaxseg.convert.io import read_state_dict
+from jaxseg.errors import NoCheckpointError
 from jaxseg.models.layers import resize
 from jaxseg.models.segmentor import build_model
 from tests import torch_reference as R
@@ -174,6 +175,16 @@ def write_safetensors(sd, path):
   return str(path)
 
 
+def test_safetensors_reader_dtypes(tmp_path):
+  save_file = pytest.importorskip("safetensors.torch").save_file
+  tensors = {"a": torch.randn(3, 4), "b": torch.randn(2, 5).to(torch.bfloat16), "c": torch.randn(7).half(),
+             "d": torch.arange(6).reshape(2, 3)}
+  save_file(tensors, str(tmp_path / "t.safetensors"))
+  got = read_state_dict(str(tmp_path / "t.safetensors"))
+  for k, v in tensors.items():
+    np.testing.assert_array_equal(got[k], v.float().numpy() if v.is_floating_point() else v.numpy())
+
+
 def test_timm_deep_stem_resnet_from_safetensors(tmp_path):
   ref = R.randomize(R.TimmResNetC(14, 8), seed=5)
   path = write_safetensors(ref.state_dict(), tmp_path / "model.safetensors")
@@ -206,8 +217,12 @@ def test_mismatch_names_the_key_and_both_shapes_and_writes_nothing(tmp_path, cap
   err = capsys.readouterr().err
   assert "layer2.0.conv2.weight" in err and "(3, 3, 8, 16)" in err and "(3, 3, 16, 16)" in err
   assert not out.exists() and sorted(os.listdir(tmp_path)) == ["bad.pth"]  # no partial or temporary dir
+  # A backbone is not a model to evaluate: jaxseg.load says what to do with it.
+  backbone = run_convert(tmp_path, "torchvision", "resnet14", save(sd, tmp_path / "good.pth"), "backbone")
+  with pytest.raises(NoCheckpointError, match="init_from"):
+    jaxseg.load(backbone)
 
-  good = save(sd, tmp_path / "good.pth")
+  good = str(tmp_path / "good.pth")
   with pytest.raises(ConversionError, match=r"lacks .* tensor.*layer1_1"):  # wrong arch: ResNet-50 has more blocks
     jaxseg.convert.convert("torchvision", "resnet50", good, str(out))
   with pytest.raises(ConversionError, match=r"extra\.weight \(3,\)"):

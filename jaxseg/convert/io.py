@@ -57,8 +57,10 @@ def read_torch(path):
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
-    raise InputDataError(f"cannot read {path} with torch.load(weights_only=True): "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    raise InputDataError(
+        f"cannot read {path} with torch.load(weights_only=True) "
+        f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); if you trust the file, save "
+        "its state dict alone: torch.save(torch.load(PATH, weights_only=False)['state_dict'], 'sd.pth')") from e
   # Training checkpoints wrap the weights: {"state_dict": ...} (mmseg), {"model": ...}.
   for key in ("state_dict", "model", "module"):
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):

@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype; params stay float32
       aspp_project_kernel=1,  # ASPP projection conv: 1 (paper, torchvision) or 3 (mmsegmentation)
       aspp_extra_conv=False,  # torchvision's DeepLabHead: 3x3 conv + BN + ReLU before the classifier
-      align_corners=False,  # bilinear upsampling in heads/neck/logits as PyTorch align_corners=True
+      align_corners=False,  # bilinear upsampling (PPM, JPU, logits) as PyTorch align_corners=True
       init_from="",  # start training from this converted checkpoint or work dir (python -m jaxseg.convert)
       init_from_prefix="",  # load only this subtree, e.g. "backbone"; "" = every matching key
   )

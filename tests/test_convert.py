@@ -141,6 +141,10 @@ def compare_backbone(out, ref_features, name):
 
 def test_torchvision_resnet50_backbone(tmp_path):
   ref = R.randomize(R.ResNet(50, 8, num_classes=10), seed=3)
+  with torch.no_grad():  # smaller residual branches keep 16 blocks' activations O(1), as trained nets are
+    for name, p in ref.named_parameters():
+      if name.endswith("bn3.weight"):
+        p.mul_(0.25)
   out = run_convert(tmp_path, "torchvision", "resnet50", save(ref.state_dict(), tmp_path / "r50.pth"))
   converted = json.load(open(os.path.join(out, "converted.json")))
   assert converted["backbone_only"] and {"fc.weight", "fc.bias"} <= set(converted["skipped"])

@@ -131,6 +131,7 @@ def arch(name):
     has_aux = "auxiliary_head.conv_seg.weight" in sd
     keys.update({
         "model.decode_head": decode_head, "model.neck": "jpu" if fastfcn else "",
+        "model.align_corners": False,  # the upsampling of these models
         "model.aux_head": has_aux, "model.dropout": 0.1,
         "model.aux_channels": shape(sd, "auxiliary_head.convs.0.conv.weight")[0] if has_aux else 256,
         "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0],

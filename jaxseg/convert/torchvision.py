@@ -68,6 +68,7 @@ def arch(name):
     keys.update({
         "model.neck": "",
         "model.aux_head": has_aux,
+        "model.align_corners": False,  # the upsampling of these models
         "model.aux_channels": shape(sd, "aux_classifier.0.weight")[0] if has_aux else 256,
         "dataset.num_classes": shape(sd, "classifier.4.weight")[0],
     })

@@ -72,7 +72,10 @@ def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"
     raise ConversionError(f"--from {source}: unknown source (known: {', '.join(SOURCES)})")
   arch = SOURCES[source].arch(arch_name)
   sd, dropped = strip_prefix(sd, arch)
-  keys = arch.config(sd)
+  try:
+    keys = arch.config(sd)
+  except ConversionError as e:
+    raise ConversionError(f"{path}: {e}") from None
   if config is not None and "dataset.num_classes" in keys and keys["dataset.num_classes"] != config.dataset.num_classes:
     raise ConversionError(f"{path} predicts {keys['dataset.num_classes']} classes, the --config dataset "
                           f"'{config.dataset.name}' has {config.dataset.num_classes}")

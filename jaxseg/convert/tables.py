@@ -18,12 +18,13 @@ from jaxseg.convert.io import ConversionError
 
 
 def oihw_to_hwio(w):
-  """PyTorch conv weight (out, in, kh, kw) -> Flax kernel (kh, kw, in, out)."""
-  return np.transpose(w, (2, 3, 1, 0))
+  """PyTorch conv weight (out, in, kh, kw) -> Flax kernel (kh, kw, in, out); another
+  rank is left as it is, for the shape check to report."""
+  return np.transpose(w, (2, 3, 1, 0)) if w.ndim == 4 else w
 
 
 def to_scalar(x):
-  return x.reshape(())
+  return x.reshape(()) if x.size == 1 else x
 
 
 # kind -> {PyTorch tensor name: (collection, jaxseg leaf, layout) or None (dropped)}.
@@ -133,9 +134,9 @@ def check_against(out, expected, arch_name, path):
                           + (" ..." if len(missing) > 5 else ""))
 
 
-def shape(sd, key, path="the checkpoint"):
+def shape(sd, key):
   if key not in sd:
-    raise ConversionError(f"{path} has no tensor {key} (is it a checkpoint of this --from/--arch?)")
+    raise ConversionError(f"no tensor {key} (is it a checkpoint of this --from/--arch?)")
   return tuple(sd[key].shape)
 
 

@@ -19,7 +19,6 @@ RESNET = [
 ]
 
 
-
 def arch(name):
   m = re.fullmatch(r"(microsoft/)?resnet-?(?P<depth>\d+)", name)
   depth = parse_depth(name, m, "resnet-18/34/50/101/152 (as microsoft/resnet-50)")

@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
       aspp_extra_conv=False,  # torchvision's DeepLabHead: 3x3 conv + BN + ReLU before the classifier
       align_corners=False,  # bilinear upsampling (PPM, JPU, logits) as PyTorch align_corners=True
       init_from="",  # start training from this converted checkpoint or work dir (python -m jaxseg.convert)
-      init_from_prefix="",  # load only this subtree, e.g. "backbone"; "" = every matching key
+      init_from_prefix="",  # load only these subtrees, e.g. "backbone" or "backbone,neck"; "" = all
   )
 
   c.loss = dict(

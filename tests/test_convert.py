@@ -262,6 +262,12 @@ def test_init_from_reports_keys_and_training_starts_from_the_loaded_weights(data
   _, rep = merge(variables, {"params": {**loaded["params"], "decode_head": {"x": np.zeros(3)}},
                              "batch_stats": loaded["batch_stats"]}, "backbone")
   assert rep["skipped"] == ["params/decode_head/x (outside init_from_prefix 'backbone')"]
+  _, rep = merge(variables, {"params": {**loaded["params"], "decode_head": {"x": np.zeros(3)}},
+                             "batch_stats": loaded["batch_stats"]}, "backbone.stem, decode_head")
+  assert sorted(rep["loaded"]) == ["batch_stats/backbone/stem/bn/mean", "batch_stats/backbone/stem/bn/var",
+                                   "params/backbone/stem/bn/bias", "params/backbone/stem/bn/scale",
+                                   "params/backbone/stem/conv/kernel"]
+  assert "params/decode_head/x (not in this model)" in rep["skipped"]
   wrong = jax.tree.map(lambda a: a, loaded)
   wrong["params"]["backbone"]["stem"]["conv"]["kernel"] = np.zeros((3, 3, 3, 8), np.float32)
   with pytest.raises(Exception, match=r"backbone/stem/conv/kernel has shape \(3, 3, 3, 8\).*\(7, 7, 3, 8\)"):

@@ -1,7 +1,7 @@
 """config model.init_from: start training from converted (or any jaxseg) weights.
 
 The fresh TrainState at step 0 gets every variable of the checkpoint that lies under
-model.init_from_prefix ("backbone", "decode_head/aspp", ...; "" = all) and exists in
+model.init_from_prefix ("backbone", "backbone,decode_head/aspp", ...; "" = all) and exists in
 the model with the same shape; the rest keeps its initialisation. Every key is
 reported: loaded, skipped (checkpoint keys outside the prefix or not in the model) or
 missing (model keys under the prefix that the checkpoint lacks). A shape disagreement
@@ -45,21 +45,22 @@ def read_variables(path):
   return {c: jax.tree.map(np.asarray, restored.get(c, {})) for c in ("params", "batch_stats")}
 
 
-def _in_scope(key, prefix):
+def _in_scope(key, prefixes):
   module = key.split("/", 1)[1]  # without the collection
-  return not prefix or module == prefix or module.startswith(prefix + "/")
+  return not prefixes or any(module == p or module.startswith(p + "/") for p in prefixes)
 
 
 def merge(variables, source, prefix=""):
   """(new variables, report): `variables` ({"params", "batch_stats"} trees of the model)
   with the leaves of `source` under `prefix` put in."""
-  prefix = prefix.replace(".", "/").strip("/")
+  prefix = ",".join(p.strip().replace(".", "/").strip("/") for p in prefix.split(",") if p.strip())
+  prefixes = prefix.split(",") if prefix else []
   dst = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables), sep="/")
   src = flax.traverse_util.flatten_dict(flax.core.unfreeze(source), sep="/")
   report = {"loaded": [], "skipped": [], "missing": []}
   new = dict(dst)
   for key, value in sorted(src.items()):
-    if not _in_scope(key, prefix):
+    if not _in_scope(key, prefixes):
       report["skipped"].append(f"{key} (outside init_from_prefix '{prefix}')")
     elif key not in dst:
       report["skipped"].append(f"{key} (not in this model)")
@@ -69,7 +70,7 @@ def merge(variables, source, prefix=""):
     else:
       new[key] = jax.device_put(np.asarray(value, dst[key].dtype), dst[key].sharding)
       report["loaded"].append(key)
-  report["missing"] = sorted(k for k in dst if _in_scope(k, prefix) and k not in src)
+  report["missing"] = sorted(k for k in dst if _in_scope(k, prefixes) and k not in src)
   if not report["loaded"]:
     raise ConfigError(f"config key model.init_from: no variable of the checkpoint matches the model "
                       f"under init_from_prefix '{prefix}' (checkpoint keys look like "

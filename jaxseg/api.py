@@ -40,19 +40,28 @@ class Segmenter:
     return self.logits(images).argmax(-1).astype(np.int32)
 
 
+def workdir_config(workdir):
+  """The config saved in WORKDIR/config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def load(workdir, config=None, step=None) -> Segmenter:
   """The segmenter of checkpoint `step` (default: the latest) in `workdir`, built from
   `config` (default: the work dir's config.json)."""
   from jaxseg.train import state_factory  # train imports this module's users
 
   if config is None:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-      raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
-    with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = workdir_config(workdir)
   else:
     checkpoint.check_same_model(workdir, config)
+  converted = os.path.join(workdir, "converted.json")
+  if os.path.exists(converted) and json.load(open(converted)).get("backbone_only"):
+    raise NoCheckpointError(f"{workdir} holds a converted backbone, not a segmentation model: "
+                            "train from it with --config.model.init_from")
   mngr = checkpoint.manager(workdir, read_only=True)
   step = mngr.latest_step() if step is None else step
   if step is None:

@@ -84,7 +84,8 @@ def _unreadable(mngr, step, error):
 
 # Config keys that do not change what a checkpoint holds.
 _SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout",
-                  "model.danet_blocked_threshold", "model.danet_block_size")
+                  "model.danet_blocked_threshold", "model.danet_block_size", "model.align_corners",
+                  "model.init_from", "model.init_from_prefix")
 
 
 def _flatten(tree, prefix=""):

@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
       jpu_channels=512,
-      decode_head="aspp",  # "aspp", "psp", "danet", "encnet" or "mcibi"
+      decode_head="aspp",  # "aspp", "psp", "danet", "encnet", "mcibi" or "fcn"
       head_channels=256,
       aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
       psp_bins=(1, 2, 3, 6),
@@ -83,6 +83,11 @@ def base_config() -> ml_collections.ConfigDict:
       eval_output_stride=8,  # DeepLabv3 trains at OS16 and evaluates at OS8
       bn_momentum=0.9,
       dtype="float32",  # compute dtype; params stay float32
+      aspp_project_kernel=1,  # ASPP projection conv: 1 (paper, torchvision) or 3 (mmsegmentation)
+      aspp_extra_conv=False,  # torchvision's DeepLabHead: 3x3 conv + BN + ReLU before the classifier
+      align_corners=False,  # bilinear upsampling (PPM, JPU, logits) as PyTorch align_corners=True
+      init_from="",  # start training from this converted checkpoint or work dir (python -m jaxseg.convert)
+      init_from_prefix="",  # load only these subtrees, e.g. "backbone" or "backbone,neck"; "" = all
   )
 
   c.loss = dict(

@@ -69,7 +69,7 @@ def predict_scores(model, variables, images, config):
       out = forward(inputs)
     else:
       raise ValueError(f"config key eval.mode must be 'whole' or 'slide', got '{e.mode}'")
-    return resize(out, size)
+    return resize(out, size, align_corners=config.model.get("align_corners", False))
 
   views = [(s, f) for s in e.scales for f in ((False, True) if e.flip else (False,))]
   if len(views) == 1:

@@ -8,14 +8,14 @@ from jaxseg.errors import ConfigError
 from jaxseg.models.layers import resize
 
 
-def cross_entropy(logits, labels, ignore_index=255, class_weights=None):
+def cross_entropy(logits, labels, ignore_index=255, class_weights=None, align_corners=False):
   """Softmax cross-entropy averaged over non-ignored pixels.
 
   logits (B, h, w, K) at any resolution, bilinearly upsampled to labels (B, H, W).
   With class weights w, the mean is weighted: sum_i w[y_i] * nll_i / sum_i w[y_i]
   (the PyTorch / toolbox convention). Computed in float32.
   """
-  logits = resize(logits.astype(jnp.float32), labels.shape[1:3])
+  logits = resize(logits.astype(jnp.float32), labels.shape[1:3], align_corners=align_corners)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0).astype(jnp.int32)
   logp = jax.nn.log_softmax(logits, axis=-1)
@@ -67,6 +67,7 @@ def segmentation_loss(outputs, labels, config):
     if name == "se":  # EncNet's image-level class presence
       terms[name] = semantic_encoding_loss(out, labels, ignore)
     else:  # an output may carry its own targets as (logits, targets) (MCIBI's memory rows)
-      terms[name] = cross_entropy(*(out if isinstance(out, tuple) else (out, labels)), ignore, weights)
+      terms[name] = cross_entropy(*(out if isinstance(out, tuple) else (out, labels)), ignore, weights,
+                                   config.model.align_corners)
   total = sum(terms[n] * output_weight(n, config) for n in terms)
   return total, terms

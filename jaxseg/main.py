@@ -2,6 +2,7 @@
 
   python -m jaxseg.main --config configs/quickstart.py --workdir runs/quick
   python -m jaxseg.main --config configs/quickstart.py --workdir runs/quick --mode eval
+  python -m jaxseg.main --workdir runs/quick --mode eval      (the work dir's config.json)
   python -m jaxseg.main --config configs/quickstart.py --workdir runs/quick --mode predict \\
       --input images/ [--output runs/quick/predictions]
 
@@ -94,6 +95,9 @@ def main(argv):
   from jaxseg.config import check_keys
 
   config, workdir = FLAGS.config, FLAGS.workdir
+  if config is None and workdir is not None and FLAGS.mode != "train":
+    from jaxseg.api import workdir_config
+    config = workdir_config(workdir)  # eval/predict a work dir (e.g. a converted checkpoint) as saved
   if config is None or workdir is None:
     raise app.UsageError("--config and --workdir are required")
   check_keys(config)

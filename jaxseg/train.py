@@ -216,10 +216,14 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract_state, state_sh)
     state, data_state = checkpoint.restore(source_mngr, latest, abstract)
-    iterator.set_state(data_state)
+    if data_state:  # a converted checkpoint (python -m jaxseg.convert) has no data position
+      iterator.set_state(data_state)
     print(f"Resumed from {source_mngr.directory}/{latest}", flush=True)
   else:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(config.seed))
+    if config.model.init_from:  # pretrained weights (python -m jaxseg.convert) into the fresh state
+      from jaxseg.convert.init_from import init_from
+      state = init_from(state, config, workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))

@@ -33,12 +33,28 @@ class ConvBN(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
-def resize(x, size, method="bilinear"):
+def resize(x, size, method="bilinear", align_corners=False):
   """Resizes NHWC `x` to spatial `size` = (H, W).
 
   Bilinear uses half-pixel centres (PyTorch `align_corners=False`) and no
   antialiasing, as segmentation toolboxes do when up- and downsampling logits.
+  `align_corners=True` maps corner pixel to corner pixel instead (PyTorch's
+  `align_corners=True`, which some checkpoints were trained with).
   """
   if tuple(x.shape[1:3]) == tuple(size):
     return x
+  if align_corners and method == "bilinear":
+    return _resize_align_corners(x, size)
   return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method=method, antialias=False)
+
+
+def _resize_align_corners(x, size):
+  """Bilinear with output pixel i sampling input position i * (n_in - 1) / (n_out - 1)."""
+  for axis, n_out in zip((1, 2), size):
+    n_in = x.shape[axis]
+    pos = jnp.linspace(0.0, n_in - 1.0, n_out)  # one output pixel samples position 0
+    lo = jnp.floor(pos).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, n_in - 1)
+    w = (pos - lo).astype(x.dtype).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    x = jnp.take(x, lo, axis=axis) * (1 - w) + jnp.take(x, hi, axis=axis) * w
+  return x

@@ -75,13 +75,16 @@ def build_neck(m, common):
   if m.neck == "":
     return None
   if m.neck == "jpu":
-    return JPU(m.jpu_channels, **common)
+    return JPU(m.jpu_channels, **common, align_corners=m.align_corners)
   raise ConfigError(f"config key model.neck: unknown neck '{m.neck}' (known: '', jpu)")
 
 
 def _aspp(config, os_, common):
   m, num_classes = config.model, config.dataset.num_classes
-  return DeepLabV3Head(num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_), m.dropout, **common)
+  if m.aspp_project_kernel not in (1, 3):
+    raise ConfigError(f"config key model.aspp_project_kernel must be 1 or 3, got {m.aspp_project_kernel}")
+  return DeepLabV3Head(num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_), m.dropout, **common,
+                       project_kernel=m.aspp_project_kernel, extra_conv=m.aspp_extra_conv)
 
 
 def _psp(config, os_, common):
@@ -91,7 +94,7 @@ def _psp(config, os_, common):
   if not m.psp_bins or any(int(n) != n or n < 1 for n in m.psp_bins):
     raise ConfigError(f"config key model.psp_bins must be positive integers, got {tuple(m.psp_bins)}")
   return PSPHead(num_classes, m.head_channels, tuple(int(n) for n in m.psp_bins), m.psp_pooling,
-                 m.psp_reduction, m.dropout, **common)
+                 m.psp_reduction, m.dropout, **common, align_corners=m.align_corners)
 
 
 def _danet(config, os_, common):
@@ -120,5 +123,12 @@ def _mcibi(config, os_, common):
                    m.danet_block_size, m.dropout, config.dataset.ignore_index, **common)
 
 
+def _fcn(config, os_, common):
+  """FCN-32s/8s style decode head on c4 (torchvision's fcn_resnet50/101): the auxiliary
+  head's 3x3 conv + BN + ReLU, dropout, 1x1 classifier."""
+  m = config.model
+  return FCNHead(config.dataset.num_classes, m.head_channels, "c4", m.dropout, **common)
+
+
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
-HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi}
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi, "fcn": _fcn}

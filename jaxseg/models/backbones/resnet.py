@@ -18,6 +18,7 @@ from jaxseg.models.layers import ConvBN
 # depth -> (blocks per stage, bottleneck?)
 DEPTHS = {
     10: ((1, 1, 1, 1), False),  # a tiny test depth
+    14: ((1, 1, 1, 1), True),  # a tiny bottleneck test depth
     18: ((2, 2, 2, 2), False),
     34: ((3, 4, 6, 3), False),
     50: ((3, 4, 6, 3), True),

@@ -3,6 +3,9 @@
 ASPP = [1x1 conv, 3x3 conv rate r1, r2, r3, image pooling], each 256 channels with
 BN + ReLU, concatenated, projected by a 1x1 conv (256, BN, ReLU), then the 1x1
 classifier. The rates (6, 12, 18) are for output stride 16 and double at OS8.
+Two options reproduce other toolboxes' heads: a 3x3 projection (mmsegmentation's
+"bottleneck") and an extra 3x3 conv + BN + ReLU between ASPP and the classifier
+(torchvision's DeepLabHead).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class ASPP(nn.Module):
   rates: Sequence[int] = (6, 12, 18)
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  project_kernel: int = 1  # 3 in mmsegmentation
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -37,7 +41,7 @@ class ASPP(nn.Module):
     pooled = ConvBN(self.channels, 1, **kw, name="image_pool")(pooled, train)
     branches.append(jnp.broadcast_to(pooled, branches[0].shape))
     x = jnp.concatenate(branches, axis=-1)
-    return ConvBN(self.channels, 1, **kw, name="project")(x, train)
+    return ConvBN(self.channels, self.project_kernel, **kw, name="project")(x, train)
 
 
 class DeepLabV3Head(nn.Module):
@@ -47,9 +51,14 @@ class DeepLabV3Head(nn.Module):
   dropout: float = 0.1
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  project_kernel: int = 1
+  extra_conv: bool = False  # torchvision: 3x3 conv + BN + ReLU after ASPP's dropout
 
   @nn.compact
   def __call__(self, features, train: bool):
-    x = ASPP(self.channels, self.rates, self.bn_momentum, self.dtype, name="aspp")(features["c4"], train)
+    x = ASPP(self.channels, self.rates, self.bn_momentum, self.dtype, self.project_kernel,
+             name="aspp")(features["c4"], train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if self.extra_conv:
+      x = ConvBN(self.channels, 3, bn_momentum=self.bn_momentum, dtype=self.dtype, name="extra_conv")(x, train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

@@ -46,6 +46,7 @@ class PyramidPooling(nn.Module):
   reduction: bool = True  # C / len(bins) channels per branch (C/4 in the paper); else C
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  align_corners: bool = False  # of the upsampling (see layers.resize)
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -56,7 +57,7 @@ class PyramidPooling(nn.Module):
       y = adaptive_pool(x, n, self.pooling)
       y = ConvBN(branch_channels, 1, bn_momentum=self.bn_momentum, dtype=self.dtype,
                  name=f"bin{n}")(y, train)
-      outs.append(resize(y, size))
+      outs.append(resize(y, size, align_corners=self.align_corners))
     return jnp.concatenate(outs, axis=-1)
 
 
@@ -69,12 +70,13 @@ class PSPHead(nn.Module):
   dropout: float = 0.1
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  align_corners: bool = False
 
   @nn.compact
   def __call__(self, features, train: bool):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = PyramidPooling(tuple(self.bins), self.pooling, self.reduction, **kw,
-                       name="ppm")(features["c4"], train)
+                       align_corners=self.align_corners, name="ppm")(features["c4"], train)
     x = ConvBN(self.channels, 3, **kw, name="bottleneck")(x, train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

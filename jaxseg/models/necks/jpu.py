@@ -41,13 +41,15 @@ class JPU(nn.Module):
   dilations: Sequence[int] = (1, 2, 4, 8)
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  align_corners: bool = False  # of the upsampling (see layers.resize)
 
   @nn.compact
   def __call__(self, features, train: bool):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     size = features["c2"].shape[1:3]
     # y_c = [up(conv(c4)), up(conv(c3)), conv(c2)]: every level in one 512-d embedding at OS8
-    ys = [resize(ConvBN(self.channels, 3, **kw, name=f"conv_{k}")(features[k], train), size)
+    ys = [resize(ConvBN(self.channels, 3, **kw, name=f"conv_{k}")(features[k], train), size,
+                 align_corners=self.align_corners)
           for k in ("c4", "c3", "c2")]
     y = jnp.concatenate(ys, axis=-1)
     # Dilation 1 relates each position to its neighbours at OS8; 2, 4, 8 reach the

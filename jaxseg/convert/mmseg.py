@@ -1,0 +1,158 @@
+"""mmsegmentation: ResNetV1c backbones and the DeepLabV3, PSPNet, DANet and FastFCN
+(JPU + PSP/ASPP) models, as saved by its runner ({"meta", "state_dict"}).
+
+ResNetV1c = a deep stem (three 3x3 ConvModules: stem.0/1, stem.3/4, stem.6/7) and
+torchvision-style Bottlenecks; "-d8"/"-d16" models dilate the last stages with
+contract_dilation. ConvModule = conv (no bias) + BN ("bn") + ReLU. Two heads
+concatenate in another order than ours, fixed up below: ASPPHead puts the image pool
+first ([pool, 1x1, r1, r2, r3]; ours: [1x1, r1, r2, r3, pool]) and projects with a
+3x3 "bottleneck"; JPU concatenates [c2, c3, c4] (ours: [c4, c3, c2]). Upsampling is
+bilinear with align_corners=False in these configs.
+STDC checkpoints are not mapped here yet.
+"""
+from __future__ import annotations
+
+import re
+
+from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, prefixed, reorder_blocks, resnet_rows, shape
+
+RESNET_V1C = [
+    ("stem.0", "backbone/stem1/conv", "conv"),
+    ("stem.1", "backbone/stem1/bn", "bn"),
+    ("stem.3", "backbone/stem2/conv", "conv"),
+    ("stem.4", "backbone/stem2/bn", "bn"),
+    ("stem.6", "backbone/stem3/conv", "conv"),
+    ("stem.7", "backbone/stem3/bn", "bn"),
+    *resnet_rows(),
+]
+
+
+def conv_module(src, dst):
+  """mmcv ConvModule: .conv + .bn -> our ConvBN's conv/ and bn/."""
+  return [(f"{src}.conv", f"{dst}/conv", "conv"), (f"{src}.bn", f"{dst}/bn", "bn")]
+
+
+ASPP_HEAD = [  # mmseg.models.decode_heads.ASPPHead (dilations (1, 12, 24, 36))
+    *conv_module("decode_head.image_pool.1", "decode_head/aspp/image_pool"),  # .0 is the pooling
+    *conv_module("decode_head.aspp_modules.0", "decode_head/aspp/conv1x1"),
+    *conv_module("decode_head.aspp_modules.1", "decode_head/aspp/atrous0"),
+    *conv_module("decode_head.aspp_modules.2", "decode_head/aspp/atrous1"),
+    *conv_module("decode_head.aspp_modules.3", "decode_head/aspp/atrous2"),
+    *conv_module("decode_head.bottleneck", "decode_head/aspp/project"),
+    ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+]
+
+PSP_HEAD = [  # PSPHead: PPM branches for pool scales (1, 2, 3, 6), then a 3x3 bottleneck
+    *conv_module("decode_head.psp_modules.0.1", "decode_head/ppm/bin1"),
+    *conv_module("decode_head.psp_modules.1.1", "decode_head/ppm/bin2"),
+    *conv_module("decode_head.psp_modules.2.1", "decode_head/ppm/bin3"),
+    *conv_module("decode_head.psp_modules.3.1", "decode_head/ppm/bin6"),
+    *conv_module("decode_head.bottleneck", "decode_head/bottleneck"),
+    ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+]
+
+DA_HEAD = [  # DAHead: PAM and CAM branches, a classifier on each and on their sum
+    *conv_module("decode_head.pam_in_conv", "decode_head/pam_in"),
+    ("decode_head.pam.query_project", "decode_head/pam/query", "conv"),
+    ("decode_head.pam.key_project", "decode_head/pam/key", "conv"),
+    ("decode_head.pam.value_project", "decode_head/pam/value", "conv"),
+    ("decode_head.pam.gamma", "decode_head/pam", "gamma"),
+    *conv_module("decode_head.pam_out_conv", "decode_head/pam_out"),
+    ("decode_head.pam_conv_seg", "decode_head/pam_classifier", "conv"),
+    *conv_module("decode_head.cam_in_conv", "decode_head/cam_in"),
+    ("decode_head.cam.gamma", "decode_head/cam", "gamma"),
+    *conv_module("decode_head.cam_out_conv", "decode_head/cam_out"),
+    ("decode_head.cam_conv_seg", "decode_head/cam_classifier", "conv"),
+    ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+]
+
+FCN_AUX = [  # FCNHead(num_convs=1, concat_input=False) as the auxiliary head
+    *conv_module("auxiliary_head.convs.0", "aux_heads_aux/conv"),
+    ("auxiliary_head.conv_seg", "aux_heads_aux/classifier", "conv"),
+]
+
+JPU_DILATIONS = (1, 2, 4, 8)
+JPU_NECK = [  # FastFCN's JPU: conv_layers on (c2, c3, c4), separable dilation_layers
+    *conv_module("neck.conv_layers.0.0", "neck/conv_c2"),
+    *conv_module("neck.conv_layers.1.0", "neck/conv_c3"),
+    *conv_module("neck.conv_layers.2.0", "neck/conv_c4"),
+]
+for _i, _d in enumerate(JPU_DILATIONS):
+  JPU_NECK += [
+      (f"neck.dilation_layers.{_i}.0.depthwise_conv.conv", f"neck/dilation{_d}/depthwise", "conv"),
+      (f"neck.dilation_layers.{_i}.0.depthwise_conv.bn", f"neck/dilation{_d}/depthwise_bn", "bn"),
+      *conv_module(f"neck.dilation_layers.{_i}.0.pointwise_conv", f"neck/dilation{_d}/pointwise"),
+  ]
+
+
+def aspp_concat_order(out):
+  """mmseg's bottleneck reads [pool, 1x1, r1, r2, r3]; ours reads [1x1, r1, r2, r3, pool]."""
+  key = "params/decode_head/aspp/project/conv/kernel"
+  value, src = out[key]
+  out[key] = (reorder_blocks(value, 2, (1, 2, 3, 4, 0)), src)
+
+
+def jpu_concat_order(out):
+  """mmseg's JPU concatenates [c2, c3, c4] before the separable convs; ours [c4, c3, c2].
+  The depthwise conv and its BN are per channel, the pointwise conv reads them: all
+  three are reordered on the concatenated axis."""
+  for d in JPU_DILATIONS:
+    for key, axis in ((f"params/neck/dilation{d}/depthwise/kernel", 3),
+                      (f"params/neck/dilation{d}/pointwise/conv/kernel", 2),
+                      *((f"{c}/neck/dilation{d}/depthwise_bn/{leaf}", 0)
+                        for c, leaf in (("params", "scale"), ("params", "bias"),
+                                        ("batch_stats", "mean"), ("batch_stats", "var")))):
+      if key in out:
+        value, src = out[key]
+        out[key] = (reorder_blocks(value, axis, (2, 1, 0)), src)
+
+
+HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD)}
+KNOWN = ("resnet{18,50,101}_v1c, {deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
+         "fastfcn_r{50,101}-d32_jpu_{psp,aspp}")
+
+
+def arch(name):
+  m = re.fullmatch(r"resnet(?P<depth>\d+)_v1c", name)
+  if m:
+    depth = parse_depth(name, m, KNOWN)
+    return Arch(name, RESNET_V1C, lambda sd: backbone_keys(depth, shape(sd, "stem.6.weight")[0], "deep"),
+                skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)
+  m = re.fullmatch(r"(?P<method>deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
+  m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp)", name)
+  depth = parse_depth(name, m, KNOWN)
+  method, os_ = m.group("method"), int(m.group("os"))
+  fastfcn = name.startswith("fastfcn")
+  decode_head, head_table = HEADS[{"psp": "pspnet", "aspp": "deeplabv3"}.get(method, method)]
+  table = prefixed(RESNET_V1C, "backbone.") + head_table + FCN_AUX + (JPU_NECK if fastfcn else [])
+
+  def config(sd):
+    keys = backbone_keys(depth, shape(sd, "backbone.stem.6.weight")[0], "deep", output_stride=os_)
+    has_aux = "auxiliary_head.conv_seg.weight" in sd
+    keys.update({
+        "model.decode_head": decode_head, "model.neck": "jpu" if fastfcn else "",
+        "model.align_corners": False,  # the upsampling of these models
+        "model.aux_head": has_aux, "model.dropout": 0.1,
+        "model.aux_channels": shape(sd, "auxiliary_head.convs.0.conv.weight")[0] if has_aux else 256,
+        "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0],
+    })
+    if fastfcn:
+      keys["model.jpu_channels"] = shape(sd, "neck.conv_layers.0.0.conv.weight")[0]
+    if decode_head == "aspp":
+      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
+                   "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,
+                   "model.aspp_extra_conv": False})
+    elif decode_head == "psp":
+      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
+                   "model.psp_bins": (1, 2, 3, 6), "model.psp_pooling": "avg", "model.psp_reduction": True})
+    else:
+      keys["model.danet_cam_variant"] = "official"  # mmseg's CAM: softmax(rowmax - energy)
+    return keys
+
+  def fixup(out):
+    if decode_head == "aspp":
+      aspp_concat_order(out)
+    if fastfcn:
+      jpu_concat_order(out)
+
+  return Arch(name, table, config, fixup=fixup)

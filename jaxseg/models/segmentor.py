@@ -14,11 +14,13 @@ import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import ResNet
+from jaxseg.models.backbones.stdc import STDC_LAYERS, STDCNet
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.fcn import FCNHead
 from jaxseg.models.heads.mcibi import MCIBIHead
 from jaxseg.models.heads.psp import PSPHead
+from jaxseg.models.heads.stdc import STDCHead
 from jaxseg.models.necks.jpu import JPU
 
 
@@ -52,6 +54,11 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   os_ = output_stride or m.backbone.output_stride
   dtype = jnp.dtype(m.dtype)
   common = dict(bn_momentum=m.bn_momentum, dtype=dtype)
+  if m.backbone.name in STDC_LAYERS:
+    return build_stdc(config, common)
+  if m.backbone.name != "resnet":
+    raise ConfigError(f"config key model.backbone.name: unknown backbone '{m.backbone.name}' "
+                     f"(known: resnet, {', '.join(STDC_LAYERS)})")
   backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
                     contract_dilation=m.backbone.contract_dilation,
@@ -67,6 +74,20 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   if m.aux_head:
     aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, **common)
   return Segmentor(backbone, make_head(config, head_os, common), aux, neck)
+
+
+def build_stdc(config, common):
+  """STDC1/2 + its BiSeNet-style decoder, whose auxiliary ("aux16", "aux32") and detail
+  outputs come from the decode head in training."""
+  m = config.model
+  if m.decode_head != "stdc" or m.neck:
+    raise ConfigError(f"config keys model.decode_head / model.neck: an STDC backbone takes "
+                     f"decode_head='stdc' and no neck, got '{m.decode_head}' / '{m.neck}'")
+  if m.backbone.output_stride != 32 or m.eval_output_stride != 32:
+    raise ConfigError("config keys model.backbone.output_stride / model.eval_output_stride: "
+                     "STDC is not dilated, both must be 32")
+  backbone = STDCNet(STDC_LAYERS[m.backbone.name], m.backbone.width, **common)
+  return Segmentor(backbone, _stdc(config, 32, common), {})
 
 
 def build_neck(m, common):
@@ -111,5 +132,14 @@ def _mcibi(config, os_, common):
                    m.danet_block_size, m.dropout, config.dataset.ignore_index, **common)
 
 
+def _stdc(config, os_, common):
+  m = config.model
+  if os_ != 32:
+    raise ConfigError(f"config key model.backbone.output_stride: the STDC head takes c2/c3/c4 at "
+                     f"strides 8/16/32, got output stride {os_}")
+  return STDCHead(config.dataset.num_classes, m.head_channels, m.aux_channels, m.aux_head,
+                  m.detail_head, **common)
+
+
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
-HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "mcibi": _mcibi}
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "mcibi": _mcibi, "stdc": _stdc}

@@ -338,9 +338,9 @@ def main():
             row = dict(framework=fw, model=name.upper(), size=f"{w}x{h}", batch=batch, dtype=dtype,
                        fps=fps[fw], ratio_jax_over_torch=ratio, paper_fps=paper)
             rows.append(row)
+            shown = f"{ratio:.2f}" if len(fps) == 2 else ""  # on the second row of a pair
             print(f"{fw:<9} {row['model']:<6} {row['size']:>9} {batch:>5} {dtype:>8} {fps[fw]:>8.2f} "
-                  f"{ratio if fw == a.frameworks[-1] and len(fps) == 2 else float('nan'):>6.2f} {paper:>9.1f}",
-                  flush=True)
+                  f"{shown:>6} {paper:>9.1f}", flush=True)
   print("ratio = jaxseg FPS / PyTorch FPS (same row settings); paper: GTX 1080Ti + TensorRT, batch 1")
   if a.json:
     with open(a.json, "w") as f:

@@ -62,8 +62,13 @@ def test_stdc_module_channels_and_parameter_count(blocks, stride):
 def test_stride2_module_pools_block1_into_the_concatenation():
   module = STDCModule(32, 2)
   x = jax.random.normal(jax.random.key(0), (1, 6, 6, 8))
-  variables = jax.jit(lambda: module.init(jax.random.key(1), x, train=False))()
-  y, state = jax.jit(lambda v: module.apply(v, x, train=False, capture_intermediates=True))(variables)
+
+  @jax.jit
+  def run():  # one compilation for both
+    variables = module.init(jax.random.key(1), x, train=False)
+    return module.apply(variables, x, train=False, capture_intermediates=True)
+
+  y, state = run()
   b1 = np.asarray(state["intermediates"]["block1"]["__call__"][0])
   # 3x3/2 average pool with zero padding counted (PyTorch AvgPool2d(3, 2, 1)).
   padded = np.pad(b1, ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -54,10 +54,11 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   os_ = output_stride or m.backbone.output_stride
   dtype = jnp.dtype(m.dtype)
   common = dict(bn_momentum=m.bn_momentum, dtype=dtype)
-  if m.backbone.name in STDC_LAYERS:
+  name = m.backbone.get("name", "resnet")  # work dirs saved before the key existed: ResNet
+  if name in STDC_LAYERS:
     return build_stdc(config, common)
-  if m.backbone.name != "resnet":
-    raise ConfigError(f"config key model.backbone.name: unknown backbone '{m.backbone.name}' "
+  if name != "resnet":
+    raise ConfigError(f"config key model.backbone.name: unknown backbone '{name}' "
                      f"(known: resnet, {', '.join(STDC_LAYERS)})")
   backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),

@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
           multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks; () = none
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
+          name="resnet",  # "resnet", or "stdc1" / "stdc2" (width = base width 64; OS 32)
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
       jpu_channels=512,
@@ -77,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
       mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
       mcibi_momentum_power=0.9,  # p
       mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
+      detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
@@ -98,6 +100,12 @@ def base_config() -> ml_collections.ConfigDict:
       memory_weight=1.0,  # MCIBI beta: CE of H2 on the memory rows
       se_weight=0.2,  # EncNet's Semantic Encoding loss (official FastFCN/EncNet code: 0.2)
       class_weights=(),  # () = unweighted; else one weight per class
+      aux16_weight=1.0,  # STDC's auxiliary heads on the 1/16 and 1/32 context paths
+      aux32_weight=1.0,
+      detail_weight=1.0,  # STDC detail loss (BCE + dice against the Laplacian detail map)
+      ohem=False,  # online hard example mining for every cross-entropy on the label map
+      ohem_thresh=0.7,  # hard pixel: probability of the true class below this
+      ohem_min_kept=-1,  # keep at least this many pixels per batch; -1 = B * H * W // 16
   )
 
   c.optim = dict(
@@ -111,6 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_ratio=0.1,  # lr multiplier at step 0 of the warmup
       head_lr_mult=1.0,  # lr multiplier of everything outside the backbone
       grad_clip=0.0,  # global-norm clipping; 0 disables
+      poly_after_warmup=False,  # True: lr x warmup factor, then poly over (step - W) / (steps - W) (STDC code)
   )
 
   c.train = dict(

@@ -15,6 +15,13 @@ def cross_entropy(logits, labels, ignore_index=255, class_weights=None, align_co
   With class weights w, the mean is weighted: sum_i w[y_i] * nll_i / sum_i w[y_i]
   (the PyTorch / toolbox convention). Computed in float32.
   """
+  nll, weight = pixel_nll(logits, labels, ignore_index, class_weights, align_corners)
+  return jnp.sum(nll * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+
+def pixel_nll(logits, labels, ignore_index=255, class_weights=None, align_corners=False):
+  """(nll, weight) per pixel (B, H, W) in float32: -log p(y) of the upsampled logits,
+  and the pixel's weight (0 where ignored, else 1 or its class weight)."""
   logits = resize(logits.astype(jnp.float32), labels.shape[1:3], align_corners=align_corners)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0).astype(jnp.int32)
@@ -23,7 +30,85 @@ def cross_entropy(logits, labels, ignore_index=255, class_weights=None, align_co
   weight = valid.astype(jnp.float32)
   if class_weights is not None:
     weight = weight * jnp.asarray(class_weights, jnp.float32)[safe]
+  return nll, weight
+
+
+def ohem_keep(nll, valid, thresh=0.7, min_kept=-1):
+  """The pixels online hard example mining keeps (BiSeNet/STDC): those whose true class
+  has probability below `thresh` (nll > -ln thresh), or, when fewer than `min_kept`
+  pixels are that hard, the `min_kept` highest-loss ones (all of them if fewer are
+  valid; pixels tied with the min_kept-th loss all stay). min_kept = -1: B * H * W // 16.
+  Ignored pixels are never kept."""
+  if min_kept < 0:
+    min_kept = nll.size // 16
+  hard = valid & (nll > -jnp.log(jnp.float32(thresh)))
+  if min_kept == 0:
+    return hard
+  k = min(int(min_kept), nll.size)
+  ranked = jnp.where(valid, nll, -1.0).reshape(-1)  # losses are >= 0: -1 marks ignored pixels
+  kth = jnp.sort(ranked)[ranked.size - k]  # the k-th largest loss
+  return valid & jnp.where(jnp.sum(hard) >= k, hard, nll >= kth)
+
+
+def ohem_cross_entropy(logits, labels, ignore_index=255, class_weights=None, thresh=0.7, min_kept=-1,
+                       align_corners=False):
+  """Cross-entropy averaged (class-weighted) over the pixels `ohem_keep` selects."""
+  nll, weight = pixel_nll(logits, labels, ignore_index, class_weights, align_corners)
+  keep = jax.lax.stop_gradient(ohem_keep(nll, labels != ignore_index, thresh, min_kept))
+  weight = weight * keep
   return jnp.sum(nll * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+
+LAPLACIAN = ((-1, -1, -1), (-1, 8, -1), (-1, -1, -1))
+
+
+def detail_targets(labels, ignore_index=255, strides=(1, 2, 4), fuse=(0.6, 0.3, 0.1), threshold=0.1):
+  """STDC's detail ground truth (B, H, W) in {0, 1} from the label map.
+
+  At each stride s the Laplacian kernel [[-1,-1,-1],[-1,8,-1],[-1,-1,-1]] is applied
+  to the class ids at pixels (s*i, s*j) (a stride-s conv), thresholded (> 0.1), and
+  upsampled by repetition (nearest); the three maps are fused by a 1x1 conv with the
+  paper's weights (0.6, 0.3, 0.1) and thresholded again (> 0.1). The fuse weights
+  are a fixed constant: the authors' code makes them a parameter, but the hard
+  threshold after them passes no gradient, so they never leave their initial value.
+  Ignored and out-of-image neighbours contribute nothing (8c - sum n becomes the sum
+  of c - n over the valid neighbours), so neither the image border nor an ignore
+  region makes edges; ignored pixels are never edges.
+  """
+  b, h, w = labels.shape
+  valid = labels != ignore_index
+  lab = jnp.where(valid, labels, 0).astype(jnp.float32)
+  lab_p = jnp.pad(lab, ((0, 0), (1, 1), (1, 1)))
+  valid_p = jnp.pad(valid, ((0, 0), (1, 1), (1, 1)))
+  fused = jnp.zeros((b, h, w), jnp.float32)
+  for s, weight in zip(strides, fuse):
+    hs, ws = -(-h // s), -(-w // s)  # a padded 3x3 conv with stride s: ceil(H / s) outputs
+    at = lambda x, dy, dx: x[:, 1 + dy::s, 1 + dx::s][:, :hs, :ws]
+    centre, centre_valid = at(lab_p, 0, 0), at(valid_p, 0, 0)
+    response = jnp.zeros((b, hs, ws), jnp.float32)
+    for dy in (-1, 0, 1):
+      for dx in (-1, 0, 1):
+        k = LAPLACIAN[dy + 1][dx + 1]
+        if k < 0:  # 8c - sum_n n = sum_n (c - n) over the valid neighbours n
+          response += jnp.where(at(valid_p, dy, dx), centre - at(lab_p, dy, dx), 0.0)
+    edges = ((response > threshold) & centre_valid).astype(jnp.float32)
+    edges = jnp.repeat(jnp.repeat(edges, s, axis=1), s, axis=2)[:, :h, :w]
+    fused = fused + jnp.float32(weight) * edges
+  return ((fused > jnp.float32(threshold)) & valid).astype(jnp.float32)
+
+
+def detail_loss(logits, labels, ignore_index=255):
+  """STDC's detail loss: BCE + dice between sigmoid(logits), bilinearly upsampled to the
+  labels, and `detail_targets(labels)`, over the non-ignored pixels. Dice per image:
+  1 - (2 sum p t + 1) / (sum p + sum t + 1), averaged over the batch."""
+  target = jax.lax.stop_gradient(detail_targets(labels, ignore_index))
+  valid = (labels != ignore_index).astype(jnp.float32)
+  x = resize(logits.astype(jnp.float32), labels.shape[1:3])[..., 0]
+  bce = jnp.maximum(x, 0) - x * target + jnp.log1p(jnp.exp(-jnp.abs(x)))  # stable BCE with logits
+  bce = jnp.sum(bce * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+  p = jax.nn.sigmoid(x) * valid
+  dice = 1 - (2 * jnp.sum(p * target, (1, 2)) + 1) / (jnp.sum(p, (1, 2)) + jnp.sum(target, (1, 2)) + 1)
+  return bce + jnp.mean(dice)
 
 
 def class_presence(labels, num_classes, ignore_index=255):
@@ -54,20 +139,33 @@ def output_weight(name, config):
   return config.loss[key]
 
 
+# Outputs supervised by their own loss instead of the cross-entropy, by output name.
+OUTPUT_LOSSES = {
+    "detail": lambda logits, labels, config: detail_loss(logits, labels, config.dataset.ignore_index),  # STDC
+    "se": lambda logits, labels, config: semantic_encoding_loss(logits, labels, config.dataset.ignore_index),  # EncNet
+}
+
+
 def segmentation_loss(outputs, labels, config):
-  """Main CE plus, for every other output X, loss.X_weight x its loss (CE, or the SE loss
-  for "se"). Returns (total, terms)."""
+  """Main CE plus, for every other output X, loss.X_weight x its CE (or its own loss in
+  OUTPUT_LOSSES). With loss.ohem, the CEs on the label map are OHEM CEs. Returns (total, terms)."""
   weights = tuple(config.loss.class_weights) or None
   if weights is not None and len(weights) != config.dataset.num_classes:
     raise ConfigError(f"config key loss.class_weights has {len(weights)} entries, "
                      f"dataset.num_classes is {config.dataset.num_classes}")
-  ignore = config.dataset.ignore_index
-  terms = {}
-  for name, out in outputs.items():
-    if name == "se":  # EncNet's image-level class presence
-      terms[name] = semantic_encoding_loss(out, labels, ignore)
-    else:  # an output may carry its own targets as (logits, targets) (MCIBI's memory rows)
-      terms[name] = cross_entropy(*(out if isinstance(out, tuple) else (out, labels)), ignore, weights,
-                                   config.model.align_corners)
+  ignore, lc, corners = config.dataset.ignore_index, config.loss, config.model.align_corners
+  if lc.ohem and not 0 < lc.ohem_thresh <= 1:
+    raise ConfigError(f"config key loss.ohem_thresh must be in (0, 1], got {lc.ohem_thresh}")
+
+  def loss_of(name, out):
+    if name in OUTPUT_LOSSES:
+      return OUTPUT_LOSSES[name](out, labels, config)
+    if isinstance(out, tuple):  # an output with its own targets, (logits, targets) (MCIBI's memory rows)
+      return cross_entropy(*out, ignore, weights, corners)
+    if lc.ohem:
+      return ohem_cross_entropy(out, labels, ignore, weights, lc.ohem_thresh, lc.ohem_min_kept, corners)
+    return cross_entropy(out, labels, ignore, weights, corners)
+
+  terms = {name: loss_of(name, out) for name, out in outputs.items()}
   total = sum(terms[n] * output_weight(n, config) for n in terms)
   return total, terms

@@ -11,13 +11,21 @@ from jaxseg.errors import ConfigError
 
 def learning_rate_schedule(o, total_steps):
   """lr(step) = lr * (1 - step / total) ** power, times a warmup factor for the first
-  `warmup_steps`: linear from `warmup_ratio` to 1, or exponential ratio ** (1 - t/W)."""
+  `warmup_steps` W: linear from `warmup_ratio` to 1, or exponential ratio ** (1 - t/W).
+  With `poly_after_warmup` (STDC/BiSeNet code: exponential from 1e-5 to lr in 1000
+  steps, then poly), the warmup multiplies lr alone and the poly decay starts at W:
+  lr * (1 - (step - W) / (total - W)) ** power."""
   if o.warmup not in ("linear", "exp"):
     raise ConfigError(f"config key optim.warmup must be 'linear' or 'exp', got '{o.warmup}'")
+  if o.poly_after_warmup and o.warmup_steps >= total_steps:
+    raise ConfigError(f"config key optim.warmup_steps ({o.warmup_steps}) must be below train.steps "
+                      f"({total_steps}) with optim.poly_after_warmup")
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    lr = o.lr * (1.0 - jnp.minimum(step, total_steps) / total_steps) ** o.power
+    start = o.warmup_steps if o.poly_after_warmup else 0
+    progress = (jnp.clip(step, start, total_steps) - start) / max(total_steps - start, 1)
+    lr = o.lr * (1.0 - progress) ** o.power
     if o.warmup_steps > 0:
       t = jnp.minimum(step / o.warmup_steps, 1.0)
       factor = (o.warmup_ratio + (1 - o.warmup_ratio) * t if o.warmup == "linear"

@@ -228,7 +228,9 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  print(f"{config.model.decode_head} ResNet-{config.model.backbone.depth}: {num_params / 1e6:.2f}M "
+  b = config.model.backbone
+  backbone_name = f"ResNet-{b.depth}" if b.get("name", "resnet") == "resnet" else b.name.upper()
+  print(f"{config.model.decode_head} {backbone_name}: {num_params / 1e6:.2f}M "
         f"params, {jax.device_count()} devices, global batch {config.train.batch_size}", flush=True)
   tb = tensorboard.Writer(os.path.join(workdir, "tensorboard"), enabled=jax.process_index() == 0)
 

@@ -15,12 +15,14 @@ import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import ResNet
+from jaxseg.models.backbones.stdc import STDC_LAYERS, STDCNet
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.encnet import EncNetHead
 from jaxseg.models.heads.fcn import FCNHead
 from jaxseg.models.heads.mcibi import MCIBIHead
 from jaxseg.models.heads.psp import PSPHead
+from jaxseg.models.heads.stdc import STDCHead
 from jaxseg.models.necks.jpu import JPU
 
 
@@ -54,6 +56,12 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   os_ = output_stride or m.backbone.output_stride
   dtype = jnp.dtype(m.dtype)
   common = dict(bn_momentum=m.bn_momentum, dtype=dtype)
+  name = m.backbone.get("name", "resnet")  # work dirs saved before the key existed: ResNet
+  if name in STDC_LAYERS:
+    return build_stdc(config, common)
+  if name != "resnet":
+    raise ConfigError(f"config key model.backbone.name: unknown backbone '{name}' "
+                     f"(known: resnet, {', '.join(STDC_LAYERS)})")
   backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
                     contract_dilation=m.backbone.contract_dilation,
@@ -69,6 +77,20 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   if m.aux_head:
     aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, **common)
   return Segmentor(backbone, make_head(config, head_os, common), aux, neck)
+
+
+def build_stdc(config, common):
+  """STDC1/2 + its BiSeNet-style decoder, whose auxiliary ("aux16", "aux32") and detail
+  outputs come from the decode head in training."""
+  m = config.model
+  if m.decode_head != "stdc" or m.neck:
+    raise ConfigError(f"config keys model.decode_head / model.neck: an STDC backbone takes "
+                     f"decode_head='stdc' and no neck, got '{m.decode_head}' / '{m.neck}'")
+  if m.backbone.output_stride != 32 or m.eval_output_stride != 32:
+    raise ConfigError("config keys model.backbone.output_stride / model.eval_output_stride: "
+                     "STDC is not dilated, both must be 32")
+  backbone = STDCNet(STDC_LAYERS[m.backbone.name], m.backbone.width, **common)
+  return Segmentor(backbone, _stdc(config, 32, common), {})
 
 
 def build_neck(m, common):
@@ -130,5 +152,15 @@ def _fcn(config, os_, common):
   return FCNHead(config.dataset.num_classes, m.head_channels, "c4", m.dropout, **common)
 
 
+def _stdc(config, os_, common):
+  m = config.model
+  if os_ != 32:
+    raise ConfigError(f"config key model.backbone.output_stride: the STDC head takes c2/c3/c4 at "
+                     f"strides 8/16/32, got output stride {os_}")
+  return STDCHead(config.dataset.num_classes, m.head_channels, m.aux_channels, m.aux_head,
+                  m.detail_head, **common)
+
+
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
-HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi, "fcn": _fcn}
+HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi, "fcn": _fcn,
+         "stdc": _stdc}

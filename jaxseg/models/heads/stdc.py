@@ -1,0 +1,99 @@
+"""The STDC segmentation decoder (Fan et al. 2021): BiSeNet's context path and feature
+fusion on an STDC backbone, with two auxiliary heads and the detail head in training.
+
+  context path: g = ConvBNReLU_1x1(GAP(c4))                      global context, 1/32
+                p32 = ARM(c4) + g;   u32 = ConvBNReLU_3x3(up2(p32))     -> 1/16
+                p16 = ARM(c3) + u32; u16 = ConvBNReLU_3x3(up2(p16))     -> 1/8
+  ARM(x):       f = ConvBNReLU_3x3(x);  f * sigmoid(BN(conv_1x1(GAP(f))))
+  FFM(c2, u16): f = ConvBNReLU_1x1([c2, u16]);  a = sigmoid(conv(ReLU(conv(GAP(f)))));  f * a + f
+  seg = Output(FFM), Output(x) = conv_1x1(ConvBNReLU_3x3(x))
+  training only: "aux16" = Output(u16) (the 1/16 path), "aux32" = Output(u32) (the 1/32
+                 path), "detail" = Output(c2) with one channel (detail guidance, 1/8).
+
+The context path width is head_channels / 2 (128 for the paper's 256); the up2
+upsampling is nearest, as the authors' code. At inference only the "seg" branch is
+traced: the auxiliary and detail heads cost nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxseg.models.layers import ConvBN, resize
+
+
+class AttentionRefinement(nn.Module):
+  features: int
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    f = ConvBN(self.features, 3, bn_momentum=self.bn_momentum, dtype=self.dtype, name="conv")(x, train)
+    a = ConvBN(self.features, 1, relu=False, bn_momentum=self.bn_momentum, dtype=self.dtype,
+               name="attention")(jnp.mean(f, axis=(1, 2), keepdims=True), train)
+    return f * nn.sigmoid(a)
+
+
+class FeatureFusion(nn.Module):
+  features: int
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, spatial, context, train: bool):
+    f = ConvBN(self.features, 1, bn_momentum=self.bn_momentum, dtype=self.dtype,
+               name="conv")(jnp.concatenate([spatial, context], axis=-1), train)
+    a = jnp.mean(f, axis=(1, 2), keepdims=True)
+    a = nn.relu(nn.Conv(self.features // 4, (1, 1), use_bias=False, dtype=self.dtype, name="squeeze")(a))
+    a = nn.sigmoid(nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="excite")(a))
+    return f * a + f
+
+
+class Output(nn.Module):
+  """3x3 ConvBNReLU + 1x1 conv to the classes (BiSeNet's output head)."""
+  num_classes: int
+  channels: int
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = ConvBN(self.channels, 3, bn_momentum=self.bn_momentum, dtype=self.dtype, name="conv")(x, train)
+    return nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype, name="classifier")(x)
+
+
+def up_to(x, like):
+  return resize(x, like.shape[1:3], method="nearest")
+
+
+class STDCHead(nn.Module):
+  num_classes: int
+  channels: int = 256  # FFM and seg head width; the context path has half
+  aux_channels: int = 64  # width of the auxiliary and detail heads
+  aux_heads: bool = True
+  detail_head: bool = True
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, train: bool):
+    kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
+    c2, c3, c4 = features["c2"], features["c3"], features["c4"]
+    context = self.channels // 2
+    g = ConvBN(context, 1, **kw, name="global_context")(jnp.mean(c4, axis=(1, 2), keepdims=True), train)
+    p32 = AttentionRefinement(context, **kw, name="arm32")(c4, train) + g  # g broadcasts over 1/32
+    u32 = ConvBN(context, 3, **kw, name="up32")(up_to(p32, c3), train)
+    p16 = AttentionRefinement(context, **kw, name="arm16")(c3, train) + u32
+    u16 = ConvBN(context, 3, **kw, name="up16")(up_to(p16, c2), train)
+    fused = FeatureFusion(self.channels, **kw, name="ffm")(c2, u16, train)
+    outputs = {"seg": Output(self.num_classes, self.channels, **kw, name="seg_head")(fused, train)}
+    if train:  # training-only supervision; never traced at inference
+      if self.aux_heads:
+        outputs["aux16"] = Output(self.num_classes, self.aux_channels, **kw, name="aux16_head")(u16, train)
+        outputs["aux32"] = Output(self.num_classes, self.aux_channels, **kw, name="aux32_head")(u32, train)
+      if self.detail_head:
+        outputs["detail"] = Output(1, self.aux_channels, **kw, name="detail_head")(c2, train)
+    return outputs

@@ -115,6 +115,7 @@ def test_multi_scale_flip_averages_probabilities():
 
   config = ml_collections.ConfigDict({
       "dataset": {"num_classes": 6, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+      "model": {"align_corners": False},
       "eval": {"mode": "whole", "scales": (1.0,), "flip": True, "crop_size": (8, 8), "stride": (4, 4)}})
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3)), jnp.uint8)
   x = images.astype(jnp.float32)

@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
       skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
+      canny_edges=False,  # batches carry "edges": Canny of the un-normalised image (Gated-SCNN)
+      canny_thresholds=(10, 100),  # cv2.Canny low/high thresholds on the grey image
   )
 
   c.model = dict(
@@ -71,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
       mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
       mcibi_momentum_power=0.9,  # p
       mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
+      gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
+      gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
+      gscnn_shape_stream=True,  # False: the same network without shape stream (DeepLabv3+)
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
@@ -87,6 +92,12 @@ def base_config() -> ml_collections.ConfigDict:
       memory_weight=1.0,  # MCIBI beta: CE of H2 on the memory rows
       se_weight=0.2,  # EncNet's Semantic Encoding loss (official FastFCN/EncNet code: 0.2)
       class_weights=(),  # () = unweighted; else one weight per class
+      edge_weight=20.0,  # Gated-SCNN lambda1: class-balanced BCE of the boundary logits "edge"
+      dual_task_weight=1.0,  # lambda3: L1 of the soft segmentation's boundaries vs the GT's
+      boundary_ce_weight=1.0,  # lambda4: CE on pixels where sigmoid(edge) > boundary_threshold
+      boundary_threshold=0.8,
+      boundary_radius=2,  # GT boundaries: pixels within this distance of another class
+      dual_task_tau=0.5,  # Gumbel-softmax temperature
   )
 
   c.optim = dict(
@@ -120,6 +131,7 @@ def base_config() -> ml_collections.ConfigDict:
       scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
       flip=False,
       batch_size=8,
+      boundary_f_tolerance=0,  # > 0: also report the boundary F-score at this tolerance (px)
   )
   return c
 

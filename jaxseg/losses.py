@@ -114,7 +114,7 @@ def dual_task_loss(logits, labels, key, tau=0.5, ignore_index=255):
   onehot = jax.nn.one_hot(jnp.where(valid, labels, k), k, dtype=dtype)  # ignore -> all zeros
   near = (~valid).astype(jnp.float32)
   for window in ((1, 7, 1), (1, 1, 7)):  # separable 7x7 max: any ignore within 3 px
-    near = jax.lax.reduce_window(near, 0.0, jax.lax.max, window, (1, 1, 1), "SAME")
+    near = jax.lax.reduce_window(near, jnp.float32(0), jax.lax.max, window, (1, 1, 1), "SAME")
   far = near == 0
   sq_pred, sq_gt = boundary_magnitude_sq(soft), boundary_magnitude_sq(onehot)
   # sqrt with a floor: finite gradients where the magnitude is 0

@@ -220,18 +220,22 @@ def test_pipeline_canny_is_cv2_canny_of_the_raw_image(data_dir):
 
 
 def test_model_outputs_and_the_noshape_variant():
+  # Shapes only (jax.eval_shape): nothing is compiled.
   x = jnp.zeros((1, 32, 40, 3))
   edges = jnp.zeros((1, 32, 40))
   full = build_model(load_config("gscnn_cityscapes", "tiny"))
-  variables = full.init(jax.random.key(0), x, train=False)
-  out = full.apply(variables, x, train=True, edges=edges, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})[0]
+  variables = jax.eval_shape(lambda: full.init(jax.random.key(0), x, train=False))
+  out = jax.eval_shape(lambda v: full.apply(v, x, train=True, edges=edges, mutable=["batch_stats"],
+                                            rngs={"dropout": jax.random.key(1)})[0], variables)
   assert out["seg"].shape == (1, 8, 10, 6) and out["edge"].shape == (1, 32, 40, 1)
-  assert set(full.apply(variables, x, train=False, edges=edges)) == {"seg"}
+  assert set(jax.eval_shape(lambda v: full.apply(v, x, train=False, edges=edges), variables)) == {"seg"}
   with pytest.raises(ValueError, match="canny_edges"):
-    full.apply(variables, x, train=False)
+    jax.eval_shape(lambda v: full.apply(v, x, train=False), variables)
   plain = build_model(load_config("gscnn_cityscapes", "tiny_noshape"))
-  plain_vars = plain.init(jax.random.key(0), x, train=False)
+  plain_vars = jax.eval_shape(lambda: plain.init(jax.random.key(0), x, train=False))
   assert "shape_stream" not in plain_vars["params"]["decode_head"]
+  assert set(jax.eval_shape(lambda v: plain.apply(v, x, train=True, mutable=["batch_stats"],
+                                                   rngs={"dropout": jax.random.key(1)})[0], plain_vars)) == {"seg"}
   count = lambda v: sum(a.size for a in jax.tree.leaves(v["params"]))
   assert count(plain_vars) < count(variables)
   from jaxseg.errors import ConfigError

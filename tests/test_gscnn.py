@@ -261,3 +261,29 @@ def test_tiny_config_trains_evaluates_and_predicts(data_dir, tmp_path):
   images = np.random.default_rng(0).integers(0, 255, (2, 48, 56, 3)).astype(np.uint8)
   pred = jaxseg.load(str(tmp_path)).predict(images)
   assert pred.shape == (2, 48, 56) and pred.dtype == np.int32
+
+
+def test_inference_views_carry_the_edge_map_with_the_image():
+  """A model whose logits are a per-pixel function of (image, edges): sliding windows
+  and flips give the whole-image answer only if the edge map is cropped and flipped
+  with the image."""
+  import ml_collections
+  from jaxseg.evaluate import predict_scores
+
+  class Pointwise:
+    def apply(self, variables, x, train, edges):
+      assert edges.shape == x.shape[:3]
+      return {"seg": jnp.concatenate([x[..., :2], 5 * edges[..., None]], -1)}
+
+  rng = np.random.default_rng(5)
+  images = jnp.asarray(rng.integers(0, 255, (2, 12, 15, 3)), jnp.uint8)
+  edges = jnp.asarray(rng.integers(0, 2, (2, 12, 15)), jnp.uint8)
+  x = images.astype(jnp.float32)
+  want = jnp.concatenate([x[..., :2], 5.0 * edges[..., None]], -1)
+  config = lambda **e: ml_collections.ConfigDict({
+      "dataset": {"num_classes": 3, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+      "eval": {"mode": "whole", "scales": (1.0,), "flip": False, "crop_size": (8, 8), "stride": (4, 5), **e}})
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(), edges), want, rtol=1e-6)
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(mode="slide"), edges), want, rtol=1e-5)
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(flip=True), edges),
+                             jax.nn.softmax(want), rtol=1e-5)

@@ -11,7 +11,9 @@ ASPP rates (12, 24, 36) at OS8 plus image pooling and the edge branch; DeepLabv3
 decoder on c1. Image gradients: Canny (10, 100) of the un-normalised image.
 Steps: 35,000 (about 190 epochs at batch 16), this config's choice: PAPERS.md gives no count.
 Not reproduced: the paper's class-weighted CE and class-uniform sampling (set
-loss.class_weights to weight the CE).
+loss.class_weights to weight the CE). Unlike the authors' code, the boundary BCE
+applies the sigmoid once, Canny sees the raw image (not the normalised one cast to
+uint8), and the dual-task loss smooths with the paper's Gaussian filter.
 Reported (WideResNet-38, val, full resolution): 80.8 mIoU (DeepLabv3+ 78.8), boundary
 F-score 73.6 at 3 px (DeepLabv3+ 69.7). Evaluation here: whole 1024x2048 images at OS8
 with mIoU and the boundary F-score at 3 px.

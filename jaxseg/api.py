@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from jaxseg import checkpoint, sharding
+from jaxseg.data.transforms import canny
 from jaxseg.errors import NoCheckpointError
 from jaxseg.evaluate import predict_scores
 from jaxseg.models.segmentor import build_model
@@ -25,7 +26,7 @@ class Segmenter:
     self.config, self.variables, self.step = config, variables, step
     self.model = build_model(config, config.model.eval_output_stride)
     self.data_sharding, self.replicated = sharding.data_sharding(mesh), sharding.replicated(mesh)
-    self._logits = jax.jit(lambda v, x: predict_scores(self.model, v, x, config))
+    self._logits = jax.jit(lambda v, x, e: predict_scores(self.model, v, x, config, e))
 
   def _check(self, images):
     images = np.asarray(images)
@@ -34,7 +35,11 @@ class Segmenter:
     return images
 
   def logits(self, images):
-    return np.asarray(self._logits(self.variables, jnp.asarray(self._check(images))))
+    images = self._check(images)
+    edges = None
+    if self.config.input.get("canny_edges", False):  # Gated-SCNN: Canny of the raw images, on the host
+      edges = jnp.asarray(np.stack([canny(im, self.config.input.canny_thresholds) for im in images]))
+    return np.asarray(self._logits(self.variables, jnp.asarray(images), edges))
 
   def predict(self, images):
     return self.logits(images).argmax(-1).astype(np.int32)

@@ -48,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
       # short side 512 (the toolboxes' protocol); PSPNet's author code: long side 512.
       eval_short_side=0,
       eval_long_side=0,
+      canny_edges=False,  # batches carry "edges": Canny of the un-normalised image (Gated-SCNN)
+      canny_thresholds=(10, 100),  # cv2.Canny low/high thresholds on the grey image
   )
 
   c.model = dict(
@@ -79,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
       mcibi_momentum_power=0.9,  # p
       mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
       detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
+      gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
+      gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
+      gscnn_shape_stream=True,  # False: the same network without shape stream (DeepLabv3+)
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
@@ -106,6 +111,12 @@ def base_config() -> ml_collections.ConfigDict:
       ohem=False,  # online hard example mining for every cross-entropy on the label map
       ohem_thresh=0.7,  # hard pixel: probability of the true class below this
       ohem_min_kept=-1,  # keep at least this many pixels per batch; -1 = B * H * W // 16
+      edge_weight=20.0,  # Gated-SCNN lambda1: class-balanced BCE of the boundary logits "edge"
+      dual_task_weight=1.0,  # lambda3: L1 of the soft segmentation's boundaries vs the GT's
+      boundary_ce_weight=1.0,  # lambda4: CE on pixels where sigmoid(edge) > boundary_threshold
+      boundary_threshold=0.8,
+      boundary_radius=2,  # GT boundaries: pixels within this distance of another class
+      dual_task_tau=0.5,  # Gumbel-softmax temperature
   )
 
   c.optim = dict(
@@ -141,6 +152,7 @@ def base_config() -> ml_collections.ConfigDict:
       scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
       flip=False,
       batch_size=8,
+      boundary_f_tolerance=0,  # > 0: also report the boundary F-score at this tolerance (px)
   )
   return c
 

@@ -36,7 +36,7 @@ def slide_logits(forward, images, crop, stride, num_classes):
   offsets = [(y, x) for y in window_starts(h, ch, stride[0]) for x in window_starts(w, cw, stride[1])]
 
   def one(offset):
-    window = jax.lax.dynamic_slice(images, (0, offset[0], offset[1], 0), (images.shape[0], ch, cw, 3))
+    window = jax.lax.dynamic_slice(images, (0, offset[0], offset[1], 0), (images.shape[0], ch, cw, images.shape[3]))
     return resize(forward(window), (ch, cw))
 
   windows = jax.lax.map(one, jnp.array(offsets, jnp.int32))  # (N, B, ch, cw, K)
@@ -48,19 +48,25 @@ def slide_logits(forward, images, crop, stride, num_classes):
   return total / count
 
 
-def predict_scores(model, variables, images, config):
+def predict_scores(model, variables, images, config, edges=None):
   """Per-pixel class scores (B, H, W, K) at the size of the uint8 `images`.
 
   One scale without flip gives logits; with several scales or flip, the softmax
-  probabilities of every (scale, flip) view, resized back, are averaged.
+  probabilities of every (scale, flip) view, resized back, are averaged. `edges`
+  (B, H, W) in {0, 1}, Gated-SCNN's Canny map, travels as a fourth channel, so every
+  window, scale and flip sees it cropped, (bilinearly) resized and flipped with the
+  image.
   """
   e = config.eval
   k = config.dataset.num_classes
   x = normalize(images, config)
+  if edges is not None:
+    x = jnp.concatenate([x, edges[..., None].astype(jnp.float32)], axis=-1)
   size = x.shape[1:3]
 
   def forward(inputs):
-    return model.apply(variables, inputs, train=False)["seg"].astype(jnp.float32)
+    kw = {"edges": inputs[..., 3]} if inputs.shape[-1] == 4 else {}
+    return model.apply(variables, inputs[..., :3], train=False, **kw)["seg"].astype(jnp.float32)
 
   def logits_at(inputs):
     if e.mode == "slide":
@@ -91,26 +97,36 @@ def _scaled(size, scale):
 class SegEvaluator:
   """Accumulates the confusion matrix of `predict` over batches, on device.
 
-  `predict(variables, images) -> (B, H, W)` class ids; predictions never leave the
-  device, only the (K, K) matrix does, once per split.
+  `predict(variables, images) -> (B, H, W)` class ids (given the batch's "edges" too
+  when it has them); predictions never leave the device, only the (K, K) matrix
+  does, once per split. With `boundary_tolerance` > 0 the per-class boundary counts
+  (`metrics.boundary_counts`) accumulate beside it and the scores include the
+  boundary F-score at that tolerance.
   """
 
-  def __init__(self, predict, num_classes, ignore_index, data_sharding, replicated):
-    self.num_classes = num_classes
+  def __init__(self, predict, num_classes, ignore_index, data_sharding, replicated, boundary_tolerance=0):
+    self.num_classes, self.tolerance = num_classes, boundary_tolerance
 
-    def step(cm, variables, batch):
-      pred = predict(variables, batch["image"])
-      return cm + metrics.confusion_matrix(pred, batch["label"], num_classes, ignore_index)
+    def step(acc, variables, batch):
+      cm, bc = acc
+      pred = predict(variables, batch["image"], **({"edges": batch["edges"]} if "edges" in batch else {}))
+      cm = cm + metrics.confusion_matrix(pred, batch["label"], num_classes, ignore_index)
+      if boundary_tolerance > 0:
+        bc = bc + metrics.boundary_counts(pred, batch["label"], num_classes, boundary_tolerance, ignore_index)
+      return cm, bc
 
     self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
     self.data_sharding, self.replicated = data_sharding, replicated
 
   def __call__(self, variables, batches, to_device):
     start = time.time()
-    cm = jax.device_put(jnp.zeros((self.num_classes,) * 2, jnp.int32), self.replicated)
+    acc = jax.device_put((jnp.zeros((self.num_classes,) * 2, jnp.int32),
+                          jnp.zeros((self.num_classes, 4), jnp.int32)), self.replicated)
     for batch in batches:
-      cm = self.step(cm, variables, to_device(batch))
-    cm = np.asarray(jax.device_get(cm))
+      acc = self.step(acc, variables, to_device(batch))
+    cm, bc = (np.asarray(a) for a in jax.device_get(acc))
     scores = metrics.segmentation_scores(cm)
+    if self.tolerance > 0:
+      scores.update(metrics.boundary_scores(bc), boundary_f_tolerance=self.tolerance)
     scores["eval_seconds"] = time.time() - start
     return scores, cm

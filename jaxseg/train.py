@@ -57,10 +57,11 @@ def make_loss_fn(config, model):
   """loss_fn(params, batch_stats, batch, dropout_key) -> (loss, (terms, new batch_stats))."""
 
   def loss_fn(params, batch_stats, batch, dropout_key):
+    edges = {"edges": batch["edges"]} if "edges" in batch else {}  # Gated-SCNN's Canny map
     outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
                                    normalize(batch["image"], config), train=True, labels=batch["label"],
-                                   mutable=["batch_stats"], rngs={"dropout": dropout_key})
-    loss, terms = segmentation_loss(outputs, batch["label"], config)
+                                   mutable=["batch_stats"], rngs={"dropout": dropout_key}, **edges)
+    loss, terms = segmentation_loss(outputs, batch["label"], config, jax.random.fold_in(dropout_key, 1))
     return loss, (terms, updates["batch_stats"])
 
   return loss_fn
@@ -92,8 +93,8 @@ def make_train_step(config, model, tx, schedule):
 
 
 def make_predict(config, eval_model):
-  def predict(variables, images):
-    return jnp.argmax(predict_scores(eval_model, variables, images, config), axis=-1)
+  def predict(variables, images, edges=None):
+    return jnp.argmax(predict_scores(eval_model, variables, images, config, edges), axis=-1)
   return predict
 
 
@@ -239,7 +240,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
                        in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl),
                        donate_argnums=0)
   evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
-                           config.dataset.ignore_index, data_sh, repl)
+                           config.dataset.ignore_index, data_sh, repl, config.eval.boundary_f_tolerance)
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
   predict_images = jax.jit(make_predict(config, eval_model), out_shardings=repl)
   palette = datasets.palette(config.dataset.num_classes, builder)
@@ -252,6 +253,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     print(format_table(scores, class_names, step), flush=True)
     record = {"step": step, **{k: scores[k] for k in ("miou", "aacc", "macc", "per_class_iou",
                                                        "per_class_acc", "eval_seconds")}}
+    record.update({k: scores[k] for k in ("boundary_f", "boundary_precision", "boundary_recall",
+                                          "per_class_boundary_f", "boundary_f_tolerance") if k in scores})
     if jax.process_index() == 0:
       _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
     tb.scalars(step, {k: scores[k] for k in ("miou", "aacc", "macc")}, "eval/")
@@ -386,7 +389,8 @@ def evaluate_checkpoint(config, workdir):
                                   sharding.eval_batch_size(config), jax.process_index(),
                                   jax.process_count())
   evaluator = SegEvaluator(make_predict(config, seg.model), config.dataset.num_classes,
-                           config.dataset.ignore_index, seg.data_sharding, seg.replicated)
+                           config.dataset.ignore_index, seg.data_sharding, seg.replicated,
+                           config.eval.boundary_f_tolerance)
   scores, _ = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
   print(format_table(scores, datasets.class_names(builder, config.dataset.num_classes), seg.step),
         flush=True)

@@ -57,7 +57,8 @@ class _Named:
 
 def train_dataset(config, source, process_index=0, process_count=1):
   """Infinite MapDataset of host-local training batches {"image", "label"}: uint8
-  (B/hosts, H, W, 3) and (B/hosts, H, W). Reshuffled every epoch."""
+  (B/hosts, H, W, 3) and (B/hosts, H, W), plus "edges" (B/hosts, H, W) with
+  input.canny_edges. Reshuffled every epoch."""
   batch = config.train.batch_size
   if batch % process_count:
     raise ConfigError(f"config train.batch_size {batch} is not divisible by {process_count} hosts")
@@ -91,13 +92,16 @@ def eval_batches(config, source, batch_size, process_index=0, process_count=1):
   """
   size = tuple(config.input.eval_size)
   ignore = config.dataset.ignore_index
+  canny = tuple(config.input.canny_thresholds) if config.input.get("canny_edges", False) else None
   fn = functools.partial(transforms.eval_transform, size=size, ignore_index=ignore,
                          short_side=config.input.eval_short_side,
-                         long_side=config.input.eval_long_side)
+                         long_side=config.input.eval_long_side, canny_thresholds=canny)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
   ds = ds[process_index::process_count].map(_Named(fn, config.dataset.eval_split))
   per_host = -(-len(source) // process_count)
   blank = {"image": np.zeros((*size, 3), np.uint8), "label": np.full(size, ignore, np.uint8)}
+  if canny is not None:
+    blank["edges"] = np.zeros(size, np.uint8)
   for start in range(0, per_host, batch_size):
     items = [ds[i] if i < len(ds) else blank for i in range(start, start + batch_size)]
-    yield {k: np.stack([it[k] for it in items]) for k in ("image", "label")}
+    yield {k: np.stack([it[k] for it in items]) for k in blank}

@@ -74,6 +74,13 @@ def photometric_distortion(image, rng):
   return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def canny(image, thresholds=(10, 100)):
+  """Gated-SCNN's image gradients: cv2.Canny of the grey version of the un-normalised
+  uint8 RGB `image` -> (H, W) uint8, 1 on edges."""
+  grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+  return (cv2.Canny(grey, *(int(t) for t in thresholds)) > 0).astype(np.uint8)
+
+
 def check_record(record, where):
   """The (image, label) arrays of a record, or a ValueError naming it."""
   image, label = record["image"], record["label"]
@@ -94,7 +101,10 @@ def train_transform(record, rng, cfg, ignore_index, where="record"):
     image, label = image[:, ::-1], label[:, ::-1]
   if cfg.photometric:
     image = photometric_distortion(image, rng)
-  return {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
+  out = {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
+  if cfg.get("canny_edges", False):  # of the augmented crop the network sees
+    out["edges"] = canny(out["image"], cfg.canny_thresholds)
+  return out
 
 
 def resize_to_bounds(image, label, short_side, long_side, max_size):
@@ -118,13 +128,19 @@ def resize_to_bounds(image, label, short_side, long_side, max_size):
           cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
 
 
-def eval_transform(record, size, ignore_index, where="record", short_side=0, long_side=0):
+def eval_transform(record, size, ignore_index, where="record", short_side=0, long_side=0,
+                   canny_thresholds=None):
   """Full image (resized to `short_side`/`long_side` if given, see resize_to_bounds)
-  padded to the static `size`; the padding is labelled ignore."""
+  padded to the static `size`; the padding is labelled ignore. With
+  `canny_thresholds`, also "edges": the Canny map of the image, padded with 0."""
   image, label = check_record(record, where)
   image, label = resize_to_bounds(image, label, short_side, long_side, size)
   if label.shape[0] > size[0] or label.shape[1] > size[1]:
     raise InputDataError(f"{where}: image is {label.shape[0]}x{label.shape[1]}, larger than "
                      f"config input.eval_size {tuple(size)}")
+  out = {}
+  if canny_thresholds is not None:
+    edges = canny(image, canny_thresholds)
+    out["edges"] = np.pad(edges, ((0, size[0] - edges.shape[0]), (0, size[1] - edges.shape[1])))
   image, label = pad_to(image, label, size, ignore_index)
-  return {"image": image, "label": label}
+  return {"image": image, "label": label, **out}

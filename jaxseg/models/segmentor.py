@@ -3,7 +3,7 @@
 `Segmentor(...)(images, train)` takes normalised NHWC float images and returns a dict
 of logits at feature resolution: "seg" from the decode head, plus in training one entry
 per auxiliary head ("aux") and any extra output of the decode head (DANet's "pam",
-"cam", EncNet's class-presence logits "se"). Losses and inference resize them to the
+"cam", EncNet's class-presence logits "se", Gated-SCNN's boundary logits "edge"). Losses and inference resize them to the
 label/image size.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.encnet import EncNetHead
 from jaxseg.models.heads.fcn import FCNHead
+from jaxseg.models.heads.gscnn import GSCNNHead
 from jaxseg.models.heads.mcibi import MCIBIHead
 from jaxseg.models.heads.psp import PSPHead
 from jaxseg.models.heads.stdc import STDCHead
@@ -33,12 +34,14 @@ class Segmentor(nn.Module):
   neck: nn.Module | None = None  # rewrites the feature dict (FastFCN's JPU replaces c4)
 
   @nn.compact
-  def __call__(self, images, train: bool = False, labels=None):
+  def __call__(self, images, train: bool = False, labels=None, edges=None):
     features = self.backbone(images, train)
     if self.neck is not None:
       features = self.neck(features, train)
     # A head with state learned from the ground truth (MCIBI's memory) gets the labels.
     extra = {"labels": labels} if getattr(self.decode_head, "uses_labels", False) else {}
+    if getattr(self.decode_head, "uses_edges", False):  # Gated-SCNN: Canny map (B, H, W) in {0, 1}
+      extra["edges"] = edges
     out = self.decode_head(features, train, **extra)  # logits, or a dict of logits with "seg"
     outputs = dict(out) if isinstance(out, dict) else {"seg": out}
     if not train:  # extra and auxiliary outputs only supervise training
@@ -161,6 +164,19 @@ def _stdc(config, os_, common):
                   m.detail_head, **common)
 
 
+def _gscnn(config, os_, common):
+  m = config.model
+  if m.gscnn_shape_stream and not config.input.canny_edges:
+    raise ConfigError("config key input.canny_edges must be True for model.decode_head='gscnn' "
+                      "with the shape stream (its fusion takes the Canny edges of the image)")
+  if len(m.gscnn_shape_channels) != 4:
+    raise ConfigError(f"config key model.gscnn_shape_channels needs 4 widths (residual block, then "
+                      f"after each of the three 1x1 convs), got {tuple(m.gscnn_shape_channels)}")
+  return GSCNNHead(config.dataset.num_classes, m.head_channels, scaled_rates(m.aspp_rates, os_),
+                   tuple(m.gscnn_shape_channels), m.gscnn_low_level_channels, m.gscnn_shape_stream,
+                   m.dropout, **common)
+
+
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
 HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi, "fcn": _fcn,
-         "stdc": _stdc}
+         "stdc": _stdc, "gscnn": _gscnn}

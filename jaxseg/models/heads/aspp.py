@@ -30,7 +30,9 @@ class ASPP(nn.Module):
   project_kernel: int = 1  # 3 in mmsegmentation
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, extra=()):
+    """`extra`: further branches (B, h, w, C) computed by the caller, concatenated
+    before the projection (Gated-SCNN's edge branch)."""
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     branches = [ConvBN(self.channels, 1, **kw, name="conv1x1")(x, train)]
     for i, rate in enumerate(self.rates):
@@ -40,7 +42,7 @@ class ASPP(nn.Module):
     pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
     pooled = ConvBN(self.channels, 1, **kw, name="image_pool")(pooled, train)
     branches.append(jnp.broadcast_to(pooled, branches[0].shape))
-    x = jnp.concatenate(branches, axis=-1)
+    x = jnp.concatenate(branches + list(extra), axis=-1)
     return ConvBN(self.channels, self.project_kernel, **kw, name="project")(x, train)
 
 

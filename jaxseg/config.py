@@ -111,6 +111,11 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,  # the latest K, plus the best by mIoU
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
+      # Asynchronous replicas (jaxseg/replicas.py; DeepLabv3 App. B): R device groups step
+      # on their own B/R share and average parameters every H steps, D steps late.
+      replicas=1,  # R; 1 = synchronous data parallelism
+      exchange_every=8,  # H
+      exchange_delay=1,  # D, 0 <= D < H: steps the exchange overlaps with
   )
 
   c.eval = dict(

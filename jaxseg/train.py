@@ -23,6 +23,7 @@ from jaxseg.losses import segmentation_loss
 from jaxseg.metrics import format_table
 from jaxseg.models.segmentor import build_model
 from jaxseg.optim import make_optimizer
+from jaxseg.replicas import Replicas
 
 
 @flax.struct.dataclass
@@ -69,8 +70,10 @@ def make_train_step(config, model, tx, schedule):
   base_key = jax.random.key(config.seed)
   grad_fn = jax.value_and_grad(make_loss_fn(config, model), has_aux=True)
 
-  def train_step(state, batch):
+  def train_step(state, batch, replica=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
+    if replica is not None:  # asynchronous replicas (jaxseg.replicas) draw their own masks
+      dropout_key = jax.random.fold_in(dropout_key, replica)
     (loss, (terms, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     grad_norm = optax.tree.norm(grads)
@@ -229,11 +232,15 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   train_step = jax.jit(make_train_step(config, model, tx, schedule),
                        in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl),
                        donate_argnums=0)
+  replicas = None
+  if config.train.replicas > 1:  # asynchronous replicas: `state` holds R stacked copies
+    replicas = Replicas(config, make_train_step(config, model, tx, schedule))
+    state = replicas.stack(state)
   evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
                            config.dataset.ignore_index, data_sh, repl)
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
 
-  def run_eval(step):
+  def run_eval(step, state):
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
                                     jax.process_index(), jax.process_count())
     scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
@@ -245,7 +252,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
     return scores["miou"]
 
-  def save(step, miou=None):
+  def save(step, state, miou=None):
     """An async checkpoint; a failed write (disk full, ...) is reported and retried at
     the next checkpoint, the state in memory and the earlier checkpoints untouched."""
     try:
@@ -281,7 +288,10 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   with StopSignals() as signals:
     while step < c.steps:
       batch = next(iterator)
-      state, logs = train_step(state, to_device(batch))
+      if replicas:
+        state, logs = replicas.step(state, batch, step + 1)
+      else:
+        state, logs = train_step(state, to_device(batch))
       step += 1
       images += c.batch_size
       if pending:
@@ -308,20 +318,23 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
                         {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
                          "skipped_records": len(train_source.skipped)})
         t_log, images, paused = time.time(), 0, 0.0
+      single = state
+      if replicas and (is_ckpt or signals.received):
+        single, state = replicas.synchronise(state, state_sh)  # the one state to evaluate and save
       if is_ckpt:
         t_pause = time.time()
-        miou = run_eval(step) if is_eval else None
-        saved_ok = save(step, miou)
+        miou = run_eval(step, single) if is_eval else None
+        saved_ok = save(step, single, miou)
         paused += time.time() - t_pause
       if signals.received and not is_ckpt:
-        saved_ok = save(step)
+        saved_ok = save(step, single)
       if signals.received or step == stop_after:
         break
   if not finish_saves() or not saved_ok:
     raise WorkdirError(f"the last checkpoint (step {step}) could not be written to {mngr.directory}")
   if signals.received:
     raise Preempted(step, signals.received, mngr.directory)
-  return state
+  return replicas.synchronise(state, state_sh)[0] if replicas else state
 
 
 def evaluate_checkpoint(config, workdir):

@@ -58,11 +58,19 @@ class Replicas:
     self.stacked = NamedSharding(mesh, P("replica"))  # replica r's copy on its device group
     self.replicated = NamedSharding(mesh, P())
     r = self.count
-    local = jax.vmap(train_step)  # one independent step per replica, replica id -> dropout
+
+    def one_replica(state, batch):  # its own state (leading axis 1) and B/R images
+      state = jax.tree.map(lambda x: x[0], state)
+      state, logs = train_step(state, batch, jax.lax.axis_index("replica"))  # own dropout masks
+      return jax.tree.map(lambda x: x[None], (state, logs))
+
+    # Manual over `replica` only: within a replica, `data` stays automatic (SyncBN
+    # over the replica's devices); across replicas nothing is communicated.
+    local = jax.shard_map(one_replica, mesh=mesh, in_specs=P("replica"), out_specs=P("replica"),
+                          axis_names={"replica"})
 
     def step(state, snapshot, batch, take, apply):
-      split = jax.tree.map(lambda x: x.reshape(r, x.shape[0] // r, *x.shape[1:]), batch)
-      state, logs = local(state, split, jnp.arange(r))
+      state, logs = local(state, batch)
       exchanged = (state.params, state.batch_stats)
       if take:
         snapshot = exchanged

@@ -235,7 +235,6 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   replicas = None
   if config.train.replicas > 1:  # asynchronous replicas: `state` holds R stacked copies
     replicas = Replicas(config, make_train_step(config, model, tx, schedule))
-    state = replicas.stack(state)
   evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
                            config.dataset.ignore_index, data_sh, repl)
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
@@ -279,6 +278,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   c = config.train
   guard = NonFiniteGuard(c)
   step = int(state.step)
+  if replicas:
+    state = replicas.stack(state)
   if step >= c.steps:
     print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
   # Throughput since the last log line, leaving out time spent evaluating and saving.

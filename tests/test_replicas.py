@@ -6,7 +6,10 @@ import sys
 
 from tests.conftest import ROOT, run_cli
 
-# Runs in a subprocess: 4 CPU devices must be requested before JAX starts.
+# Runs in a subprocess with 2 CPU devices, one per replica: each replica computes
+# exactly what the one-device reference does, so the comparison is exact up to the
+# exchange arithmetic (with several devices per replica, SyncBN's cross-device sums
+# round differently, and the tiny BN batches amplify that from step to step).
 CHECK = r"""
 import jax, jax.numpy as jnp, numpy as np
 from jaxseg import sharding
@@ -16,7 +19,7 @@ from jaxseg.models.segmentor import build_model
 from tests.conftest import load_config
 
 config = load_config("quickstart", "tiny")
-config.train.update(batch_size=4, replicas=2, exchange_every=3, exchange_delay=1)
+config.train.update(batch_size=4, steps=100, replicas=2, exchange_every=3, exchange_delay=1)
 model = build_model(config)
 init_fn, abstract, tx, schedule = state_factory(config, model)
 train_step = make_train_step(config, model, tx, schedule)
@@ -49,10 +52,11 @@ assert state.params["decode_head"]["classifier"]["kernel"].sharding.spec[0] == "
 for r in range(2):
   got = jax.tree.map(lambda x: np.asarray(x[r]), (state.params, state.batch_stats))
   diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - np.asarray(b)))), got, (ref[r].params, ref[r].batch_stats))
-  assert max(jax.tree.leaves(diff)) < 1e-5, (r, diff)
-# The replicas differ (they exchanged at step 4, then stepped apart for 3 steps) ...
+  assert max(jax.tree.leaves(diff)) < 1e-6, (r, diff)
+# The replicas differ (exchanges at steps 4 and 7 keep each one's own progress since
+# its snapshot) ...
 a, b = (np.asarray(state.params["decode_head"]["classifier"]["kernel"][r]) for r in range(2))
-assert np.abs(a - b).max() > 1e-4
+assert np.abs(a - b).max() > 1e-5
 # ... and synchronise to their average.
 mesh = sharding.make_mesh()
 single, state = replicas.synchronise(state, sharding.replicated(mesh))
@@ -62,7 +66,7 @@ print("OK")
 
 
 def test_exchange_rule_matches_replicas_run_one_by_one():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   result = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

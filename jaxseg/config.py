@@ -143,6 +143,11 @@ def base_config() -> ml_collections.ConfigDict:
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
       tensorboard_images=3,  # eval predictions drawn into TensorBoard at each evaluation; 0 = none
+      # Asynchronous replicas (jaxseg/replicas.py; DeepLabv3 App. B): R device groups step
+      # on their own B/R share and average parameters every H steps, D steps late.
+      replicas=1,  # R; 1 = synchronous data parallelism
+      exchange_every=8,  # H
+      exchange_delay=1,  # D, 0 <= D < H: steps the exchange overlaps with
   )
 
   c.eval = dict(

@@ -24,6 +24,7 @@ from jaxseg.losses import segmentation_loss
 from jaxseg.metrics import format_table
 from jaxseg.models.segmentor import build_model
 from jaxseg.optim import make_optimizer
+from jaxseg.replicas import Replicas
 
 
 @flax.struct.dataclass
@@ -71,8 +72,10 @@ def make_train_step(config, model, tx, schedule):
   base_key = jax.random.key(config.seed)
   grad_fn = jax.value_and_grad(make_loss_fn(config, model), has_aux=True)
 
-  def train_step(state, batch):
+  def train_step(state, batch, replica=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
+    if replica is not None:  # asynchronous replicas (jaxseg.replicas) draw their own masks
+      dropout_key = jax.random.fold_in(dropout_key, replica)
     (loss, (terms, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     grad_norm = optax.tree.norm(grads)
@@ -239,13 +242,16 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   train_step = jax.jit(make_train_step(config, model, tx, schedule),
                        in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl),
                        donate_argnums=0)
+  replicas = None
+  if config.train.replicas > 1:  # asynchronous replicas: `state` holds R stacked copies
+    replicas = Replicas(config, make_train_step(config, model, tx, schedule))
   evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
                            config.dataset.ignore_index, data_sh, repl, config.eval.boundary_f_tolerance)
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
   predict_images = jax.jit(make_predict(config, eval_model), out_shardings=repl)
   palette = datasets.palette(config.dataset.num_classes, builder)
 
-  def run_eval(step):
+  def run_eval(step, state):
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
                                     jax.process_index(), jax.process_count())
     scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
@@ -264,7 +270,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
                       config.train.tensorboard_images)
     return scores["miou"]
 
-  def save(step, miou=None):
+  def save(step, state, miou=None):
     """An async checkpoint; a failed write (disk full, ...) is reported and retried at
     the next checkpoint, the state in memory and the earlier checkpoints untouched."""
     try:
@@ -291,6 +297,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   c = config.train
   guard = NonFiniteGuard(c)
   step = int(state.step)
+  if replicas:
+    state = replicas.stack(state)
   if step >= c.steps:
     print(f"Already trained to step {step} (train.steps = {c.steps}); nothing to do.")
   # Throughput since the last log line, leaving out time spent evaluating and saving.
@@ -300,7 +308,10 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   with StopSignals() as signals:
     while step < c.steps:
       batch = next(iterator)
-      state, logs = train_step(state, to_device(batch))
+      if replicas:
+        state, logs = replicas.step(state, batch, step + 1)
+      else:
+        state, logs = train_step(state, to_device(batch))
       step += 1
       images += c.batch_size
       if pending:
@@ -328,13 +339,16 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
                         {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
                          "skipped_records": len(train_source.skipped)})
         t_log, images, paused = time.time(), 0, 0.0
+      single = state
+      if replicas and (is_ckpt or signals.received):
+        single, state = replicas.synchronise(state, state_sh)  # the one state to evaluate and save
       if is_ckpt:
         t_pause = time.time()
-        miou = run_eval(step) if is_eval else None
-        saved_ok = save(step, miou)
+        miou = run_eval(step, single) if is_eval else None
+        saved_ok = save(step, single, miou)
         paused += time.time() - t_pause
       if signals.received and not is_ckpt:
-        saved_ok = save(step)
+        saved_ok = save(step, single)
       if signals.received or step == stop_after:
         break
   tb.close()
@@ -346,7 +360,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   if best and jax.process_index() == 0:
     where = best["checkpoint"] if os.path.isdir(best["checkpoint"]) else "its checkpoint was not kept"
     print(f"FINAL best mIoU {best['miou']:.4f} at step {best['step']}: {where}", flush=True)
-  return state
+  return replicas.synchronise(state, state_sh)[0] if replicas else state
 
 
 def best_evaluation(workdir):

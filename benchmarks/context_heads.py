@@ -30,14 +30,17 @@ from jaxseg.tools.benchmark import compiled_memory_bytes  # noqa: E402
 from jaxseg.tools.flops import cost_flops  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402
 
-CONFIGS = ["deeplabv3_voc", "pspnet_voc", "danet_cityscapes", "fastfcn_pascal_context", "mcibi_ade20k"]
+CONFIGS = ["deeplabv3_voc", "pspnet_voc", "danet_cityscapes", "fastfcn_pascal_context",
+           "fastfcn_pascal_context:encnet", "mcibi_ade20k"]
 
 
 def load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  """configs/NAME.py's config, NAME[:variant] as on the command line."""
+  file, _, variant = name.partition(":")
+  spec = importlib.util.spec_from_file_location(file, os.path.join(ROOT, "configs", f"{file}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(variant) if variant else module.get_config()
 
 
 def memory_gb(compiled):
@@ -104,11 +107,11 @@ def main():
   p.add_argument("--iters", type=int, default=5)
   args = p.parse_args()
   print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, training batch {args.batch}")
-  head = f"{'config':<24}{'crop':>10}{'R-':>5}{'fwd GFLOPs':>12}{'train mem GB':>14}{'img/s':>8}{'compile s':>11}"
+  head = f"{'config':<31}{'crop':>10}{'R-':>5}{'fwd GFLOPs':>12}{'train mem GB':>14}{'img/s':>8}{'compile s':>11}"
   print(head + "\n" + "-" * len(head))
   for name in args.configs:
     r = measure(name, args.batch, args.run, args.iters)
-    print(f"{r['config']:<24}{r['crop']:>10}{r['depth']:>5}{r['gflops']:>12.1f}{r['train_mem_gb']:>14.2f}"
+    print(f"{r['config']:<31}{r['crop']:>10}{r['depth']:>5}{r['gflops']:>12.1f}{r['train_mem_gb']:>14.2f}"
           f"{r['img_s']:>8.2f}{r['compile_s']:>11.1f}", flush=True)
   n, mem = pam_memory()
   print(f"\nDANet PAM forward+backward at 769x769 (OS8, N = {n}, C = 512, batch 1): "

@@ -1,11 +1,10 @@
 """Asynchronous replicas vs synchronous training at equal total images (DeepLabv3 App. B).
 
 Trains configs/quickstart.py:tiny on `shapes` once synchronously and once with each
-replica count, every run with the same global batch and number of steps (so the same
-images), on CPU devices simulated with XLA_FLAGS, and prints final mIoU and time per
-image:
+replica count, every run on the same number of images, on CPU devices simulated with
+XLA_FLAGS, and prints final mIoU and time per image:
 
-  python benchmarks/async_replicas.py [--steps 600] [--replicas 2 4] [--devices 4]
+  python benchmarks/async_replicas.py [--steps 600] [--replicas 2 4] [--devices 4] [--scale_batch]
 
 The runs are `python -m jaxseg.main` subprocesses; their work dirs stay under --root.
 On one CPU the simulated devices share the same cores, so the time per image shows
@@ -25,10 +24,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def train(workdir, devices, steps, crop, replicas, every, delay):
+def train(workdir, devices, steps, batch, crop, replicas, every, delay):
   shutil.rmtree(workdir, ignore_errors=True)
   args = [sys.executable, "-m", "jaxseg.main", "--config", "configs/quickstart.py:tiny", "--workdir", workdir,
-          f"--config.train.steps={steps}", f"--config.train.eval_every={steps}",
+          f"--config.train.steps={steps}", f"--config.train.batch_size={batch}", f"--config.train.eval_every={steps}",
           f"--config.train.ckpt_every={steps}", f"--config.train.log_every={max(steps // 10, 1)}",
           f"--config.input.crop_size=({crop},{crop})", f"--config.train.replicas={replicas}",
           f"--config.train.exchange_every={every}", f"--config.train.exchange_delay={delay}"]
@@ -54,14 +53,20 @@ def main():
   p.add_argument("--exchange_every", type=int, default=8)
   p.add_argument("--exchange_delay", type=int, default=1)
   p.add_argument("--root", default="/tmp/jaxseg_async_replicas")
+  p.add_argument("--scale_batch", action="store_true",
+                 help="every replica gets the synchronous run's batch 8 (global batch 8R) for steps/R "
+                      "steps, as the paper's replicas each had a whole batch; default: the replicas "
+                      "split the global batch 8 and run all the steps")
   args = p.parse_args()
   rows = [("sync", 1)] + [(f"async x{r}", r) for r in args.replicas]
-  print(f"quickstart:tiny on shapes, {args.steps} steps, global batch 8, crop {args.crop}, "
+  mode = "batch 8 per replica, steps / R" if args.scale_batch else "global batch 8 split over the replicas"
+  print(f"quickstart:tiny on shapes, {args.steps} steps ({mode}), crop {args.crop}, "
         f"{args.devices} CPU devices, exchange every {args.exchange_every} steps, delay {args.exchange_delay}")
   header = f"{'training':<10}{'replicas':>9}{'mIoU':>8}{'img/s':>8}{'ms/img':>8}{'wall s':>8}"
   print(header + "\n" + "-" * len(header), flush=True)
   for name, r in rows:
-    miou, wall, rate = train(os.path.join(args.root, name.replace(" ", "")), args.devices, args.steps,
+    steps, batch = (args.steps // r, 8 * r) if args.scale_batch else (args.steps, 8)
+    miou, wall, rate = train(os.path.join(args.root, name.replace(" ", "")), args.devices, steps, batch,
                              args.crop, r, args.exchange_every, args.exchange_delay)
     print(f"{name:<10}{r:>9}{miou:>8.4f}{rate:>8.1f}{1000 / rate:>8.1f}{wall:>8.0f}", flush=True)
 

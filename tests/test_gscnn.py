@@ -282,6 +282,7 @@ def test_inference_views_carry_the_edge_map_with_the_image():
   want = jnp.concatenate([x[..., :2], 5.0 * edges[..., None]], -1)
   config = lambda **e: ml_collections.ConfigDict({
       "dataset": {"num_classes": 3, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+      "model": {"align_corners": False},
       "eval": {"mode": "whole", "scales": (1.0,), "flip": False, "crop_size": (8, 8), "stride": (4, 5), **e}})
   np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(), edges), want, rtol=1e-6)
   np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(mode="slide"), edges), want, rtol=1e-5)

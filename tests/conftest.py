@@ -2,11 +2,17 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Most tests compile the same tiny programs, many in `python -m jaxseg.main` subprocesses:
+# a compilation cache shared by the session (and inherited by the subprocesses) compiles
+# each once. Set before any test module imports JAX.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxseg-test-jit-cache-"))
 
 
 def load_config(name, variant=""):

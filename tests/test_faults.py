@@ -75,7 +75,7 @@ def test_kill_9_during_async_saves_always_resumes_from_an_intact_checkpoint(data
   overrides = ["--config.train.steps=30", "--config.train.log_every=1", "--config.train.ckpt_every=1",
                "--config.train.eval_every=1000", "--config.train.keep_checkpoints=2"]
   rng = random.Random(1)
-  for _ in range(3):
+  for _ in range(2):
     proc = start(workdir, *overrides)
     first = wait_for_step(proc, 1)
     wait_for_step(proc, first + rng.randint(1, 4))

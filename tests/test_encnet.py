@@ -3,9 +3,8 @@ numpy written from the paper's equations, and the head inside the FastFCN model.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from jaxseg.losses import class_presence, segmentation_loss, semantic_encoding_loss
+from jaxseg.losses import class_presence, semantic_encoding_loss
 from jaxseg.models.heads.encnet import Encoding
 from jaxseg.models.segmentor import build_model
 from jaxseg.train import make_loss_fn, state_factory
@@ -63,35 +62,31 @@ def test_class_presence_and_se_loss():
                              bce, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["fastfcn_pascal_context", "fastfcn_ade20k"])
-def test_encnet_variant_outputs_and_loss(name):
-  config = load_config(name, "encnet,tiny")
+def test_encnet_variant_outputs_loss_and_gradients():
+  assert load_config("fastfcn_ade20k", "encnet,tiny").model.decode_head == "encnet"
+  config = load_config("fastfcn_pascal_context", "encnet,tiny")
   assert config.model.decode_head == "encnet" and config.loss.se_weight == 0.2
   model = build_model(config)
-  # Behind the JPU the reduction conv is 1x1, as the official code.
-  assert model.decode_head.conv_kernel == 1
-  x = jnp.zeros((2, 64, 64, 3))
-  variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=True)
-  out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
-  assert {k: v.shape for k, v in out.items()} == {"seg": (2, 8, 8, 6), "aux": (2, 4, 4, 6), "se": (2, 6)}
-  assert set(model.apply(variables, x, train=False)) == {"seg"}
-  labels = jnp.asarray(np.random.default_rng(0).integers(0, 6, (2, 64, 64)), jnp.uint8)
-  total, terms = segmentation_loss(out, labels, config)
-  assert set(terms) == {"seg", "aux", "se"}
-  np.testing.assert_allclose(float(total), float(terms["seg"] + 0.2 * terms["aux"] + 0.2 * terms["se"]),
-                             rtol=1e-6)
-
-
-def test_se_loss_trains_the_codewords():
-  config = load_config("fastfcn_pascal_context", "encnet,tiny")
-  model = build_model(config)
+  assert model.decode_head.conv_kernel == 1  # behind the JPU the reduction conv is 1x1 (official code)
   init_fn, _, _, _ = state_factory(config, model)
-  state = init_fn(jax.random.key(0))
+  state = jax.jit(init_fn)(jax.random.key(0))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  x = jnp.zeros((2, 64, 64, 3))
+  out, _ = jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                                rngs={"dropout": jax.random.key(2)}), variables)
+  assert {k: v.shape for k, v in out.items()} == {"seg": (2, 8, 8, 6), "aux": (2, 4, 4, 6), "se": (2, 6)}
+  assert set(jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)) == {"seg"}
+
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 256, (2, 64, 64, 3)), jnp.uint8),
            "label": jnp.asarray(rng.integers(0, 6, (2, 64, 64)), jnp.uint8)}
-  grads = jax.grad(lambda p: make_loss_fn(config, model)(p, state.batch_stats, batch, jax.random.key(0))[0])(
-      state.params)
+  loss_fn = make_loss_fn(config, model)
+  (total, (terms, _)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+      state.params, state.batch_stats, batch, jax.random.key(0))
+  assert set(terms) == {"seg", "aux", "se"}
+  np.testing.assert_allclose(float(total), float(terms["seg"] + 0.2 * terms["aux"] + 0.2 * terms["se"]),
+                             rtol=1e-5)
+  # The SE loss and the attention reach the codewords and smoothing factors.
   enc = grads["decode_head"]["encoding"]
   assert float(jnp.abs(enc["codewords"]).max()) > 0 and float(jnp.abs(enc["smoothing"]).max()) > 0
   assert float(jnp.abs(grads["decode_head"]["se_classifier"]["kernel"]).max()) > 0

@@ -42,11 +42,7 @@ class Ade20k(common.ArchiveBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
-            "file_name": tfds.features.Text(),
-        }),
+        features=common.semantic_features("jpeg"),
         metadata=tfds.core.MetadataDict(classes=list(CLASSES),
                                         palette=common.voc_palette(len(CLASSES) + 1)[1:]),
     )

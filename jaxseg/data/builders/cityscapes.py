@@ -54,11 +54,7 @@ class Cityscapes(common.ArchiveBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-            "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
-            "file_name": tfds.features.Text(),
-        }),
+        features=common.semantic_features("png"),
         metadata=tfds.core.MetadataDict(classes=[c[0] for c in CLASSES],
                                         palette=[list(c[2]) for c in CLASSES]),
     )

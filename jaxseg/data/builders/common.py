@@ -112,6 +112,15 @@ class Tar:
     return f"{self.path}:{name}"
 
 
+def semantic_features(encoding_format: str):
+  """The record of a semantic segmentation dataset: image, class-id label, file name."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(None, None, 3), encoding_format=encoding_format),
+      "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
+      "file_name": tfds.features.Text(),
+  })
+
+
 def files_under(tree, prefix: str, suffix: str):
   """Sorted files under `prefix` ending in `suffix`; InputDataError if there are none
   (a split folder missing from the archive is an error, not an empty split)."""

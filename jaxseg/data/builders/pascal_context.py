@@ -65,11 +65,7 @@ class PascalContext(common.ArchiveBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
-            "file_name": tfds.features.Text(),
-        }),
+        features=common.semantic_features("jpeg"),
         # The same colour for a class in both configs: background is colour 0.
         metadata=tfds.core.MetadataDict(classes=names, palette=palette[60 - len(names):]),
     )

@@ -71,10 +71,10 @@ def load(workdir, config=None, step=None) -> Segmenter:
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise NoCheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
-  mesh = sharding.make_mesh()
-  repl = sharding.replicated(mesh)
+  mesh = sharding.make_mesh(model=config.train.get("model_axis", 1))
   _, abstract_state, _, _ = state_factory(config, build_model(config))
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract_state)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, sharding.state_shardings(abstract_state, mesh))
   state, _ = checkpoint.restore(mngr, step, abstract)
   mngr.close()
   return Segmenter(config, {"params": state.params, "batch_stats": state.batch_stats}, step, mesh)

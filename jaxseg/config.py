@@ -148,6 +148,9 @@ def base_config() -> ml_collections.ConfigDict:
       replicas=1,  # R; 1 = synchronous data parallelism
       exchange_every=8,  # H
       exchange_delay=1,  # D, 0 <= D < H: steps the exchange overlaps with
+      # Devices on the mesh's `model` axis: kernels (and their momentum) are split over
+      # them along output channels (jaxseg/sharding.py); 1 = every device holds all.
+      model_axis=1,
   )
 
   c.eval = dict(

@@ -190,12 +190,14 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   check_writable(workdir)
   checkpoint.check_same_model(workdir, config)
 
-  # Mesh: every device of every host on the `data` axis.
-  mesh = sharding.make_mesh()
+  # Mesh: every device of every host, train.model_axis of them on the `model` axis.
+  mesh = sharding.make_mesh(model=config.train.model_axis)
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
-  if config.train.batch_size % jax.device_count():
+  if config.train.batch_size % mesh.shape["data"]:
     raise ConfigError(f"config train.batch_size {config.train.batch_size} is not divisible by "
-                     f"the {jax.device_count()} devices")
+                     f"the {mesh.shape['data']} devices of the mesh's data axis")
+  if config.train.model_axis > 1 and config.train.replicas > 1:
+    raise ConfigError("config train.model_axis > 1 and train.replicas > 1 cannot be combined yet")
 
   # Data.
   builder = datasets.load(config.dataset.name, config.dataset.data_dir)
@@ -206,11 +208,11 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   eval_source = pipeline.CheckedSource(datasets.source(builder, config.dataset.eval_split),
                                        config.dataset.eval_split)
 
-  # Model and abstract state -> shardings (replicated state, batch on `data`).
+  # Model and abstract state -> shardings (state replicated or split over `model`, batch on `data`).
   model = build_model(config)
   eval_model = build_model(config, config.model.eval_output_stride)
   init_fn, abstract_state, tx, schedule = state_factory(config, model)
-  state_sh = jax.tree.map(lambda _: repl, abstract_state)
+  state_sh = sharding.state_shardings(abstract_state, mesh)
 
   # Restore the latest checkpoint of this work dir, or initialise.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
@@ -234,8 +236,9 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   b = config.model.backbone
   backbone_name = f"ResNet-{b.depth}" if b.get("name", "resnet") == "resnet" else b.name.upper()
+  model_axis = f" ({mesh.shape['model']} on the model axis)" if mesh.shape["model"] > 1 else ""
   print(f"{config.model.decode_head} {backbone_name}: {num_params / 1e6:.2f}M "
-        f"params, {jax.device_count()} devices, global batch {config.train.batch_size}", flush=True)
+        f"params, {jax.device_count()} devices{model_axis}, global batch {config.train.batch_size}", flush=True)
   tb = tensorboard.Writer(os.path.join(workdir, "tensorboard"), enabled=jax.process_index() == 0)
 
   # Jitted step (donated state) and evaluator.

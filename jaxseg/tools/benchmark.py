@@ -100,13 +100,13 @@ def measure_jax(config, size, batch, infer_batch=1, iters=5, warmup=1):
   config = config.copy_and_resolve_references()
   config.input.crop_size = tuple(size)
   config.train.batch_size = batch
-  if batch % jax.device_count():
-    raise ValueError(f"--batch {batch} is not divisible by the {jax.device_count()} devices")
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(model=config.train.model_axis)
+  if batch % mesh.shape["data"]:
+    raise ValueError(f"--batch {batch} is not divisible by the {mesh.shape['data']} devices of the data axis")
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
   model = build_model(config)
   init_fn, abstract, tx, schedule = state_factory(config, model)
-  state_sh = jax.tree.map(lambda _: repl, abstract)
+  state_sh = sharding.state_shardings(abstract, mesh)
   state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))
   data = sharding.global_batch(synthetic_batch(config, batch, size), data_sh)
   step = jax.jit(make_train_step(config, model, tx, schedule), in_shardings=(state_sh, data_sh),

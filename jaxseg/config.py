@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
       jpu_channels=512,
-      decode_head="aspp",  # "aspp", "psp", "danet", "encnet", "mcibi" or "fcn"
+      decode_head="aspp",  # "aspp", "psp", "danet", "encnet", "mcibi", "fcn", "stdc" or "gscnn"
       head_channels=256,
       aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
       psp_bins=(1, 2, 3, 6),
@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
       mcibi_momentum_power=0.9,  # p
       mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
       detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
+      fcn_num_convs=1,  # decode_head "fcn": 3x3 conv + BN + ReLU layers (mmseg's FCN: 2)
+      fcn_concat_input=False,  # and one more on [c4, their output] (mmseg's FCN: True)
+      stdc_classifier_bias=False,  # STDC's 1x1 classifiers: no bias (authors' code); mmseg's have one
       gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
       gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
       gscnn_shape_stream=True,  # False: the same network without shape stream (DeepLabv3+)

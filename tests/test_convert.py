@@ -94,10 +94,12 @@ SEGMENTATION = {
                               lambda: R.TvSegmentation("deeplabv3", 14, 8, 5, aspp_channels=16), False),
     "torchvision-fcn": ("torchvision", "fcn_resnet14", lambda: R.TvSegmentation("fcn", 14, 8, 5), False),
     "mmseg-deeplabv3": ("mmseg", "deeplabv3_r14-d8", lambda: R.MMEncoderDecoder("deeplabv3", 14, 8, 4), True),
+    "mmseg-fcn": ("mmseg", "fcn_r14-d8", lambda: R.MMEncoderDecoder("fcn", 14, 8, 4), True),
     "mmseg-pspnet": ("mmseg", "pspnet_r14-d8", lambda: R.MMEncoderDecoder("pspnet", 14, 8, 4), True),
     "mmseg-danet": ("mmseg", "danet_r14-d8", lambda: R.MMEncoderDecoder("danet", 14, 8, 4), True),
     "mmseg-fastfcn": ("mmseg", "fastfcn_r14-d32_jpu_psp",
                       lambda: R.MMEncoderDecoder("pspnet", 14, 8, 4, fastfcn=True, jpu_channels=16), True),
+    "mmseg-stdc2": ("mmseg", "stdc2_seg", lambda: R.MMSTDCSegmentor((4, 5, 3), 8, 16, 8, 4), True),
 }
 
 
@@ -124,9 +126,9 @@ def test_segmentation_model_logits_match(name, tmp_path):
   report(name, diff, np.abs(theirs).max())
   assert np.abs(theirs).max() > 0.1  # the comparison is not between near-zero maps
   assert diff <= TOL
-  # Every tensor is accounted for: converted, or a BN counter.
+  # Every tensor is accounted for: converted, or a BN counter (or STDC's training-only detail head).
   assert set(converted["loaded"]) | set(converted["skipped"]) == set(sd)
-  assert all(k.endswith("num_batches_tracked") for k in converted["skipped"])
+  assert all(k.endswith("num_batches_tracked") or k.startswith("auxiliary_head.2.") for k in converted["skipped"])
 
 
 # ----------------------------------------------------------------------- backbones
@@ -158,6 +160,16 @@ def test_mmseg_resnet_v1c_backbone_from_a_segmentation_checkpoint(tmp_path):
   skipped = json.load(open(os.path.join(out, "converted.json")))["skipped"]
   assert any(k.startswith("decode_head.") for k in skipped)  # the heads are left out, and said so
   compare_backbone(out, ref.backbone.features, "mmseg-resnetv1c")
+
+
+def test_mmseg_stdc1_backbone_from_a_segmentation_checkpoint(tmp_path):
+  ref = R.randomize(R.MMSTDCSegmentor((2, 2, 2), 8, 16, 8, 4), seed=8)
+  out = run_convert(tmp_path, "mmseg", "stdc1", save({"state_dict": ref.state_dict()}, tmp_path / "stdc1.pth"))
+  with torch.no_grad():
+    theirs = [nhwc(f) for f in ref.backbone.backbone(torch_input(IMAGES))]
+  diff = max(max_diff(a, b) for a, b in zip(backbone_features(out, IMAGES)[1:], theirs))  # 1/8, 1/16, 1/32
+  report("mmseg-stdc1-backbone", diff, max(np.abs(t).max() for t in theirs))
+  assert diff <= TOL
 
 
 def write_safetensors(sd, path):

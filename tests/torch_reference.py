@@ -180,9 +180,10 @@ class TvSegmentation(nn.Module):
 
 # ---------------------------------------------------------------- mmsegmentation
 class ConvModule(nn.Module):
-  def __init__(self, cin, cout, k, dilation=1, groups=1, act=True):
+  def __init__(self, cin, cout, k, dilation=1, groups=1, act=True, stride=1):
     super().__init__()
-    self.conv = nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups, bias=False)
+    self.conv = nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2), dilation=dilation, groups=groups,
+                          bias=False)
     self.bn = nn.BatchNorm2d(cout)
     self.act = act
 
@@ -285,10 +286,17 @@ class MMDAHead(nn.Module):
 
 
 class MMFCNHead(nn.Module):
-  def __init__(self, cin, channels, num_classes):
+  def __init__(self, cin, channels, num_classes, num_convs=1, concat_input=False):
     super().__init__()
-    self.convs = nn.Sequential(ConvModule(cin, channels, 3))
+    self.convs = nn.Sequential(*[ConvModule(cin if i == 0 else channels, channels, 3) for i in range(num_convs)])
+    if concat_input:
+      self.conv_cat = ConvModule(cin + channels, channels, 3)
+    self.concat_input = concat_input
     self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+  def forward(self, x):
+    y = self.convs(x)
+    return self.conv_seg(self.conv_cat(torch.cat([x, y], dim=1)) if self.concat_input else y)
 
 
 class DepthwiseSeparableConvModule(nn.Module):
@@ -331,6 +339,8 @@ class MMEncoderDecoder(nn.Module):
       self.decode_head = MMASPPHead(cin, cin // 4, num_classes)
     elif head == "pspnet":
       self.decode_head = MMPSPHead(cin, cin // 4, num_classes)
+    elif head == "fcn":
+      self.decode_head = MMFCNHead(cin, cin // 4, num_classes, num_convs=2, concat_input=True)
     else:
       self.decode_head = MMDAHead(cin, cin // 4, num_classes, cin // 32)
     self.auxiliary_head = MMFCNHead(c3, c3 // 4, num_classes)
@@ -340,6 +350,124 @@ class MMEncoderDecoder(nn.Module):
     if self.neck is not None:
       c4 = self.neck((c2, c3, c4))[-1]
     return mm_resize(self.decode_head(c4), x.shape[2:])
+
+
+# ---------------------------------------------------------------- mmsegmentation STDC
+class MMSTDCModule(nn.Module):
+  """bottleneck_type "cat": layers.0 1x1 to N/2, then 3x3 convs to N/4, N/8, N/8; with
+  stride 2 a depthwise "downsample" ConvModule follows layers.0 and an average pool
+  takes layers.0's output into the concatenation."""
+
+  def __init__(self, cin, cout, stride, num_convs=4):
+    super().__init__()
+    self.stride = stride
+    self.layers = nn.ModuleList([ConvModule(cin, cout // 2, 1)])
+    if stride == 2:
+      self.downsample = ConvModule(cout // 2, cout // 2, 3, groups=cout // 2, act=False, stride=2)
+      self.skip = nn.AvgPool2d(3, 2, 1)
+    for i in range(1, num_convs):
+      self.layers.append(ConvModule(cout // 2 ** i, cout // 2 ** (i + 1 if i != num_convs - 1 else i), 3))
+
+  def forward(self, x):
+    x0 = self.layers[0](x)
+    x = self.downsample(x0) if self.stride == 2 else x0
+    outs = [self.skip(x0) if self.stride == 2 else x0]
+    for layer in self.layers[1:]:
+      x = layer(x)
+      outs.append(x)
+    return torch.cat(outs, dim=1)
+
+
+class MMSTDCNet(nn.Module):
+  def __init__(self, modules=(2, 2, 2), width=64):
+    super().__init__()
+    channels = (width // 2, width, width * 4, width * 8, width * 16)
+    self.stages = nn.ModuleList([ConvModule(3, channels[0], 3, stride=2), ConvModule(channels[0], channels[1], 3, stride=2)])
+    for s, n in enumerate(modules):
+      self.stages.append(nn.Sequential(*[MMSTDCModule(channels[s + 1] if m == 0 else channels[s + 2], channels[s + 2],
+                                                      2 if m == 0 else 1) for m in range(n)]))
+
+  def forward(self, x):
+    outs = []
+    for stage in self.stages:
+      x = stage(x)
+      outs.append(x)
+    return outs[2:]  # 1/8, 1/16, 1/32
+
+
+class PlainConv(nn.Module):  # mmcv ConvModule without a norm: .conv, no bias here
+  def __init__(self, cin, cout, act):
+    super().__init__()
+    self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+    self.act = act
+
+  def forward(self, x):
+    return F.relu(self.conv(x)) if self.act else self.conv(x)
+
+
+class MMARM(nn.Module):
+  def __init__(self, cin, cout):
+    super().__init__()
+    self.conv_layer = ConvModule(cin, cout, 3)
+    self.atten_conv_layer = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvModule(cout, cout, 1, act=False), nn.Sigmoid())
+
+  def forward(self, x):
+    x = self.conv_layer(x)
+    return x * self.atten_conv_layer(x)
+
+
+class MMSTDCFFM(nn.Module):
+  def __init__(self, cin, cout, scale_factor=4):
+    super().__init__()
+    self.conv0 = ConvModule(cin, cout, 1)
+    self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), PlainConv(cout, cout // scale_factor, True),
+                                   PlainConv(cout // scale_factor, cout, False), nn.Sigmoid())
+
+  def forward(self, spatial, context):
+    x = self.conv0(torch.cat([spatial, context], dim=1))
+    return x * self.attention(x) + x
+
+
+class MMSTDCContextPathNet(nn.Module):
+  def __init__(self, modules, width, context):
+    super().__init__()
+    self.backbone = MMSTDCNet(modules, width)
+    self.arms = nn.ModuleList([MMARM(width * 16, context), MMARM(width * 8, context)])
+    self.convs = nn.ModuleList([ConvModule(context, context, 3), ConvModule(context, context, 3)])
+    self.conv_avg = ConvModule(width * 16, context, 1)
+    self.ffm = MMSTDCFFM(width * 4 + context, 2 * context)
+
+  def forward(self, x):
+    outs = self.backbone(x)
+    feature_up = F.interpolate(self.conv_avg(F.adaptive_avg_pool2d(outs[-1], 1)), outs[-1].shape[2:], mode="nearest")
+    arms_out = []
+    for i in range(2):
+      x_arm = self.arms[i](outs[-1 - i]) + feature_up
+      feature_up = self.convs[i](F.interpolate(x_arm, outs[-2 - i].shape[2:], mode="nearest"))
+      arms_out.append(feature_up)
+    return [outs[0], *arms_out, self.ffm(outs[0], arms_out[1])]
+
+
+class MMSTDCDetailHead(MMFCNHead):  # STDCHead: an FCNHead with 2 channels and its Laplacian kernels
+  def __init__(self, cin, channels):
+    super().__init__(cin, channels, 2)
+    self.register_buffer("laplacian_kernel", torch.tensor([-1, -1, -1, -1, 8, -1, -1, -1, -1.0]).reshape(1, 1, 3, 3))
+    self.fusion_kernel = nn.Parameter(torch.tensor([[0.6], [0.3], [0.1]]).reshape(1, 3, 1, 1), requires_grad=False)
+
+
+class MMSTDCSegmentor(nn.Module):
+  """mmseg's STDC EncoderDecoder: the decode head on the fusion, logits resized to the
+  input with align_corners=True."""
+
+  def __init__(self, modules=(2, 2, 2), width=64, context=128, aux=64, num_classes=19):
+    super().__init__()
+    self.backbone = MMSTDCContextPathNet(modules, width, context)
+    self.decode_head = MMFCNHead(2 * context, 2 * context, num_classes)
+    self.auxiliary_head = nn.ModuleList([MMFCNHead(context, aux, num_classes), MMFCNHead(context, aux, num_classes),
+                                         MMSTDCDetailHead(width * 4, aux)])
+
+  def forward(self, x):
+    return F.interpolate(self.decode_head(self.backbone(x)[3]), x.shape[2:], mode="bilinear", align_corners=True)
 
 
 # ---------------------------------------------------------------- timm deep stem

@@ -1,5 +1,5 @@
-"""mmsegmentation: ResNetV1c backbones and the DeepLabV3, PSPNet, DANet and FastFCN
-(JPU + PSP/ASPP) models, as saved by its runner ({"meta", "state_dict"}).
+"""mmsegmentation: ResNetV1c backbones, the FCN, DeepLabV3, PSPNet, DANet and FastFCN
+(JPU + PSP/ASPP) models and STDC1/2, as saved by its runner ({"meta", "state_dict"}).
 
 ResNetV1c = a deep stem (three 3x3 ConvModules: stem.0/1, stem.3/4, stem.6/7) and
 torchvision-style Bottlenecks; "-d8"/"-d16" models dilate the last stages with
@@ -8,12 +8,20 @@ concatenate in another order than ours, fixed up below: ASPPHead puts the image 
 first ([pool, 1x1, r1, r2, r3]; ours: [1x1, r1, r2, r3, pool]) and projects with a
 3x3 "bottleneck"; JPU concatenates [c2, c3, c4] (ours: [c4, c3, c2]). Upsampling is
 bilinear with align_corners=False in these configs.
-STDC checkpoints are not mapped here yet.
+
+STDC (STDCContextPathNet): backbone.backbone is the STDCNet (stages.0/1 ConvModules,
+stages.2-4 STDC modules with bottleneck_type "cat"); backbone.{conv_avg, arms, convs,
+ffm} are the context path and fusion; the decode head and the two auxiliary heads are
+FCNHeads (one 3x3 ConvModule, conv_seg with a bias) on the fusion, the 1/8 and the 1/16
+path. Its detail head (auxiliary_head.2) predicts 2 sigmoid channels where ours
+predicts 1: it is training only and is skipped (model.detail_head = False). Logits
+are upsampled with align_corners=True.
 """
 from __future__ import annotations
 
 import re
 
+from jaxseg.convert.io import ConversionError
 from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, prefixed, reorder_blocks, resnet_rows, shape
 
 RESNET_V1C = [
@@ -66,6 +74,13 @@ DA_HEAD = [  # DAHead: PAM and CAM branches, a classifier on each and on their s
     ("decode_head.conv_seg", "decode_head/classifier", "conv"),
 ]
 
+FCN_HEAD = [  # FCNHead(num_convs=2, concat_input=True), the fcn_r*-d8 decode head
+    *conv_module("decode_head.convs.0", "decode_head/conv"),
+    *conv_module("decode_head.convs.{i}", "decode_head/conv{i+1}"),
+    *conv_module("decode_head.conv_cat", "decode_head/conv_cat"),
+    ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+]
+
 FCN_AUX = [  # FCNHead(num_convs=1, concat_input=False) as the auxiliary head
     *conv_module("auxiliary_head.convs.0", "aux_heads_aux/conv"),
     ("auxiliary_head.conv_seg", "aux_heads_aux/classifier", "conv"),
@@ -107,18 +122,80 @@ def jpu_concat_order(out):
         out[key] = (reorder_blocks(value, axis, (2, 1, 0)), src)
 
 
-HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD)}
-KNOWN = ("resnet{18,50,101}_v1c, {deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
-         "fastfcn_r{50,101}-d32_jpu_{psp,aspp}")
+STDC_NET = [  # stages.{s} for s >= 2 hold STDC modules {m}: our stage{s+1}_{m}
+    *conv_module("stages.0", "backbone/stage1"),
+    *conv_module("stages.1", "backbone/stage2"),
+    *conv_module("stages.{s}.{m}.layers.{i}", "backbone/stage{s+1}_{m}/block{i+1}"),
+    ("stages.{s}.{m}.downsample.conv", "backbone/stage{s+1}_{m}/downsample_conv", "conv"),
+    ("stages.{s}.{m}.downsample.bn", "backbone/stage{s+1}_{m}/downsample_bn", "bn"),
+]
+
+
+def fcn_output(src, dst):
+  """FCNHead(num_convs=1, concat_input=False) -> our STDC Output."""
+  return [*conv_module(f"{src}.convs.0", f"{dst}/conv"), (f"{src}.conv_seg", f"{dst}/classifier", "conv")]
+
+
+STDC_SEG = [
+    *prefixed(STDC_NET, "backbone.backbone."),
+    *conv_module("backbone.conv_avg", "decode_head/global_context"),
+    *conv_module("backbone.arms.0.conv_layer", "decode_head/arm32/conv"),  # arms.0 refines the 1/32 feature
+    *conv_module("backbone.arms.0.atten_conv_layer.1", "decode_head/arm32/attention"),
+    *conv_module("backbone.arms.1.conv_layer", "decode_head/arm16/conv"),
+    *conv_module("backbone.arms.1.atten_conv_layer.1", "decode_head/arm16/attention"),
+    *conv_module("backbone.convs.0", "decode_head/up32"),
+    *conv_module("backbone.convs.1", "decode_head/up16"),
+    *conv_module("backbone.ffm.conv0", "decode_head/ffm/conv"),
+    ("backbone.ffm.attention.1.conv", "decode_head/ffm/squeeze", "conv"),
+    ("backbone.ffm.attention.2.conv", "decode_head/ffm/excite", "conv"),
+    *fcn_output("decode_head", "decode_head/seg_head"),
+    *fcn_output("auxiliary_head.0", "decode_head/aux16_head"),  # in_index 2: the 1/8 context path
+    *fcn_output("auxiliary_head.1", "decode_head/aux32_head"),  # in_index 1: the 1/16 one
+]
+
+
+def stdc_arch(name, stdc, backbone_only):
+  """mmseg STDC1/2: the STDCNet alone (ImageNet weights, or the backbone of a
+  segmentation checkpoint), or the whole STDC segmentation model."""
+  if backbone_only:
+    def config(sd):
+      return {"model.backbone.name": stdc, "model.backbone.width": shape(sd, "stages.1.conv.weight")[0],
+              "model.backbone.output_stride": 32, "model.eval_output_stride": 32, "model.decode_head": "stdc"}
+    return Arch(name, STDC_NET, config, skip=(r"final_conv\..*",), strip_prefix="backbone.backbone.",
+                backbone_only=True)
+
+  def config(sd):
+    context, head = shape(sd, "backbone.conv_avg.conv.weight")[0], shape(sd, "decode_head.convs.0.conv.weight")[0]
+    if 2 * context != head:
+      raise ConversionError(f"backbone.conv_avg has {context} channels and decode_head.convs.0 {head}: "
+                            "jaxseg's STDC context path is half the head's width")
+    has_aux = "auxiliary_head.0.conv_seg.weight" in sd
+    return {"model.backbone.name": stdc, "model.backbone.width": shape(sd, "backbone.backbone.stages.1.conv.weight")[0],
+            "model.backbone.output_stride": 32, "model.eval_output_stride": 32,
+            "model.decode_head": "stdc", "model.neck": "", "model.head_channels": head,
+            "model.aux_head": has_aux,
+            "model.aux_channels": shape(sd, "auxiliary_head.0.convs.0.conv.weight")[0] if has_aux else 64,
+            "model.detail_head": False, "model.stdc_classifier_bias": True, "model.align_corners": True,
+            "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0]}
+  return Arch(name, STDC_SEG, config, skip=(r"auxiliary_head\.2\..*",))
+
+
+HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD),
+         "fcn": ("fcn", FCN_HEAD)}
+KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
+         "fastfcn_r{50,101}-d32_jpu_{psp,aspp}, stdc{1,2} (backbone), stdc{1,2}_seg")
 
 
 def arch(name):
+  m = re.fullmatch(r"(stdc[12])(_seg)?", name)
+  if m:
+    return stdc_arch(name, m.group(1), backbone_only=not m.group(2))
   m = re.fullmatch(r"resnet(?P<depth>\d+)_v1c", name)
   if m:
     depth = parse_depth(name, m, KNOWN)
     return Arch(name, RESNET_V1C, lambda sd: backbone_keys(depth, shape(sd, "stem.6.weight")[0], "deep"),
                 skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)
-  m = re.fullmatch(r"(?P<method>deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
+  m = re.fullmatch(r"(?P<method>fcn|deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
   m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp)", name)
   depth = parse_depth(name, m, KNOWN)
   method, os_ = m.group("method"), int(m.group("os"))
@@ -142,6 +219,10 @@ def arch(name):
       keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
                    "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,
                    "model.aspp_extra_conv": False})
+    elif decode_head == "fcn":
+      keys.update({"model.head_channels": shape(sd, "decode_head.convs.0.conv.weight")[0],
+                   "model.fcn_num_convs": len({k.split(".")[2] for k in sd if k.startswith("decode_head.convs.")}),
+                   "model.fcn_concat_input": "decode_head.conv_cat.conv.weight" in sd})
     elif decode_head == "psp":
       keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
                    "model.psp_bins": (1, 2, 3, 6), "model.psp_pooling": "avg", "model.psp_reduction": True})

@@ -149,10 +149,11 @@ def _mcibi(config, os_, common):
 
 
 def _fcn(config, os_, common):
-  """FCN-32s/8s style decode head on c4 (torchvision's fcn_resnet50/101): the auxiliary
-  head's 3x3 conv + BN + ReLU, dropout, 1x1 classifier."""
+  """FCN decode head on c4: torchvision's fcn_resnet50/101 (one 3x3 conv + BN + ReLU),
+  or mmseg's fcn_r50-d8 (model.fcn_num_convs = 2, model.fcn_concat_input)."""
   m = config.model
-  return FCNHead(config.dataset.num_classes, m.head_channels, "c4", m.dropout, **common)
+  return FCNHead(config.dataset.num_classes, m.head_channels, "c4", m.dropout, m.get("fcn_num_convs", 1),
+                 m.get("fcn_concat_input", False), **common)
 
 
 def _stdc(config, os_, common):
@@ -161,7 +162,7 @@ def _stdc(config, os_, common):
     raise ConfigError(f"config key model.backbone.output_stride: the STDC head takes c2/c3/c4 at "
                      f"strides 8/16/32, got output stride {os_}")
   return STDCHead(config.dataset.num_classes, m.head_channels, m.aux_channels, m.aux_head,
-                  m.detail_head, **common)
+                  m.detail_head, m.get("stdc_classifier_bias", False), **common)
 
 
 def _gscnn(config, os_, common):

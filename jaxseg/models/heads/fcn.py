@@ -1,5 +1,7 @@
-"""FCN head (Long et al. 2015) as toolboxes use it for auxiliary supervision on c3:
-3x3 conv + BN + ReLU, dropout, 1x1 classifier."""
+"""FCN head (Long et al. 2015) as toolboxes use it: 3x3 conv + BN + ReLU, dropout, 1x1
+classifier (the auxiliary head on c3, torchvision's FCN). mmsegmentation's FCN models
+stack `num_convs` such convs and, with `concat_input`, fuse [input, their output] by
+one more 3x3 conv + BN + ReLU before the dropout."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,12 +17,19 @@ class FCNHead(nn.Module):
   channels: int = 256
   in_feature: str = "c3"
   dropout: float = 0.1
+  num_convs: int = 1
+  concat_input: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features, train: bool):
-    x = ConvBN(self.channels, 3, bn_momentum=self.bn_momentum, dtype=self.dtype,
-               name="conv")(features[self.in_feature], train)
+    kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
+    x = features[self.in_feature]
+    for i in range(self.num_convs):
+      x = ConvBN(self.channels, 3, **kw, name="conv" if i == 0 else f"conv{i + 1}")(x, train)
+    if self.concat_input:
+      x = ConvBN(self.channels, 3, **kw, name="conv_cat")(
+          jnp.concatenate([features[self.in_feature], x], axis=-1), train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

@@ -11,7 +11,7 @@ fusion on an STDC backbone, with two auxiliary heads and the detail head in trai
                  path), "detail" = Output(c2) with one channel (detail guidance, 1/8).
 
 The context path width is head_channels / 2 (128 for the paper's 256); the up2
-upsampling is nearest, as the authors' code. At inference only the "seg" branch is
+upsampling is nearest, as PyTorch's in the authors' code. At inference only the "seg" branch is
 traced: the auxiliary and detail heads cost nothing.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
-from jaxseg.models.layers import ConvBN, resize
+from jaxseg.models.layers import ConvBN
 
 
 class AttentionRefinement(nn.Module):
@@ -53,20 +54,28 @@ class FeatureFusion(nn.Module):
 
 
 class Output(nn.Module):
-  """3x3 ConvBNReLU + 1x1 conv to the classes (BiSeNet's output head)."""
+  """3x3 ConvBNReLU + 1x1 conv to the classes (BiSeNet's output head; the authors'
+  classifier has no bias, mmsegmentation's has one)."""
   num_classes: int
   channels: int
+  bias: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = ConvBN(self.channels, 3, bn_momentum=self.bn_momentum, dtype=self.dtype, name="conv")(x, train)
-    return nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype, name="classifier")(x)
+    return nn.Conv(self.num_classes, (1, 1), use_bias=self.bias, dtype=self.dtype, name="classifier")(x)
 
 
 def up_to(x, like):
-  return resize(x, like.shape[1:3], method="nearest")
+  """Nearest upsampling to `like`'s size as PyTorch's (the authors' and mmseg's code):
+  source index floor(i * in / out). jax.image.resize's half-pixel rule picks other
+  rows when the sizes are not multiples of 32."""
+  (h, w), (oh, ow) = x.shape[1:3], like.shape[1:3]
+  rows = np.minimum(np.floor(np.arange(oh, dtype=np.float32) * np.float32(h / oh)), h - 1).astype(np.int32)
+  cols = np.minimum(np.floor(np.arange(ow, dtype=np.float32) * np.float32(w / ow)), w - 1).astype(np.int32)
+  return x[:, rows][:, :, cols]
 
 
 class STDCHead(nn.Module):
@@ -75,6 +84,7 @@ class STDCHead(nn.Module):
   aux_channels: int = 64  # width of the auxiliary and detail heads
   aux_heads: bool = True
   detail_head: bool = True
+  classifier_bias: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
@@ -89,11 +99,12 @@ class STDCHead(nn.Module):
     p16 = AttentionRefinement(context, **kw, name="arm16")(c3, train) + u32
     u16 = ConvBN(context, 3, **kw, name="up16")(up_to(p16, c2), train)
     fused = FeatureFusion(self.channels, **kw, name="ffm")(c2, u16, train)
-    outputs = {"seg": Output(self.num_classes, self.channels, **kw, name="seg_head")(fused, train)}
+    bias = self.classifier_bias
+    outputs = {"seg": Output(self.num_classes, self.channels, bias, **kw, name="seg_head")(fused, train)}
     if train:  # training-only supervision; never traced at inference
       if self.aux_heads:
-        outputs["aux16"] = Output(self.num_classes, self.aux_channels, **kw, name="aux16_head")(u16, train)
-        outputs["aux32"] = Output(self.num_classes, self.aux_channels, **kw, name="aux32_head")(u32, train)
+        outputs["aux16"] = Output(self.num_classes, self.aux_channels, bias, **kw, name="aux16_head")(u16, train)
+        outputs["aux32"] = Output(self.num_classes, self.aux_channels, bias, **kw, name="aux32_head")(u32, train)
       if self.detail_head:
         outputs["detail"] = Output(1, self.aux_channels, **kw, name="detail_head")(c2, train)
     return outputs

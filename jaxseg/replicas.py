@@ -8,14 +8,16 @@ staleness:
 
 - The devices form a (`replica`, `data`) mesh. Replica r holds its own copy of the
   training state and takes optimizer steps on its share B/R of the global batch, with
-  its own BatchNorm statistics (and MCIBI memory); no communication between replicas.
+  its own BatchNorm statistics and MCIBI memory; no communication between replicas.
 - Every `train.exchange_every` = H steps each replica snapshots its parameters and BN
   statistics s_r. `train.exchange_delay` = D steps later, while the replicas went on
   stepping, the mean of the snapshots replaces each replica's own snapshot in its
   current weights:   w_r <- w_r + mean_r'(s_r') - s_r.
   The mean (one all-reduce) depends only on the snapshots, so XLA overlaps it with the
   step it is part of; with D = 0 it is plain periodic averaging, w_r <- mean(w).
-  The staleness is bounded by H + D steps and the run is deterministic.
+  The staleness is bounded by H + D steps and the run is deterministic. BN statistics
+  are exchanged like parameters. An MCIBI memory row is averaged over the replicas
+  that have seen its class, since the others hold zeros there (`exchange`).
 - Momentum stays local. At every evaluation and checkpoint the replicas synchronise
   exactly (parameters, BN statistics and optimizer state averaged), so a checkpoint
   holds one ordinary TrainState: eval, predict, `jaxseg.load` and resuming with any
@@ -36,6 +38,45 @@ from jaxseg.errors import ConfigError
 def _mean_over_replicas(x):
   """Average of the float leaves over the leading replica axis; counters are equal."""
   return jnp.mean(x, axis=0) if jnp.issubdtype(x.dtype, jnp.floating) else x[0]
+
+
+def _memory_mean(memory, seen):
+  """MCIBI's class memory (R, K, C) with its (R, K) flags: a row is the mean over the
+  replicas that have seen its class (a replica that has not holds zeros there, which
+  must not pull the row towards 0); seen by any replica."""
+  count = jnp.sum(seen, axis=0)
+  mean = jnp.sum(jnp.where(seen[..., None], memory, 0.0), axis=0) / jnp.maximum(count, 1)[:, None]
+  return mean[None], (count > 0)[None]
+
+
+def exchange(current, snapshot):
+  """w_r <- w_r + mean(s) - s_r on stacked trees (leading replica axis). Counters
+  (MCIBI's step) are equal in every replica and stay. MCIBI's memory rows follow the
+  same rule where replica r had seen the class at the snapshot; where it had not, it
+  keeps a row it has filled since, or adopts the others' mean."""
+  if isinstance(current, dict):
+    out = {k: exchange(current[k], snapshot[k]) for k in current if k not in ("memory", "seen")}
+    if "memory" in current and "seen" in current:
+      (w, w_seen), (s, s_seen) = (current["memory"], current["seen"]), (snapshot["memory"], snapshot["seen"])
+      mean, any_seen = _memory_mean(s, s_seen)
+      out["memory"] = jnp.where(s_seen[..., None], w + mean - s, jnp.where(w_seen[..., None], w, mean))
+      out["seen"] = w_seen | any_seen
+    return out
+  if jnp.issubdtype(current.dtype, jnp.floating):
+    return current + jnp.mean(snapshot, axis=0, keepdims=True) - snapshot
+  return current
+
+
+def average(tree):
+  """One tree from the stacked one: float leaves averaged, counters taken from replica
+  0, MCIBI's memory averaged over the replicas that have seen each class."""
+  if isinstance(tree, dict):
+    out = {k: average(v) for k, v in tree.items() if k not in ("memory", "seen")}
+    if "memory" in tree and "seen" in tree:
+      memory, seen = _memory_mean(tree["memory"], tree["seen"])
+      out.update(memory=memory[0], seen=seen[0])
+    return out
+  return _mean_over_replicas(tree)
 
 
 class Replicas:
@@ -75,17 +116,20 @@ class Replicas:
       if take:
         snapshot = exchanged
       if apply:  # w_r <- w_r + mean(s) - s_r
-        exchanged = jax.tree.map(lambda w, s: w + jnp.mean(s, axis=0, keepdims=True) - s, exchanged, snapshot)
-        state = state.replace(params=exchanged[0], batch_stats=exchanged[1])
+        state = state.replace(params=exchange(state.params, snapshot[0]),
+                              batch_stats=exchange(state.batch_stats, snapshot[1]))
       logs = {k: (jnp.all(v) if k == "finite" else jnp.mean(v)) for k, v in logs.items()}
       return state, (snapshot if take and not apply else None), logs
 
     # Three programs: plain steps, snapshot steps, exchange steps (one when D = 0).
-    self._step = jax.jit(step, static_argnums=(3, 4), donate_argnums=(0, 1),
+    self._step = jax.jit(step, static_argnums=(3, 4), donate_argnums=0,
                          out_shardings=(self.stacked, self.stacked, self.replicated))
     self._stack = jax.jit(lambda s: jax.tree.map(lambda x: jnp.broadcast_to(x, (r, *x.shape)), s),
                           out_shardings=self.stacked)
-    self._mean = jax.jit(lambda s: jax.tree.map(_mean_over_replicas, s), out_shardings=self.replicated)
+    self._mean = jax.jit(lambda s: s.replace(step=s.step[0], params=average(s.params),
+                                             batch_stats=average(s.batch_stats),
+                                             opt_state=jax.tree.map(_mean_over_replicas, s.opt_state)),
+                         out_shardings=self.replicated)
     self.snapshot = None
 
   def stack(self, state):

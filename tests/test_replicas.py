@@ -81,3 +81,35 @@ def test_two_replicas_train_from_the_cli(data_dir, tmp_path):
   # The checkpoint holds one ordinary state: it evaluates on a single device.
   result = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", str(tmp_path), "--mode", "eval")
   assert result.returncode == 0 and "step 4: mIoU" in result.stdout, result.stderr[-3000:]
+
+
+def test_exchange_and_average_keep_mcibi_memory_rows_and_counters():
+  """MCIBI's memory: a row averages over the replicas that have seen its class (the
+  others hold zeros); `seen` is any replica's; counters stay; floats follow w + mean(s) - s."""
+  import numpy as np
+  from jaxseg.replicas import average, exchange
+  rng = np.random.default_rng(0)
+  w_mem, s_mem = rng.normal(size=(2, 3, 2)).astype(np.float32), rng.normal(size=(2, 3, 2)).astype(np.float32)
+  s_seen = np.array([[True, True, False], [True, False, False]])
+  w_seen = np.array([[True, True, False], [True, False, True]])  # replica 1 met class 2 after the snapshot
+  s_mem[~s_seen], w_mem[~w_seen] = 0.0, 0.0
+  kernel_w, kernel_s = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(2, 4)).astype(np.float32)
+  current = {"head": {"memory": w_mem, "seen": w_seen, "step": np.array([5, 5], np.int32)}, "kernel": kernel_w}
+  snapshot = {"head": {"memory": s_mem, "seen": s_seen, "step": np.array([4, 4], np.int32)}, "kernel": kernel_s}
+  got = exchange(current, snapshot)
+
+  np.testing.assert_allclose(got["kernel"], kernel_w + kernel_s.mean(0) - kernel_s, rtol=1e-6)
+  np.testing.assert_array_equal(got["head"]["step"], [5, 5])
+  mem = np.asarray(got["head"]["memory"])
+  np.testing.assert_allclose(mem[:, 0], w_mem[:, 0] + s_mem[:, 0].mean(0) - s_mem[:, 0], rtol=1e-6)  # both had it
+  np.testing.assert_allclose(mem[0, 1], w_mem[0, 1], rtol=1e-6)  # only replica 0's row: the mean is its own
+  np.testing.assert_allclose(mem[1, 1], s_mem[0, 1], rtol=1e-6)  # replica 1 adopts it
+  np.testing.assert_array_equal(mem[0, 2], [0, 0])  # nobody had class 2 at the snapshot
+  np.testing.assert_allclose(mem[1, 2], w_mem[1, 2], rtol=1e-6)  # replica 1's own since then stays
+  np.testing.assert_array_equal(got["head"]["seen"], [[True, True, False], [True, True, True]])
+
+  avg = average(current)
+  np.testing.assert_allclose(avg["head"]["memory"], [w_mem[:, 0].mean(0), w_mem[0, 1], w_mem[1, 2]], rtol=1e-6)
+  np.testing.assert_array_equal(avg["head"]["seen"], [True, True, True])
+  np.testing.assert_allclose(avg["kernel"], kernel_w.mean(0), rtol=1e-6)
+  assert int(avg["head"]["step"]) == 5

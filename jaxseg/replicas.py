@@ -112,9 +112,8 @@ class Replicas:
 
     def step(state, snapshot, batch, take, apply):
       state, logs = local(state, batch)
-      exchanged = (state.params, state.batch_stats)
       if take:
-        snapshot = exchanged
+        snapshot = (state.params, state.batch_stats)
       if apply:  # w_r <- w_r + mean(s) - s_r
         state = state.replace(params=exchange(state.params, snapshot[0]),
                               batch_stats=exchange(state.batch_stats, snapshot[1]))

@@ -74,3 +74,13 @@ def test_cli_training_on_eight_devices_restores_on_one(data_dir, tmp_path):
   out = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", workdir, "--mode", "eval")
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"step 4: mIoU {final['miou']:.4f}" in out.stdout
+
+
+def test_model_axis_must_divide_the_devices():
+  import jax
+  import pytest
+  from jaxseg import sharding
+  from jaxseg.errors import ConfigError
+  n = jax.device_count()
+  with pytest.raises(ConfigError, match=f"train.model_axis = {n + 1} must divide the {n} devices"):
+    sharding.make_mesh(model=n + 1)

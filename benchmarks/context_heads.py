@@ -31,7 +31,7 @@ from jaxseg.tools.flops import cost_flops  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402
 
 CONFIGS = ["deeplabv3_voc", "pspnet_voc", "danet_cityscapes", "fastfcn_pascal_context",
-           "fastfcn_pascal_context:encnet", "mcibi_ade20k"]
+           "fastfcn_pascal_context:encnet", "mcibi_ade20k", "gscnn_cityscapes"]
 
 
 def load(name):
@@ -55,8 +55,10 @@ def measure(name, batch, run, iters):
   init_fn, abstract, tx, schedule = state_factory(config, model)
   variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
   x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-  fwd = jax.jit(lambda v, x: build_model(config, config.model.eval_output_stride).apply(v, x)["seg"])
-  forward = fwd.lower(variables, x).compile()
+  edges = config.input.get("canny_edges", False)  # Gated-SCNN: the Canny map rides with the image
+  eval_model = build_model(config, config.model.eval_output_stride)
+  fwd = jax.jit(lambda v, x, e: eval_model.apply(v, x, **({"edges": e} if edges else {}))["seg"])
+  forward = fwd.lower(variables, x, jax.ShapeDtypeStruct((1, h, w), jnp.float32)).compile()
   mesh = sharding.make_mesh()
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
   state_sh = jax.tree.map(lambda _: repl, abstract)
@@ -64,6 +66,8 @@ def measure(name, batch, run, iters):
                  out_shardings=(state_sh, repl), donate_argnums=0)
   batch_spec = {"image": jax.ShapeDtypeStruct((batch, h, w, 3), jnp.uint8),
                 "label": jax.ShapeDtypeStruct((batch, h, w), jnp.uint8)}
+  if edges:
+    batch_spec["edges"] = jax.ShapeDtypeStruct((batch, h, w), jnp.uint8)
   t = time.perf_counter()
   train = step.lower(abstract, batch_spec).compile()
   row = {"config": name, "crop": f"{h}x{w}", "depth": config.model.backbone.depth,
@@ -72,9 +76,11 @@ def measure(name, batch, run, iters):
   if run:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))
     rng = np.random.default_rng(0)
-    data = sharding.global_batch({"image": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
-                                  "label": rng.integers(0, config.dataset.num_classes, (batch, h, w),
-                                                        dtype=np.uint8)}, data_sh)
+    data = {"image": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
+            "label": rng.integers(0, config.dataset.num_classes, (batch, h, w), dtype=np.uint8)}
+    if edges:
+      data["edges"] = rng.integers(0, 2, (batch, h, w), dtype=np.uint8)
+    data = sharding.global_batch(data, data_sh)
     state, logs = train(state, data)
     jax.block_until_ready(logs["loss"])
     t = time.perf_counter()

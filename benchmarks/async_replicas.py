@@ -4,7 +4,7 @@ Trains configs/quickstart.py:tiny on `shapes` once synchronously and once with e
 replica count, every run on the same number of images, on CPU devices simulated with
 XLA_FLAGS, and prints final mIoU and time per image:
 
-  python benchmarks/async_replicas.py [--steps 600] [--replicas 2 4] [--devices 4] [--scale_batch]
+  python benchmarks/async_replicas.py [--steps 2000] [--batch 16] [--seeds 0 1] [--replicas 2 4] [--scale_batch]
 
 The runs are `python -m jaxseg.main` subprocesses; their work dirs stay under --root.
 On one CPU the simulated devices share the same cores, so the time per image shows
@@ -46,13 +46,13 @@ def train(workdir, devices, steps, batch, crop, replicas, every, delay, seed):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--steps", type=int, default=600)
-  p.add_argument("--batch", type=int, default=8, help="the synchronous run's batch")
+  p.add_argument("--steps", type=int, default=2000)
+  p.add_argument("--batch", type=int, default=16, help="the synchronous run's batch")
   p.add_argument("--crop", type=int, default=96)
-  p.add_argument("--seeds", type=int, nargs="+", default=[0])
+  p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
   p.add_argument("--devices", type=int, default=4)
   p.add_argument("--replicas", type=int, nargs="+", default=[2, 4])
-  p.add_argument("--exchange_every", type=int, default=8)
+  p.add_argument("--exchange_every", type=int, default=4)
   p.add_argument("--exchange_delay", type=int, default=1)
   p.add_argument("--root", default="/tmp/jaxseg_async_replicas")
   p.add_argument("--scale_batch", action="store_true",

@@ -75,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
       danet_blocked_threshold=2 ** 26,  # B*N*N elements above which PAM runs blockwise
       danet_block_size=512,  # keys per block of the blockwise PAM (and MCIBI's attention)
       encnet_codewords=32,  # K of EncNet's encoding layer
+      encnet_reduce_kernel=0,  # its first conv: 0 = 1x1 behind the JPU (official code), else 3x3
       mcibi_channels=512,  # C of the pixel representations R and the memory rows
       mcibi_transform_channels=256,  # query/key/value width of the context refinement
       mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps

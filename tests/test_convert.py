@@ -99,6 +99,8 @@ SEGMENTATION = {
     "mmseg-danet": ("mmseg", "danet_r14-d8", lambda: R.MMEncoderDecoder("danet", 14, 8, 4), True),
     "mmseg-fastfcn": ("mmseg", "fastfcn_r14-d32_jpu_psp",
                       lambda: R.MMEncoderDecoder("pspnet", 14, 8, 4, fastfcn=True, jpu_channels=16), True),
+    "mmseg-fastfcn-enc": ("mmseg", "fastfcn_r14-d32_jpu_enc",
+                          lambda: R.MMEncoderDecoder("encnet", 14, 8, 4, fastfcn=True, jpu_channels=16), True),
     "mmseg-stdc2": ("mmseg", "stdc2_seg", lambda: R.MMSTDCSegmentor((4, 5, 3), 8, 16, 8, 4), True),
 }
 

@@ -299,6 +299,47 @@ class MMFCNHead(nn.Module):
     return self.conv_seg(self.conv_cat(torch.cat([x, y], dim=1)) if self.concat_input else y)
 
 
+class Encoding(nn.Module):
+  """mmseg's Encoding, with the explicit (B, N, K, C) residuals: a = softmax(scale *
+  |x - c|^2), e_k = sum_i a_ik (x_i - c_k)."""
+
+  def __init__(self, channels, num_codes):
+    super().__init__()
+    self.codewords = nn.Parameter(torch.empty(num_codes, channels))
+    self.scale = nn.Parameter(torch.empty(num_codes))
+
+  def forward(self, x):
+    b, c = x.shape[:2]
+    x = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
+    residual = x[:, :, None, :] - self.codewords[None, None]  # (B, N, K, C)
+    a = F.softmax(self.scale * residual.pow(2).sum(-1), dim=2)
+    return (a[..., None] * residual).sum(1)  # (B, K, C)
+
+
+class EncModule(nn.Module):
+  def __init__(self, channels, num_codes):
+    super().__init__()
+    self.encoding_project = ConvModule(channels, channels, 1)
+    self.encoding = nn.Sequential(Encoding(channels, num_codes), nn.BatchNorm1d(num_codes), nn.ReLU())
+    self.fc = nn.Sequential(nn.Linear(channels, channels), nn.Sigmoid())
+
+  def forward(self, x):
+    feat = self.encoding(self.encoding_project(x)).mean(dim=1)
+    return feat, F.relu(x + x * self.fc(feat)[:, :, None, None])
+
+
+class MMEncHead(nn.Module):
+  def __init__(self, cin, channels, num_classes, num_codes=32):
+    super().__init__()
+    self.bottleneck = ConvModule(cin, channels, 3)
+    self.enc_module = EncModule(channels, num_codes)
+    self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+    self.se_layer = nn.Linear(channels, num_classes)
+
+  def forward(self, x):
+    return self.conv_seg(self.enc_module(self.bottleneck(x))[1])
+
+
 class DepthwiseSeparableConvModule(nn.Module):
   def __init__(self, cin, cout, dilation):
     super().__init__()
@@ -341,6 +382,8 @@ class MMEncoderDecoder(nn.Module):
       self.decode_head = MMPSPHead(cin, cin // 4, num_classes)
     elif head == "fcn":
       self.decode_head = MMFCNHead(cin, cin // 4, num_classes, num_convs=2, concat_input=True)
+    elif head == "encnet":
+      self.decode_head = MMEncHead(cin, cin // 4, num_classes, num_codes=8)
     else:
       self.decode_head = MMDAHead(cin, cin // 4, num_classes, cin // 32)
     self.auxiliary_head = MMFCNHead(c3, c3 // 4, num_classes)
@@ -488,11 +531,15 @@ def randomize(module, seed=0):
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in module.named_parameters():
-      if name.endswith("scale"):
+      if name.endswith("encoding.0.scale"):  # negative and small: soft assignments to nearby codewords
+        p.copy_(-0.1 * torch.rand(p.shape, generator=g))
+      elif name.endswith("scale"):
         p.copy_(0.5 + torch.rand(p.shape, generator=g))
       elif p.ndim == 4:
         fan_in = p.shape[1] * p.shape[2] * p.shape[3]
         p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+      elif p.ndim == 2:  # Linear: signed, so that a sigmoid after it (EncNet's attention) does not saturate
+        p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[1]) ** 0.5)
       elif name.endswith("weight"):
         p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
       else:

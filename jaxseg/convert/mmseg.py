@@ -1,5 +1,5 @@
 """mmsegmentation: ResNetV1c backbones, the FCN, DeepLabV3, PSPNet, DANet and FastFCN
-(JPU + PSP/ASPP) models and STDC1/2, as saved by its runner ({"meta", "state_dict"}).
+(JPU + PSP/ASPP/EncNet) models and STDC1/2, as saved by its runner ({"meta", "state_dict"}).
 
 ResNetV1c = a deep stem (three 3x3 ConvModules: stem.0/1, stem.3/4, stem.6/7) and
 torchvision-style Bottlenecks; "-d8"/"-d16" models dilate the last stages with
@@ -79,6 +79,16 @@ FCN_HEAD = [  # FCNHead(num_convs=2, concat_input=True), the fcn_r*-d8 decode he
     *conv_module("decode_head.convs.{i}", "decode_head/conv{i+1}"),
     *conv_module("decode_head.conv_cat", "decode_head/conv_cat"),
     ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+]
+
+ENC_HEAD = [  # EncHead(add_lateral=False) on the JPU output, with its SE layer
+    *conv_module("decode_head.bottleneck", "decode_head/reduce"),
+    *conv_module("decode_head.enc_module.encoding_project", "decode_head/encode_in"),
+    ("decode_head.enc_module.encoding.0", "decode_head/encoding", "encoding"),
+    ("decode_head.enc_module.encoding.1", "decode_head/encoding_bn", "bn"),  # BatchNorm1d over the codewords
+    ("decode_head.enc_module.fc.0", "decode_head/attention", "linear"),
+    ("decode_head.conv_seg", "decode_head/classifier", "conv"),
+    ("decode_head.se_layer", "decode_head/se_classifier", "linear"),
 ]
 
 FCN_AUX = [  # FCNHead(num_convs=1, concat_input=False) as the auxiliary head
@@ -181,9 +191,9 @@ def stdc_arch(name, stdc, backbone_only):
 
 
 HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD),
-         "fcn": ("fcn", FCN_HEAD)}
+         "fcn": ("fcn", FCN_HEAD), "enc": ("encnet", ENC_HEAD)}
 KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
-         "fastfcn_r{50,101}-d32_jpu_{psp,aspp}, stdc{1,2} (backbone), stdc{1,2}_seg")
+         "fastfcn_r{50,101}-d32_jpu_{psp,aspp,enc}, stdc{1,2} (backbone), stdc{1,2}_seg")
 
 
 def arch(name):
@@ -196,7 +206,7 @@ def arch(name):
     return Arch(name, RESNET_V1C, lambda sd: backbone_keys(depth, shape(sd, "stem.6.weight")[0], "deep"),
                 skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)
   m = re.fullmatch(r"(?P<method>fcn|deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
-  m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp)", name)
+  m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp|enc)", name)
   depth = parse_depth(name, m, KNOWN)
   method, os_ = m.group("method"), int(m.group("os"))
   fastfcn = name.startswith("fastfcn")
@@ -219,6 +229,10 @@ def arch(name):
       keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
                    "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,
                    "model.aspp_extra_conv": False})
+    elif decode_head == "encnet":
+      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
+                   "model.encnet_reduce_kernel": shape(sd, "decode_head.bottleneck.conv.weight")[2],
+                   "model.encnet_codewords": shape(sd, "decode_head.enc_module.encoding.0.codewords")[0]})
     elif decode_head == "fcn":
       keys.update({"model.head_channels": shape(sd, "decode_head.convs.0.conv.weight")[0],
                    "model.fcn_num_convs": len({k.split(".")[2] for k in sd if k.startswith("decode_head.convs.")}),

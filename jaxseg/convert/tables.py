@@ -36,6 +36,9 @@ KINDS = {
            "running_mean": ("batch_stats", "mean", None), "running_var": ("batch_stats", "var", None),
            "num_batches_tracked": None},
     "gamma": {"scale": ("params", "gamma", to_scalar)},  # mmseg's Scale: one learnable number
+    "linear": {"weight": ("params", "kernel", np.transpose), "bias": ("params", "bias", None)},  # (out, in)
+    # mmseg's Encoding: a = softmax(scale * |x - d|^2), ours softmax(-s * |x - d|^2)
+    "encoding": {"codewords": ("params", "codewords", None), "scale": ("params", "smoothing", np.negative)},
 }
 
 

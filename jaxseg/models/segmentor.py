@@ -136,8 +136,8 @@ def _danet(config, os_, common):
 def _encnet(config, os_, common):
   m = config.model
   # Behind the JPU the official code reduces the 2048 channels with a 1x1 conv, else 3x3.
-  return EncNetHead(config.dataset.num_classes, m.head_channels, m.encnet_codewords,
-                    1 if m.neck == "jpu" else 3, m.dropout, **common)
+  kernel = m.get("encnet_reduce_kernel", 0) or (1 if m.neck == "jpu" else 3)
+  return EncNetHead(config.dataset.num_classes, m.head_channels, m.encnet_codewords, kernel, m.dropout, **common)
 
 
 def _mcibi(config, os_, common):

@@ -46,7 +46,7 @@ class EncNetHead(nn.Module):
   num_classes: int
   channels: int = 512
   codewords: int = 32
-  conv_kernel: int = 3  # the reduction conv on c4: 3x3, or 1x1 behind the JPU (official code)
+  conv_kernel: int = 3  # the reduction conv on c4: 3x3, or 1x1 behind the JPU (official code; mmseg: 3x3)
   dropout: float = 0.1
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32

@@ -4,6 +4,8 @@
   --from torchvision --arch deeplabv3_resnet101 --input deeplabv3_resnet101_coco.pth --output runs/tv_dlv3
   --from mmseg --arch pspnet_r50-d8 --input pspnet_r50-d8_512x1024_40k_cityscapes.pth \\
       --config configs/pspnet_cityscapes.py --output runs/mmseg_psp
+  --from mmseg --arch stdc1_seg --input stdc1_512x1024_80k_cityscapes.pth \\
+      --config configs/stdc1_cityscapes.py --output runs/mmseg_stdc1
   --from timm --arch resnet50.a1_in1k --input model.safetensors --output weights/timm_r50
   --from transformers --arch microsoft/resnet-50 --input model.safetensors --output weights/hf_r50
 
@@ -23,7 +25,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxseg.convert", description=__doc__.split("\n\n")[0])
   p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
   p.add_argument("--arch", required=True, help="architecture of the checkpoint (e.g. resnet101, "
-                 "deeplabv3_resnet101, pspnet_r50-d8, resnet50c, microsoft/resnet-50)")
+                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50)")
   p.add_argument("--input", required=True, help=".pth/.pt/.bin or .safetensors file")
   p.add_argument("--output", required=True, help="directory to create")
   p.add_argument("--config", default=None, help="config file for the non-model settings")

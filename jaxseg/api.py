@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
@@ -71,7 +72,8 @@ def load(workdir, config=None, step=None) -> Segmenter:
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise NoCheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
-  mesh = sharding.make_mesh(model=config.train.get("model_axis", 1))
+  # The training run's model axis where this machine's devices allow it, else a divisor.
+  mesh = sharding.make_mesh(model=math.gcd(config.train.get("model_axis", 1), jax.device_count()))
   _, abstract_state, _, _ = state_factory(config, build_model(config))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, sharding.state_shardings(abstract_state, mesh))

@@ -1,6 +1,7 @@
-"""Multi-process training on localhost: 2 processes x 2 CPU devices (gloo collectives)
-train the tiny config to the same state as 1 process x 4 devices with the same global
-batch, and the checkpoint the 2 processes wrote together restores in 1 process."""
+"""Multi-process training on localhost: 2 processes x 2 CPU devices (gloo collectives,
+each process's devices a row of the `model` axis) train the tiny config to the same
+state as 1 process x 4 devices on `data` with the same global batch, and the
+checkpoint the 2 processes wrote together restores in 1 process."""
 import json
 import os
 import socket
@@ -42,8 +43,8 @@ def last_line(path):
 def test_two_processes_match_one(data_dir, tmp_path):
   single, multi = tmp_path / "single", tmp_path / "multi"
   address = f"localhost:{free_port()}"
-  procs = [cli(multi, 2, f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}")
-           for i in range(2)]
+  procs = [cli(multi, 2, f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
+               "--config.train.model_axis=2") for i in range(2)]
   outs = [finish(p) for p in procs]
   finish(cli(single, 4))
   # Only process 0 prints progress and the evaluation table.
@@ -57,7 +58,8 @@ def test_two_processes_match_one(data_dir, tmp_path):
   with open(single / "checkpoints/4/data/metadata") as f1, open(multi / "checkpoints/4/data/metadata") as f2:
     assert json.load(f1) == json.load(f2)
 
-  # The 2-process checkpoint restores in this single process, equal to the 1-process one.
+  # The 2-process checkpoint restores in this single process (one device: no model axis),
+  # equal to the 1-process one.
   one, two = jaxseg.load(str(single)), jaxseg.load(str(multi))
   assert two.step == one.step == 4
   diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))),

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.heads.mcibi import MCIBIHead, memory_momentum, update_memory
-from tests.conftest import ROOT
+from tests.conftest import ROOT, devices_env
 
 
 def numpy_update(memory, seen, feats, labels, m, ignore=255):
@@ -105,7 +105,7 @@ print("ok")
 
 
 def test_memory_identical_on_one_and_eight_devices():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, **devices_env(8)}
   out = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, devices_env
 
 # Runs in a subprocess: the 8 CPU devices must be requested before JAX starts.
 CHECK = r"""
@@ -53,7 +53,7 @@ print("ok", float(results[0][0]))
 
 
 def test_eight_devices_equal_one_device():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, **devices_env(8)}
   out = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_cli_training_on_eight_devices_restores_on_one(data_dir, tmp_path):
   import json
   from tests.conftest import run_cli
   workdir = str(tmp_path / "run8")
-  eight = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  eight = devices_env(8)
   out = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", workdir, "--config.train.model_axis=2",
                 env=eight)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -12,13 +12,13 @@ import jax
 import numpy as np
 
 import jaxseg
-from tests.conftest import ROOT
+from tests.conftest import ROOT, devices_env
 
 ARGS = ["--config", "configs/quickstart.py:tiny", "--config.train.steps=4", "--config.train.eval_every=4"]
 
 
 def cli(workdir, devices, *extra):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  env = {**os.environ, **devices_env(devices, optimized=True)}
   return subprocess.Popen([sys.executable, "-m", "jaxseg.main", *ARGS, "--workdir", str(workdir), *extra],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

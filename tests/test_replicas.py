@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, devices_env, run_cli
 
 # Runs in a subprocess with 2 CPU devices, one per replica: each replica computes
 # exactly what the one-device reference does, so the comparison is exact up to the
@@ -66,14 +66,14 @@ print("OK")
 
 
 def test_exchange_rule_matches_replicas_run_one_by_one():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {**os.environ, **devices_env(2)}
   result = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 
 def test_two_replicas_train_from_the_cli(data_dir, tmp_path):
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = devices_env(2)
   result = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", str(tmp_path),
                    "--config.train.replicas=2", "--config.train.exchange_every=2", env=env)
   assert result.returncode == 0, result.stderr[-3000:]

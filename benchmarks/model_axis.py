@@ -13,7 +13,6 @@ the figures hold for any backend with the same number of devices.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import sys
@@ -25,17 +24,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxseg import sharding  # noqa: E402
+from jaxseg.convert import load_config_file  # noqa: E402
 from jaxseg.models.segmentor import build_model  # noqa: E402
 from jaxseg.tools.benchmark import compiled_memory_bytes, synthetic_batch  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402
-
-
-def load_config(path):
-  path, _, variant = path.partition(":")
-  spec = importlib.util.spec_from_file_location("config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
 
 
 def per_device_bytes(abstract, shardings):
@@ -74,7 +66,7 @@ def main():
   p.add_argument("--size", type=int, default=129, help="square crop of the compiled step")
   p.add_argument("--batch", type=int, default=8)
   args = p.parse_args()
-  config = load_config(args.config)
+  config = load_config_file(args.config)
   config.input.crop_size = (args.size, args.size)
   config.train.batch_size = args.batch
   print(f"{args.config}: {jax.device_count()} {jax.devices()[0].platform.upper()} devices, "

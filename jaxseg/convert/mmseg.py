@@ -91,10 +91,13 @@ ENC_HEAD = [  # EncHead(add_lateral=False) on the JPU output, with its SE layer
     ("decode_head.se_layer", "decode_head/se_classifier", "linear"),
 ]
 
-FCN_AUX = [  # FCNHead(num_convs=1, concat_input=False) as the auxiliary head
-    *conv_module("auxiliary_head.convs.0", "aux_heads_aux/conv"),
-    ("auxiliary_head.conv_seg", "aux_heads_aux/classifier", "conv"),
-]
+def fcn_output(src, dst):
+  """FCNHead(num_convs=1, concat_input=False): one ConvModule and conv_seg, as our FCN
+  auxiliary head and STDC's Output name them."""
+  return [*conv_module(f"{src}.convs.0", f"{dst}/conv"), (f"{src}.conv_seg", f"{dst}/classifier", "conv")]
+
+
+FCN_AUX = fcn_output("auxiliary_head", "aux_heads_aux")
 
 JPU_DILATIONS = (1, 2, 4, 8)
 JPU_NECK = [  # FastFCN's JPU: conv_layers on (c2, c3, c4), separable dilation_layers
@@ -139,11 +142,6 @@ STDC_NET = [  # stages.{s} for s >= 2 hold STDC modules {m}: our stage{s+1}_{m}
     ("stages.{s}.{m}.downsample.conv", "backbone/stage{s+1}_{m}/downsample_conv", "conv"),
     ("stages.{s}.{m}.downsample.bn", "backbone/stage{s+1}_{m}/downsample_bn", "bn"),
 ]
-
-
-def fcn_output(src, dst):
-  """FCNHead(num_convs=1, concat_input=False) -> our STDC Output."""
-  return [*conv_module(f"{src}.convs.0", f"{dst}/conv"), (f"{src}.conv_seg", f"{dst}/classifier", "conv")]
 
 
 STDC_SEG = [

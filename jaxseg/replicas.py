@@ -40,6 +40,9 @@ def _mean_over_replicas(x):
   return jnp.mean(x, axis=0) if jnp.issubdtype(x.dtype, jnp.floating) else x[0]
 
 
+_MCIBI_MEMORY = {"memory", "seen"}  # the MCIBI head's batch_stats entries merged together
+
+
 def _memory_mean(memory, seen):
   """MCIBI's class memory (R, K, C) with its (R, K) flags: a row is the mean over the
   replicas that have seen its class (a replica that has not holds zeros there, which
@@ -55,8 +58,9 @@ def exchange(current, snapshot):
   same rule where replica r had seen the class at the snapshot; where it had not, it
   keeps a row it has filled since, or adopts the others' mean."""
   if isinstance(current, dict):
-    out = {k: exchange(current[k], snapshot[k]) for k in current if k not in ("memory", "seen")}
-    if "memory" in current and "seen" in current:
+    memory = _MCIBI_MEMORY <= current.keys()
+    out = {k: exchange(current[k], snapshot[k]) for k in current if not (memory and k in _MCIBI_MEMORY)}
+    if memory:
       (w, w_seen), (s, s_seen) = (current["memory"], current["seen"]), (snapshot["memory"], snapshot["seen"])
       mean, any_seen = _memory_mean(s, s_seen)
       out["memory"] = jnp.where(s_seen[..., None], w + mean - s, jnp.where(w_seen[..., None], w, mean))
@@ -71,8 +75,9 @@ def average(tree):
   """One tree from the stacked one: float leaves averaged, counters taken from replica
   0, MCIBI's memory averaged over the replicas that have seen each class."""
   if isinstance(tree, dict):
-    out = {k: average(v) for k, v in tree.items() if k not in ("memory", "seen")}
-    if "memory" in tree and "seen" in tree:
+    memory = _MCIBI_MEMORY <= tree.keys()
+    out = {k: average(v) for k, v in tree.items() if not (memory and k in _MCIBI_MEMORY)}
+    if memory:
       memory, seen = _memory_mean(tree["memory"], tree["seen"])
       out.update(memory=memory[0], seen=seen[0])
     return out

@@ -25,11 +25,10 @@ class FCNHead(nn.Module):
   @nn.compact
   def __call__(self, features, train: bool):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
-    x = features[self.in_feature]
+    x = inputs = features[self.in_feature]
     for i in range(self.num_convs):
       x = ConvBN(self.channels, 3, **kw, name="conv" if i == 0 else f"conv{i + 1}")(x, train)
     if self.concat_input:
-      x = ConvBN(self.channels, 3, **kw, name="conv_cat")(
-          jnp.concatenate([features[self.in_feature], x], axis=-1), train)
+      x = ConvBN(self.channels, 3, **kw, name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

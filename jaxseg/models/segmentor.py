@@ -68,7 +68,9 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
                     contract_dilation=m.backbone.contract_dilation,
-                    extra_blocks=m.backbone.extra_blocks, **common)
+                    extra_blocks=m.backbone.extra_blocks,
+                    dilations=tuple(m.backbone.get("dilations", ())),  # work dirs saved before the key
+                    **common)
   neck = build_neck(m, common)
   # The stride of the c4 the head sees: the JPU hands it c2's OS8 resolution.
   head_os = 8 if m.neck == "jpu" else os_

@@ -39,6 +39,15 @@ def base_config() -> ml_collections.ConfigDict:
       flip=True,
       photometric=True,
       cat_max_ratio=0.75,  # re-draw crops where one class covers more than this; 1.0 disables
+      # 0: scale_range multiplies the record's size; else the short side becomes base_size x
+      # the drawn ratio (FastFCN / EncNet code: base size 520, ratio 0.5-2.0)
+      base_size=0,
+      rotate_degrees=0.0,  # random rotation in [-d, d] degrees (PSPNet: 10); 0 = none
+      rotate_prob=0.5,  # of rotating a record (PSPNet's code: 0.5)
+      rotate_image_fill=IMAGENET_MEAN,  # RGB where a rotation uncovers the canvas (PSPNet's code: the mean); label: ignore
+      blur_prob=0.0,  # of a Gaussian blur of the crop (PSPNet, FastFCN code: 0.5); 0 = none
+      blur_kernel=5,  # window (PSPNet's code: 5, OpenCV's sigma 1.1); 0 = sized from the sigma (FastFCN)
+      blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
       skip_bad_records=False,  # replace an unreadable record by the next one (and count it)

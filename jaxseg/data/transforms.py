@@ -119,8 +119,11 @@ def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_
     y0, x0 = rng.integers(0, ph - ch + 1), rng.integers(0, pw - cw + 1)
     m = crop_window_matrix((h, w), (sh, sw), angle, (y0, x0))
     crop = pad(warp(label, m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, ignore_index), y0, x0, ignore_index)
-    _, counts = np.unique(crop[crop != ignore_index], return_counts=True)
-    if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+    if cat_max_ratio >= 1:
+      break
+    counts = np.bincount(crop.ravel(), minlength=ignore_index + 1)  # (np.unique sorts: 8x slower)
+    counts[ignore_index] = 0
+    if np.count_nonzero(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
       break
   # Replicated borders as cv2.resize's (a constant border would blend the fill into the
   # outermost half pixel); where a rotation uncovers the canvas the fill is put back.

@@ -94,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
       detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
       fcn_num_convs=1,  # decode_head "fcn": 3x3 conv + BN + ReLU layers (mmseg's FCN: 2)
       fcn_concat_input=False,  # and one more on [c4, their output] (mmseg's FCN: True)
+      fcn_dilation=1,  # of those stacked convs (mmseg's fcn-d6 models: 6)
       stdc_classifier_bias=False,  # STDC's 1x1 classifiers: no bias (authors' code); mmseg's have one
       gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
       gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
@@ -101,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
+      aux_dilation=1,  # of the auxiliary FCN head's 3x3 conv (mmseg's fcn-d6 models: 6)
       eval_output_stride=8,  # DeepLabv3 trains at OS16 and evaluates at OS8
       bn_momentum=0.9,
       dtype="float32",  # compute dtype; params stay float32

@@ -51,6 +51,7 @@ if "mmcv.ops" not in sys.modules:
   except ImportError:
     sys.modules["mmcv.ops"] = _mmcv_ops_stand_in()
 mmseg = pytest.importorskip("mmseg", reason="the reference is the real mmsegmentation")
+pytest.importorskip("mmseg.models", reason="mmseg.models needs ftfy and regex, which mmsegmentation does not declare")
 from mmengine.config import Config  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.utils import register_all_modules  # noqa: E402
@@ -72,11 +73,18 @@ MODELS_UNDER_TEST = {
     "deeplabv3": ("deeplabv3/deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py",
                   dict(backbone=resnet(), decode_head=dict(in_channels=C4, channels=32), auxiliary_head=AUX),
                   "deeplabv3_r50-d8"),
-    "deeplabv3-d16": ("deeplabv3/deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py",  # the -d16 backbone
-                      dict(backbone=dict(resnet(), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)),
+    "deeplabv3-d16": ("deeplabv3/deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py",  # mmseg has no such config:
+                      dict(backbone=dict(resnet(), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)),  # OS16 by hand
                            decode_head=dict(in_channels=C4, channels=32, dilations=(1, 6, 12, 18)),
                            auxiliary_head=AUX),
                       "deeplabv3_r50-d16"),
+    "deeplabv3-d16-mg124": ("deeplabv3/deeplabv3_r101-d16-mg124_4xb2-80k_cityscapes-512x1024.py",
+                            dict(backbone=dict(resnet(), depth=50), decode_head=dict(in_channels=C4, channels=32),
+                                 auxiliary_head=AUX),
+                            "deeplabv3_r50-d16-mg124"),
+    "fcn-d6-d16": ("fcn/fcn-d6_r50-d16_4xb2-80k_cityscapes-512x1024.py",
+                   dict(backbone=resnet(), decode_head=dict(in_channels=C4, channels=32), auxiliary_head=AUX),
+                   "fcn-d6_r50-d16"),
     "pspnet": ("pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py",
                dict(backbone=resnet(), decode_head=dict(in_channels=C4, channels=C4 // 4), auxiliary_head=AUX),
                "pspnet_r50-d8"),

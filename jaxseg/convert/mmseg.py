@@ -191,7 +191,8 @@ def stdc_arch(name, stdc, backbone_only):
 
 HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD),
          "fcn": ("fcn", FCN_HEAD), "enc": ("encnet", ENC_HEAD)}
-KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
+KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, deeplabv3_r{50,101}-d16-mg124, "
+         "fcn-d6_r{50,101}-d16, "
          "fastfcn_r{50,101}-d32_jpu_{psp,aspp,enc}, stdc{1,2} (backbone), stdc{1,2}_seg")
 
 
@@ -205,9 +206,12 @@ def arch(name):
     return Arch(name, RESNET_V1C, lambda sd: backbone_keys(depth, shape(sd, "stem.6.weight")[0], "deep"),
                 skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)
   m = re.fullmatch(r"(?P<method>fcn|deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
+  m = m or re.fullmatch(r"(?P<method>deeplabv3)_r(?P<depth>\d+)-d(?P<os>16)-(?P<mg>mg124)", name)
+  m = m or re.fullmatch(r"(?P<method>fcn)-(?P<d6>d6)_r(?P<depth>\d+)-d(?P<os>16)", name)
   m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp|enc)", name)
   depth = parse_depth(name, m, KNOWN)
   method, os_ = m.group("method"), int(m.group("os"))
+  multi_grid, head_dilation = bool(m.groupdict().get("mg")), 6 if m.groupdict().get("d6") else 1
   fastfcn = name.startswith("fastfcn")
   decode_head, head_table = HEADS[{"psp": "pspnet", "aspp": "deeplabv3"}.get(method, method)]
   table = prefixed(RESNET_V1C, "backbone.") + head_table + FCN_AUX + (JPU_NECK if fastfcn else [])
@@ -222,6 +226,12 @@ def arch(name):
         "model.aux_channels": shape(sd, "auxiliary_head.convs.0.conv.weight")[0] if has_aux else 256,
         "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0],
     })
+    if multi_grid:
+      # mmseg's multi_grid gives layer4's rates themselves, (1, 2, 4), where ours multiply
+      # the stage's rate: with the stage rate 1 (strides from OS16, no dilation) they agree.
+      keys.update({"model.backbone.multi_grid": (1, 2, 4), "model.backbone.dilations": (1, 1, 1, 1)})
+    if head_dilation != 1:  # fcn-d6: both FCN heads' 3x3 convs (not the fusion) dilated by 6
+      keys.update({"model.fcn_dilation": head_dilation, "model.aux_dilation": head_dilation})
     if fastfcn:
       keys["model.jpu_channels"] = shape(sd, "neck.conv_layers.0.0.conv.weight")[0]
       # mmseg's "-d32" ResNetV1c keeps the strides and still dilates layer3 / layer4

@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
       base_size=0,
       rotate_degrees=0.0,  # random rotation in [-d, d] degrees (PSPNet: 10); 0 = none
       rotate_prob=0.5,  # of rotating a record (PSPNet's code: 0.5)
-      rotate_image_fill=IMAGENET_MEAN,  # RGB where a rotation uncovers the canvas (PSPNet's code: the mean); label: ignore
+      rotate_image_fill=IMAGENET_MEAN,  # RGB where a rotation uncovers the canvas (PSPNet's code); label: ignore
       blur_prob=0.0,  # of a Gaussian blur of the crop (PSPNet, FastFCN code: 0.5); 0 = none
       blur_kernel=5,  # window (PSPNet's code: 5, OpenCV's sigma 1.1); 0 = sized from the sigma (FastFCN)
       blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))

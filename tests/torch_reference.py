@@ -373,13 +373,14 @@ class MMJPU(nn.Module):
 
 class MMEncoderDecoder(nn.Module):
   """mmseg EncoderDecoder with a ResNetV1c (-d8: dilations (1, 1, 2, 4), contract
-  dilation; FastFCN -d32: the same dilations with the strides kept, + JPU). Inference: decode head logits resized to the input."""
+  dilation; FastFCN -d32: the same dilations with the strides kept, + JPU).
+  Inference: decode head logits resized to the input."""
 
   def __init__(self, head="deeplabv3", depth=50, width=64, num_classes=19, fastfcn=False, jpu_channels=16,
                d32_dilations=(1, 1, 2, 4)):
     super().__init__()
-    self.backbone = ResNet(depth, width, (False, False, False) if fastfcn else (False, True, True),
-                           stem="deep", with_fc=False, dilations=d32_dilations if fastfcn else ())
+    self.backbone = ResNet(depth, width, (False, False, False) if fastfcn else (False, True, True), stem="deep",
+                           with_fc=False, dilations=d32_dilations if fastfcn else ())
     c2, c3, c4 = width * 2 * 4, width * 4 * 4, width * 8 * 4
     self.neck = MMJPU((c2, c3, c4), jpu_channels) if fastfcn else None
     cin = 4 * jpu_channels if fastfcn else c4

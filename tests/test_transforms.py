@@ -181,3 +181,24 @@ def test_bad_augmentation_settings_name_the_key(key, value):
 def test_defaults_leave_the_new_augmentations_off():
   cfg = base_config().input
   assert cfg.rotate_degrees == 0 and cfg.blur_prob == 0 and cfg.base_size == 0
+
+
+def test_training_stream_applies_the_input_keys():
+  """pipeline.train_dataset hands config.input to the transform: with rotation, blur and
+  a base size set, batches are still a function of (seed, position), and a bad value
+  is refused when the stream is built."""
+  from jaxseg.data import pipeline
+  rng = np.random.default_rng(0)
+  labels = [block_label(rng, int(rng.integers(60, 120)), int(rng.integers(60, 120))) for _ in range(6)]
+  source = [{"image": painted(lab), "label": lab} for lab in labels]
+  config = base_config()
+  config.train.batch_size = 2
+  config.input.update(dict(crop_size=(48, 64), photometric=False, cat_max_ratio=1.0, base_size=60,
+                           rotate_degrees=10.0, rotate_prob=1.0, blur_prob=1.0, blur_kernel=0, blur_sigma=(0.0, 1.0)))
+  a, b = pipeline.train_dataset(config, source)[1], pipeline.train_dataset(config, source)[1]
+  assert a["image"].shape == (2, 48, 64, 3) and a["label"].shape == (2, 48, 64)
+  np.testing.assert_array_equal(a["image"], b["image"])
+  np.testing.assert_array_equal(a["label"], b["label"])
+  config.input.blur_kernel = 4
+  with pytest.raises(ConfigError, match="input.blur_kernel"):
+    pipeline.train_dataset(config, source)

@@ -136,17 +136,28 @@ def base_config() -> ml_collections.ConfigDict:
   )
 
   c.optim = dict(
+      name="sgd",  # "sgd" (PyTorch's, momentum) or "adamw" (decoupled decay)
       lr=0.01,
-      momentum=0.9,
+      momentum=0.9,  # sgd
+      adam_b1=0.9,  # adamw
+      adam_b2=0.999,
+      adam_eps=1e-8,
       weight_decay=1e-4,
       decay_norm_and_bias=False,  # weight decay on BN scale/bias and conv biases too
+      no_decay=(),  # path patterns never decayed, e.g. ("norm", "embed", "query") for transformers
+      schedule="poly",  # "poly", "cosine" or "step"
       power=0.9,  # poly: lr * (1 - step / steps) ** power
+      min_lr_ratio=0.0,  # cosine: the final lr / lr
+      decay_steps=(),  # step: lr x decay_gamma at each of these steps, e.g. (120000, 160000)
+      decay_gamma=0.1,
       warmup_steps=0,
       warmup="linear",  # "linear" or "exp"
       warmup_ratio=0.1,  # lr multiplier at step 0 of the warmup
       head_lr_mult=1.0,  # lr multiplier of everything outside the backbone
+      lr_mults=(),  # (path pattern, lr multiplier) pairs, first match wins, before head_lr_mult:
+                    # e.g. (("^backbone/", 0.1),)
       grad_clip=0.0,  # global-norm clipping; 0 disables
-      poly_after_warmup=False,  # True: lr x warmup factor, then poly over (step - W) / (steps - W) (STDC code)
+      poly_after_warmup=False,  # True: lr x warmup factor, then the decay over (step - W) / (steps - W) (STDC code)
   )
 
   c.train = dict(

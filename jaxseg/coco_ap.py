@@ -60,8 +60,8 @@ class CocoAP:
 
     ap = CocoAP(categories)          # [{"id", "name"}, ...]; classes index this list
     for ...: ap.update(image_id, height, width,
-                       gt_classes, gt_boxes, gt_masks, gt_iscrowd,          # ground truth
-                       pred_classes, pred_scores, pred_boxes, pred_masks)   # predictions
+                       gt_classes=..., gt_masks=..., gt_boxes=..., gt_iscrowd=...,
+                       pred_classes=..., pred_scores=..., pred_boxes=..., pred_masks=...)
     ap.result()  # {"box_ap", "box_ap50", ..., "mask_apl", "per_class_box_ap", ...}
 
   Classes are indices into `categories` (0..K-1); the JSON carries their COCO ids.
@@ -91,8 +91,9 @@ class CocoAP:
   def uses_masks(self):
     return "segm" in self.iou_types
 
-  def update(self, image_id, height, width, gt_classes, gt_boxes, gt_masks, gt_iscrowd,
-             pred_classes, pred_scores, pred_boxes, pred_masks):
+  def update(self, image_id, height, width, *, gt_classes, gt_masks=None, gt_boxes=None, gt_iscrowd=None,
+             pred_classes, pred_scores, pred_boxes=None, pred_masks=None):
+    """Adds one image: its instances (valid entries only: a padded set is sliced first)."""
     where = f"image {image_id}"
     if image_id in self._seen:
       raise InputDataError(f"{where} was given twice")
@@ -128,6 +129,9 @@ class CocoAP:
     pred_classes = _array(pred_classes, (), None, "pred_classes", where, np.int64)
     m = pred_classes.shape[0]
     pred_scores = _array(pred_scores, (), m, "pred_scores", where, np.float64)
+    for needed, value, name in (("bbox", pred_boxes, "pred_boxes"), ("segm", pred_masks, "pred_masks")):
+      if needed in self.iou_types and value is None:
+        raise InputDataError(f"{where}: {name} are needed for {IOU_TYPES[needed]} AP")
     pred_xywh = xyxy_to_xywh(_array(pred_boxes, (4,), m, "pred_boxes", where, np.float64)) \
         if "bbox" in self.iou_types else None
     pred_rles = encode_masks(_array(pred_masks, (h, w), m, "pred_masks", where)) if self.uses_masks else None
@@ -147,6 +151,19 @@ class CocoAP:
     self.detections += detections
     self.images.append({"id": image_id, "height": h, "width": w})
     self._seen.add(image_id)
+
+  def merge(self, other: "CocoAP"):
+    """Adds the images of another accumulator (another host's, a worker's)."""
+    if other.categories != self.categories or other.iou_types != self.iou_types:
+      raise ValueError("CocoAP.merge: the accumulators differ in categories or iou_types")
+    both = self._seen & other._seen
+    if both:
+      raise InputDataError(f"image {sorted(both, key=str)[0]} is in both accumulators")
+    start = len(self.annotations)
+    self.annotations += [dict(a, id=start + i + 1) for i, a in enumerate(other.annotations)]
+    self.detections += copy.deepcopy(other.detections)
+    self.images += copy.deepcopy(other.images)
+    self._seen |= other._seen
 
   def results(self) -> list:
     """COCO's results format: [{"image_id", "category_id", "score", "bbox" (x, y, w, h),

@@ -36,7 +36,8 @@ def instances(*items):
 
 def add(ap, image_id, gt, pred, scores, iscrowd=None):
   (gc, gb, gm), (pc, pb, pm) = instances(*gt), instances(*pred)
-  ap.update(image_id, H, W, gc, gb, gm, iscrowd, pc, np.asarray(scores, float), pb, pm)
+  ap.update(image_id, H, W, gt_classes=gc, gt_boxes=gb, gt_masks=gm, gt_iscrowd=iscrowd,
+            pred_classes=pc, pred_scores=np.asarray(scores, float), pred_boxes=pb, pred_masks=pm)
 
 
 def cocoeval_on_files(ap, tmp_path):
@@ -141,7 +142,7 @@ def test_random_scenes_match_cocoeval_on_the_written_json(tmp_path):
   """Many images with jittered, missed, duplicated, misclassified and extra detections,
   crowd ground truth, and masks that are not their boxes."""
   rng = np.random.default_rng(0)
-  ap = CocoAP(CATEGORIES)
+  ap, halves = CocoAP(CATEGORIES), (CocoAP(CATEGORIES), CocoAP(CATEGORIES))
   for image_id in range(1, 16):
     gt_c, gt_b, gt_m, crowd = [], [], [], []
     for i in range(rng.integers(1, 6)):
@@ -166,10 +167,14 @@ def test_random_scenes_match_cocoeval_on_the_written_json(tmp_path):
       x0, y0 = rng.integers(0, W - 30), rng.integers(0, H - 30)
       pc.append(rng.integers(0, 2)), pb.append((x0, y0, x0 + 25, y0 + 25)), pm.append(box_mask(x0, y0, x0 + 25, y0 + 25))
       ps.append(rng.random())
-    ap.update(image_id, H, W, np.array(gt_c), np.array(gt_b), np.array(gt_m), np.array(crowd),
-              np.array(pc, np.int64), np.array(ps), np.array(pb, np.float64).reshape(-1, 4),
-              np.array(pm, bool).reshape(-1, H, W))
+    image = dict(gt_classes=np.array(gt_c), gt_boxes=np.array(gt_b), gt_masks=np.array(gt_m),
+                 gt_iscrowd=np.array(crowd), pred_classes=np.array(pc, np.int64), pred_scores=np.array(ps),
+                 pred_boxes=np.array(pb, np.float64).reshape(-1, 4), pred_masks=np.array(pm, bool).reshape(-1, H, W))
+    ap.update(image_id, H, W, **image)
+    halves[image_id % 2].update(image_id, H, W, **image)
   r = ap.result()
+  halves[0].merge(halves[1])  # the same images in two accumulators, merged
+  assert halves[0].result() == r and len(halves[0].annotations) == len(ap.annotations)
   assert 0.2 < r["box_ap"] < 0.95 and 0.2 < r["mask_ap"] < 0.95 and r["box_ap"] != r["mask_ap"]
   assert not any(math.isnan(r[f"{p}_{n}"]) for p in ("box", "mask") for n in NAMES)  # every size occurs
   assert same(cocoeval_on_files(ap, tmp_path), r)
@@ -185,7 +190,7 @@ def test_no_prediction_scores_zero():
 def test_box_only():
   ap = CocoAP(CATEGORIES, iou_types=("bbox",))
   (gc, gb, _), (pc, pb, _) = instances((DOG, MEDIUM)), instances((DOG, MEDIUM))
-  ap.update(1, H, W, gc, gb, None, None, pc, [0.9], pb, None)
+  ap.update(1, H, W, gt_classes=gc, gt_boxes=gb, pred_classes=pc, pred_scores=[0.9], pred_boxes=pb)
   r = ap.result()
   assert r["box_ap"] == ONE and "mask_ap" not in r and ap.metric_names == tuple(f"box_{n}" for n in NAMES)
 
@@ -203,14 +208,21 @@ def test_bad_input_names_the_image():
   with pytest.raises(InputDataError, match="image 5 was given twice"):
     add(ap, 5, [(DOG, MEDIUM)], [(DOG, MEDIUM)], [0.9])
   (gc, gb, gm), (pc, pb, pm) = instances((DOG, MEDIUM)), instances((DOG, MEDIUM))
+  image6 = lambda **change: ap.update(6, H, W, **{**dict(gt_classes=gc, gt_boxes=gb, gt_masks=gm, pred_classes=pc,
+                                                         pred_scores=[0.9], pred_boxes=pb, pred_masks=pm), **change})
   with pytest.raises(InputDataError, match=r"image 6: pred_masks must have shape \(1, 160, 200\), got \(1, 160, 199\)"):
-    ap.update(6, H, W, gc, gb, gm, None, pc, [0.9], pb, pm[:, :, :-1])
+    image6(pred_masks=pm[:, :, :-1])
   with pytest.raises(InputDataError, match=r"image 6: prediction 0 has class 2, not in 0..1"):
-    ap.update(6, H, W, gc, gb, gm, None, pc + 2, [0.9], pb, pm)
+    image6(pred_classes=pc + 2)
   with pytest.raises(InputDataError, match=r"image 6: ground-truth instance 0 has an empty mask"):
-    ap.update(6, H, W, gc, gb, gm & False, None, pc, [0.9], pb, pm)
+    image6(gt_masks=gm & False)
   with pytest.raises(InputDataError, match=r"image 6: pred_scores must have shape \(1\)"):
-    ap.update(6, H, W, gc, gb, gm, None, pc, [0.9, 0.1], pb, pm)
+    image6(pred_scores=[0.9, 0.1])
+  with pytest.raises(InputDataError, match=r"image 6: pred_masks are needed for mask AP"):
+    image6(pred_masks=None)
+  assert len(ap.images) == len(ap.annotations) == len(ap.detections) == 1  # nothing of image 6 was kept
+  image6()
+  assert len(ap.images) == 2
 
 
 def test_sizes_are_mask_areas(tmp_path):
@@ -220,7 +232,8 @@ def test_sizes_are_mask_areas(tmp_path):
   mask = box_mask(20, 20, 120, 120)
   mask[20:70, 20:70] = False
   box = np.array([[20, 20, 120, 120]], np.float64)
-  ap.update(1, H, W, [DOG], box, mask[None], None, [DOG], [0.9], box, mask[None])
+  ap.update(1, H, W, gt_classes=[DOG], gt_boxes=box, gt_masks=mask[None],
+            pred_classes=[DOG], pred_scores=[0.9], pred_boxes=box, pred_masks=mask[None])
   r = ap.result()
   assert ap.ground_truth()["annotations"][0]["area"] == 7500
   assert r["box_apm"] == ONE and r["mask_apm"] == ONE and math.isnan(r["box_apl"]) and math.isnan(r["mask_apl"])

@@ -103,7 +103,8 @@ class CocoAP:
 
     gt_classes = _array(gt_classes, (), None, "gt_classes", where, np.int64)
     n = gt_classes.shape[0]
-    gt_iscrowd = np.zeros(n, np.int64) if gt_iscrowd is None else _array(gt_iscrowd, (), n, "gt_iscrowd", where, np.int64)
+    gt_iscrowd = (np.zeros(n, np.int64) if gt_iscrowd is None
+                  else _array(gt_iscrowd, (), n, "gt_iscrowd", where, np.int64))
     gt_rles = encode_masks(_array(gt_masks, (h, w), n, "gt_masks", where)) if gt_masks is not None else None
     if gt_rles is None and (self.uses_masks or gt_boxes is None):
       raise InputDataError(f"{where}: gt_masks are needed (for mask AP, for boxes when gt_boxes is None, "

@@ -165,7 +165,8 @@ def test_random_scenes_match_cocoeval_on_the_written_json(tmp_path):
         ps.append(rng.random())
     for _ in range(rng.integers(0, 3)):
       x0, y0 = rng.integers(0, W - 30), rng.integers(0, H - 30)
-      pc.append(rng.integers(0, 2)), pb.append((x0, y0, x0 + 25, y0 + 25)), pm.append(box_mask(x0, y0, x0 + 25, y0 + 25))
+      box = (x0, y0, x0 + 25, y0 + 25)
+      pc.append(rng.integers(0, 2)), pb.append(box), pm.append(box_mask(*box))
       ps.append(rng.random())
     image = dict(gt_classes=np.array(gt_c), gt_boxes=np.array(gt_b), gt_masks=np.array(gt_m),
                  gt_iscrowd=np.array(crowd), pred_classes=np.array(pc, np.int64), pred_scores=np.array(ps),

@@ -63,8 +63,8 @@ def write(tmp_path, cases):
 def test_command_end_to_end(tmp_path):
   cases = images()
   args = write(tmp_path, cases)
-  out = subprocess.run([sys.executable, "-m", "jaxseg.tools.panoptic_eval", *args, "--output", str(tmp_path / "pq.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+  out = subprocess.run([sys.executable, "-m", "jaxseg.tools.panoptic_eval", *args,
+                        "--output", str(tmp_path / "pq.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "pq.json").read_text())
 

@@ -54,7 +54,8 @@ def test_panoptic_semantic_and_instances_agree(records):
     stuff += int(np.isin(seg["category"], [sp.FLOOR, sp.PANEL]).sum())
     # the void band separates segments: no two touching (8-neighbour) labelled pixels differ
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-      a, b = ids[dy:, max(0, -dx):ids.shape[1] - max(0, dx)], ids[:ids.shape[0] - dy, max(0, dx):ids.shape[1] - max(0, -dx)]
+      h, w = ids.shape
+      a, b = ids[dy:, max(0, -dx):w - max(0, dx)], ids[:h - dy, max(0, dx):w - max(0, -dx)]
       labelled = (a != sp.VOID) & (b != sp.VOID)
       assert (a[labelled] == b[labelled]).all()
     assert 0.02 < (ids == sp.VOID).mean() < 0.3

@@ -18,7 +18,10 @@ The rules of COCO's reference evaluator (panopticapi), followed here:
   * an unmatched prediction is not a FP when more than half of it lies on void or on
     the crowd region of its own category: (|p & void| + |p & crowd_c(p)|) / |p| > 0.5;
   * ground-truth areas are pixel counts of the map (equal to the "area" of COCO's
-    JSON), prediction areas likewise (a prediction's JSON "area" is not read).
+    JSON), prediction areas likewise (a prediction's JSON "area" is not read); a
+    ground-truth segment listed without pixels in the map is a FN (unless crowd);
+  * a segment id in a map but not in its segments is an error, as is a predicted
+    segment without pixels.
 A category's crowd region is the union of its crowd segments in the image (COCO has at
 most one per category and image, where this is panopticapi's rule exactly).
 
@@ -71,9 +74,9 @@ def _segments_by_id(segments, categories, where):
   return table
 
 
-def _areas(ids, segments, where):
-  """{id: pixel count} of the non-void ids of a map; every id must be a listed segment and
-  every listed segment must have pixels."""
+def _areas(ids, segments, where, listed_needs_pixels):
+  """{id: pixel count} of the non-void ids of a map; every id must be a listed segment
+  and, if `listed_needs_pixels`, every listed segment must have pixels."""
   values, counts = np.unique(ids, return_counts=True)
   areas = {int(v): int(c) for v, c in zip(values, counts) if v != VOID}
   unlisted = sorted(set(areas) - set(segments))
@@ -81,7 +84,7 @@ def _areas(ids, segments, where):
     raise InputDataError(f"{where}: segment id {unlisted[0]} is in the PNG but not in the JSON's "
                          f"segments_info" + (f" (nor {unlisted[1:6]})" if len(unlisted) > 1 else ""))
   empty = sorted(set(segments) - set(areas))
-  if empty:
+  if empty and listed_needs_pixels:
     raise InputDataError(f"{where}: segment id {empty[0]} is in the JSON's segments_info but has no "
                          f"pixel in the PNG" + (f" (nor {empty[1:6]})" if len(empty) > 1 else ""))
   return areas
@@ -114,8 +117,10 @@ def image_stats(gt_panoptic, gt_segments, pred_panoptic, pred_segments, categori
                          f"ground truth {gt_ids.shape[0]}x{gt_ids.shape[1]}")
   gt = _segments_by_id(gt_segments, row, f"{where}, ground truth")
   pred = _segments_by_id(pred_segments, row, f"{where}, prediction")
-  gt_area = _areas(gt_ids, gt, f"{where}, ground truth")
-  pred_area = _areas(pred_ids, pred, f"{where}, prediction")
+  # A listed ground-truth segment without pixels is a FN, as in panopticapi; a predicted
+  # one is an error there, and here.
+  gt_area = _areas(gt_ids, gt, f"{where}, ground truth", listed_needs_pixels=False)
+  pred_area = _areas(pred_ids, pred, f"{where}, prediction", listed_needs_pixels=True)
 
   # |g & p| for every pair of ids that overlap, from one pass over the pixels
   pairs, counts = np.unique(gt_ids.reshape(-1) * OFFSET + pred_ids.reshape(-1), return_counts=True)

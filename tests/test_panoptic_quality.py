@@ -152,6 +152,14 @@ def test_two_images_accumulated_equal_one_pass():
   assert one.result() == evaluate(joined) and one.images == 2
 
 
+def test_listed_ground_truth_without_pixels_is_a_false_negative():
+  gt, segments = halves()
+  pred = np.where(gt == 1, 10, 11)
+  r = evaluate((gt, segments + [seg(3, CAR), seg(4, CAR, crowd=1)], pred, [seg(10, PERSON), seg(11, SKY)]))
+  car = per_class(r, "car")
+  assert (car["tp"], car["fp"], car["fn"], car["pq"]) == (0, 0, 1, 0.0)
+
+
 def test_rgb_ids_round_trip():
   ids = np.array([[0, 1, 255, 256], [65535, 65536, 256 ** 3 - 1, 1234567]])
   rgb = id_to_rgb(ids)

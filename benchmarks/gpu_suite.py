@@ -46,9 +46,15 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 STDC_SIZES = [(512, 1024), (768, 1536)]
 
 
-def cases(tiny):
+def cases(tiny, cpu_table=False):
   """Every measurement, as plain dicts both sides agree on. --tiny keeps one case of
   each kind and path (ResNet-10 at width 8, STDC1 at 64x128): a minute or two on a CPU."""
+  if cpu_table:  # benchmarks/cpu_gap.py's rows: the README's CPU comparison
+    return [dict(kind="predict", model="DeepLabv3-R50", config="deeplabv3", depth=50, size=(513, 513), batch=1,
+                 dtype="float32"),
+            dict(kind="train", model="DeepLabv3-R50", config="deeplabv3", depth=50, size=(321, 321), batch=2,
+                 dtype="float32"),
+            dict(kind="infer", model="STDC1", config="stdc1", size=(512, 1024), batch=1, dtype="float32")]
   if tiny:
     train = [("DeepLabv3-R101", "deeplabv3", (33, 33), 2, "bfloat16"), ("PSPNet-R101", "pspnet", (33, 49), 2, "float32")]
     stdc = ["stdc1"], [(64, 128)], [1]
@@ -76,7 +82,7 @@ def train_config(case, tiny):
   h, w = case["size"]
   if case["config"] == "deeplabv3":
     from deeplabv3_speed import load_config
-    c = load_config(101, h, case["batch"], case["dtype"])
+    c = load_config(case.get("depth", 101), h, case["batch"], case["dtype"])
   else:
     from jaxseg.convert import load_config_file
     c = load_config_file(os.path.join(ROOT, "configs", "pspnet_cityscapes.py"))
@@ -125,6 +131,27 @@ def jax_train(case, tiny, iters, warmup):
           "memory_gb": compiled_memory_bytes(compiled) / 2 ** 30, "memory_source": "XLA memory analysis",
           "gflops_per_step": flops / 1e9, "peak_tflops": peak,
           "mfu": flops / step_s / 1e12 / peak if peak else None}
+
+
+def jax_predict(case, tiny, iters, warmup):
+  """DeepLabv3 inference as jaxseg evaluates: normalise, forward, resize, argmax."""
+  import jax
+
+  from jaxseg.models.segmentor import build_model
+  from jaxseg.tools.benchmark import synthetic_batch, timed
+  from jaxseg.train import make_predict
+
+  config = train_config(case, tiny)
+  model = build_model(config, config.model.eval_output_stride)
+  images = jax.device_put(synthetic_batch(config, case["batch"], tuple(case["size"]), seed=1)["image"])
+  small = images[:, :65, :65].astype("float32")  # parameter shapes do not depend on the size
+  variables = jax.jit(lambda: model.init({"params": jax.random.key(0)}, small, train=False))()
+  predict = jax.jit(make_predict(config, model))
+  t = time.perf_counter()
+  compiled = predict.lower(variables, images).compile()
+  compile_s = time.perf_counter() - t
+  seconds = timed(lambda: jax.block_until_ready(compiled(variables, images)), iters, warmup)
+  return {"fps": case["batch"] / seconds, "latency_ms": 1e3 * seconds, "compile_s": compile_s}
 
 
 def jax_stdc(case, tiny, iters, warmup):
@@ -210,6 +237,34 @@ def torch_train(case, tiny, iters, warmup):
           "memory_gb": memory, "memory_source": "torch.cuda.max_memory_allocated" if device == "cuda" else "n/a"}
 
 
+def torch_predict(case, tiny, iters, warmup):
+  import torch
+  from torch.nn import functional as F
+
+  from jaxseg.tools.benchmark import synthetic_batch, timed
+  from jaxseg.tools.torch_deeplabv3 import DeepLabV3
+
+  config = train_config(case, tiny)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.manual_seed(0)
+  model = DeepLabV3(config, config.model.eval_output_stride).to(device).eval()
+  model = model.to(memory_format=torch.channels_last)
+  size = tuple(case["size"])
+  images = torch.from_numpy(synthetic_batch(config, case["batch"], size, 1)["image"]).permute(0, 3, 1, 2)
+  images = images.to(device)
+  mean = torch.tensor(config.dataset.mean, device=device).view(1, 3, 1, 1)
+  std = torch.tensor(config.dataset.std, device=device).view(1, 3, 1, 1)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def once():
+    with torch.no_grad():
+      x = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+      F.interpolate(model(x)["seg"].float(), size, mode="bilinear", align_corners=False).argmax(1)
+    sync()
+  seconds = timed(once, iters, warmup)
+  return {"fps": case["batch"] / seconds, "latency_ms": 1e3 * seconds}
+
+
 def torch_stdc(case, tiny, iters, warmup):
   import torch
 
@@ -247,11 +302,11 @@ def torch_stdc(case, tiny, iters, warmup):
           "compile_s": compile_s, "compile_error": why}
 
 
-SIDES = {"jax": {"train": jax_train, "infer": jax_stdc, "memory": jax_pam},
-         "torch": {"train": torch_train, "infer": torch_stdc, "memory": lambda *a: None}}
+SIDES = {"jax": {"train": jax_train, "infer": jax_stdc, "memory": jax_pam, "predict": jax_predict},
+         "torch": {"train": torch_train, "infer": torch_stdc, "memory": lambda *a: None, "predict": torch_predict}}
 
 
-def run_side(side, tiny, deadline, out_path):
+def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None):
   """Measures every case this side has, in order, until `deadline` (time.time())."""
   if side == "jax":
     import jax
@@ -266,9 +321,9 @@ def run_side(side, tiny, deadline, out_path):
   if side == "torch" and tiny:
     import torch
     torch.set_num_threads(1)  # tiny shapes on a shared CPU: threads only contend
-  iters, warmup = (1, 1) if tiny else (10, 3)
+  iters, warmup = (iters or (1 if tiny else 10)), (1 if tiny or cpu_table else 3)
   results = {}
-  for case in cases(tiny):
+  for case in cases(tiny, cpu_table):
     key = case_key(case)
     if time.time() > deadline:
       r = {"skipped": "time budget spent"}
@@ -285,12 +340,12 @@ def run_side(side, tiny, deadline, out_path):
       json.dump({"info": info, "results": results}, f)
 
 
-def spawn(side, args, deadline, out_path):
-  env = dict(os.environ)
+def spawn(side, args, deadline, out_path, env=None, extra=()):
+  env = {**os.environ, **(env or {})}
   if side == "torch":
     env["JAX_PLATFORMS"] = "cpu"  # its configs import jax: keep it off the GPU
   cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--deadline", str(deadline), "--out", out_path]
-  cmd += ["--tiny"] if args.tiny else []
+  cmd += (["--tiny"] if args.tiny else []) + list(extra)
   t = time.time()
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(60, deadline - t + 120))
   got = {"info": {}, "results": {}}
@@ -346,9 +401,11 @@ def main():
   p.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
   p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
   p.add_argument("--out", help=argparse.SUPPRESS)
+  p.add_argument("--cpu_table", action="store_true", help=argparse.SUPPRESS)  # benchmarks/cpu_gap.py's cases
+  p.add_argument("--iters", type=int, help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.side:
-    return run_side(args.side, args.tiny, args.deadline, args.out)
+    return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters)
 
   start = time.time()
   report = {"settings": {"tiny": args.tiny, "budget_s": args.budget_s}, "cases": cases(args.tiny)}

@@ -66,3 +66,15 @@ def test_lowering_per_backend(monkeypatch):
   monkeypatch.setenv("JAXSEG_DILATED_CONV", "fast")
   with pytest.raises(ValueError, match="JAXSEG_DILATED_CONV"):
     atrous_conv.lowering(12, 1, "cpu")
+
+
+def test_bfloat16_taps_round_once():
+  """In bf16 the taps form is as close to the exact convolution as XLA's bf16 conv is."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(1, 9, 9, 64)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 32)) / 24, jnp.bfloat16)
+  exact = _direct(x.astype(jnp.float32), kernel.astype(jnp.float32), 2)
+  got = tap_conv(x, kernel, 2)
+  assert got.dtype == jnp.bfloat16
+  err = lambda y: float(jnp.abs(y.astype(jnp.float32) - exact).max())
+  assert err(got) <= 1.5 * err(_direct(x, kernel, 2)) + 1e-6, (err(got), err(_direct(x, kernel, 2)))

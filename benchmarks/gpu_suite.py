@@ -101,7 +101,8 @@ def jax_train(case, tiny, iters, warmup):
 
   from jaxseg import sharding
   from jaxseg.models.segmentor import build_model
-  from jaxseg.tools.benchmark import compiled_memory_bytes, peak_tflops, synthetic_batch, timed
+  from jaxseg.tools.benchmark import compiled_memory_bytes, peak_tflops
+  from jaxseg.tools.timing import synthetic_batch, timed
   from jaxseg.tools.flops import cost_flops
   from jaxseg.train import make_train_step, state_factory
 
@@ -138,7 +139,7 @@ def jax_predict(case, tiny, iters, warmup):
   import jax
 
   from jaxseg.models.segmentor import build_model
-  from jaxseg.tools.benchmark import synthetic_batch, timed
+  from jaxseg.tools.timing import synthetic_batch, timed
   from jaxseg.train import make_predict
 
   config = train_config(case, tiny)
@@ -161,7 +162,7 @@ def jax_stdc(case, tiny, iters, warmup):
   from jaxseg.convert import load_config_file
   from jaxseg.models.layers import resize
   from jaxseg.models.segmentor import build_model
-  from jaxseg.tools.benchmark import timed
+  from jaxseg.tools.timing import timed
 
   config = load_config_file(os.path.join(ROOT, "configs", f"{case['config']}_cityscapes.py"))
   config.model.dtype = case["dtype"]
@@ -190,7 +191,7 @@ def torch_train(case, tiny, iters, warmup):
   import torch
   from torch.nn import functional as F
 
-  from jaxseg.tools.benchmark import synthetic_batch, timed
+  from jaxseg.tools.timing import synthetic_batch, timed
   from jaxseg.tools.torch_deeplabv3 import DeepLabV3
 
   if case["config"] != "deeplabv3":
@@ -241,7 +242,7 @@ def torch_predict(case, tiny, iters, warmup):
   import torch
   from torch.nn import functional as F
 
-  from jaxseg.tools.benchmark import synthetic_batch, timed
+  from jaxseg.tools.timing import synthetic_batch, timed
   from jaxseg.tools.torch_deeplabv3 import DeepLabV3
 
   config = train_config(case, tiny)
@@ -268,7 +269,7 @@ def torch_predict(case, tiny, iters, warmup):
 def torch_stdc(case, tiny, iters, warmup):
   import torch
 
-  from jaxseg.tools.benchmark import timed
+  from jaxseg.tools.timing import timed
   from stdc_speed import torch_runner
 
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

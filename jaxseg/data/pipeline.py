@@ -62,6 +62,7 @@ def train_dataset(config, source, process_index=0, process_count=1):
   batch = config.train.batch_size
   if batch % process_count:
     raise ConfigError(f"config train.batch_size {batch} is not divisible by {process_count} hosts")
+  transforms.check_train_input(config.input)
   fn = functools.partial(transforms.train_transform, cfg=config.input,
                          ignore_index=config.dataset.ignore_index)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))

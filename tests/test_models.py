@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxseg.models import atrous_conv
 from jaxseg.models.backbones.resnet import ResNet, stage_strides_and_rates
 from jaxseg.models.heads.aspp import ASPP, scaled_rates
 from jaxseg.models.segmentor import build_model
@@ -15,12 +16,13 @@ def tiny_resnet(**kw):
 
 
 def conv_dilations(module, variables, x, prefix=""):
-  """{module path: kernel dilation} of every nn.Conv called in an apply."""
+  """{module path: kernel dilation} of every convolution called in an apply."""
   seen = {}
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
-      d = context.module.kernel_dilation
+    if isinstance(context.module, (nn.Conv, atrous_conv.Conv)) and context.method_name == "__call__":
+      m = context.module
+      d = m.dilation if isinstance(m, atrous_conv.Conv) else m.kernel_dilation
       seen["/".join(context.module.path)] = d if isinstance(d, int) else d[0]
     return next_fun(*args, **kwargs)
 

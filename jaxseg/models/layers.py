@@ -7,8 +7,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import atrous_conv
+
 
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, name=None):
+  if dilation > 1:  # same parameters; lowered per backend (XLA:CPU's dilated convs are slow)
+    return atrous_conv.Conv(features, kernel, stride, dilation, dtype, name=name)
   pad = dilation * (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
                  kernel_dilation=dilation, use_bias=False, dtype=dtype, name=name,

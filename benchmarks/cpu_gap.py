@@ -1,0 +1,66 @@
+"""jaxseg next to PyTorch on this CPU, before and after the CPU lowering of dilated
+convolutions (jaxseg/models/atrous_conv.py), in one run:
+
+  python benchmarks/cpu_gap.py                 # the README's CPU table
+  python benchmarks/cpu_gap.py --iters 5 --json cpu_gap.json
+
+Rows: DeepLabv3-R50 OS8 inference at 513x513 batch 1 (normalise, forward, resize,
+argmax), its training step at 321x321 batch 2 (SGD, auxiliary FCN loss), and STDC1
+inference at 512x1024 batch 1; float32. "before" is jaxseg with
+JAXSEG_DILATED_CONV=xla (XLA's dilated convolutions, as before the lowering);
+"after" is jaxseg's default. Each side runs in its own process, one after another,
+PyTorch first (the cases and both sides' code are benchmarks/gpu_suite.py's, whose
+PyTorch DeepLabv3 is built layer for layer from the same config). On a CPU shared
+with other jobs the load changes between the sides: the load average is printed
+before each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_suite  # noqa: E402
+
+SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", {"JAXSEG_DILATED_CONV": "xla"}),
+         ("jaxseg after", "jax", {})]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--iters", type=int, default=3)
+  p.add_argument("--json", default="cpu_gap.json")
+  args = p.parse_args()
+  args.tiny = False
+  base = os.path.splitext(os.path.abspath(args.json))[0]
+  report = {"cases": gpu_suite.cases(False, cpu_table=True), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "sides": {}}
+  for label, side, env in SIDES:
+    load = os.getloadavg()
+    got = gpu_suite.spawn(side, args, time.time() + 3600, f"{base}.{side}.part", env,
+                          ["--cpu_table", "--iters", str(args.iters)])
+    got["load_before"] = load
+    report["sides"][label] = got
+    os.remove(f"{base}.{side}.part")
+  head = f"{'case':<40}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
+  lines = [head, "-" * len(head)]
+  for case in report["cases"]:
+    key = gpu_suite.case_key(case)
+    ms = "step_ms" if case["kind"] == "train" else "latency_ms"
+    cells = [report["sides"][label]["results"].get(key, {}).get(ms) for label, _, _ in SIDES]
+    ratios = [cells[0] / c if c and cells[0] else None for c in cells[1:]]
+    lines.append(f"{key + ' (ms)':<40}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
+                 + "".join(f"{r:>13.2f}x" if r else f"{'-':>14}" for r in ratios))
+  lines.append("ratio = PyTorch time / jaxseg time (>1: jaxseg faster). Load average (1/5/15 min) before each side: "
+               + "; ".join(f"{label} {'/'.join(f'{v:.1f}' for v in report['sides'][label]['load_before'])}"
+                           for label, _, _ in SIDES))
+  print("\n".join(lines))
+  with open(args.json, "w") as f:
+    json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,154 @@
+"""Dilated ("atrous") convolution with a lowering chosen per backend and shape.
+
+XLA:CPU lowers a dilated convolution to one whose cost grows with the rate (the
+dilated kernel is as expensive as a dense kernel of size (k-1)*d+1 over the padded
+image), while the convolution itself only needs k*k taps. On CPU the taps form is
+used instead where it is faster:
+
+  y[i, j] = sum_{a,b} x[i + (a-c)*d, j + (b-c)*d] @ W[a, b],   c = (k-1)/2
+
+one matmul over channels per tap (a, b), each over only the output window where
+the shifted input lies inside the image (zero padding contributes nothing), added
+into that window. At a rate >= the input size every off-centre tap falls outside
+the image and the convolution is the 1x1 centre tap alone. Measured on a 2-core
+CPU (benchmarks/atrous_conv_speed.py) XLA's forward stays faster at small rates
+(ResNet stages at rate 2-4) and the taps win from rate 8 (ASPP's 12/24/36), while
+the gradients of the taps form win at every rate > 1; `dilated_conv` therefore
+runs the faster forward and always the taps' gradients (the convolution is
+bilinear: its gradients need only x, the kernel and the cotangent). GPU and TPU
+keep XLA's convolution both ways (their convolution kernels take the dilation
+natively).
+
+The parameter is `kernel` of shape (k, k, in, out), as flax.linen.Conv's, so
+checkpoints and imported weights do not depend on the lowering.
+
+JAXSEG_DILATED_CONV=xla|taps|mixed|auto (default auto) forces a lowering on any
+backend, for benchmarks and tests.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LOWERINGS = ("auto", "xla", "taps", "mixed")
+TAPS_FORWARD_FROM_RATE = 8
+
+
+def lowering(dilation, stride, backend=None):
+  """'taps', 'xla' or 'mixed' (XLA forward, taps gradients) for a convolution with
+  this dilation and stride on `backend`."""
+  forced = os.environ.get("JAXSEG_DILATED_CONV", "auto")
+  if forced not in LOWERINGS:
+    raise ValueError(f"JAXSEG_DILATED_CONV must be one of {LOWERINGS}, got '{forced}'")
+  if dilation == 1 or stride != 1:
+    return "xla"
+  if forced != "auto":
+    return forced
+  if (backend or jax.default_backend()) != "cpu":
+    return "xla"
+  return "taps" if dilation >= TAPS_FORWARD_FROM_RATE else "mixed"
+
+
+def xla_conv(x, kernel, dilation, stride=1):
+  """The direct convolution, 'same' zero padding d*(k-1)/2 on each side (NHWC, HWIO)."""
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                      rhs_dilation=(dilation, dilation),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _windows(k, dilation, h, w):
+  """(tap (a, b), output rows, output cols, row/col offset) of every tap that lands in the image."""
+  c = (k - 1) // 2
+  for a in range(k):
+    for b in range(k):
+      oy, ox = (a - c) * dilation, (b - c) * dilation
+      if abs(oy) < h and abs(ox) < w:  # else this tap only ever reads padding
+        yield (a, b), slice(max(0, -oy), min(h, h - oy)), slice(max(0, -ox), min(w, w - ox)), oy, ox
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tap_conv(x, kernel, dilation):
+  """Equal to xla_conv(x, kernel, dilation) at stride 1: one matmul per in-image tap."""
+  return _tap_forward(x, kernel, dilation)
+
+
+def _tap_forward(x, kernel, dilation):
+  k = kernel.shape[0]
+  if kernel.shape[1] != k or k % 2 == 0:
+    raise ValueError(f"tap_conv needs an odd square kernel, got {kernel.shape[:2]}")
+  _, h, w, _ = x.shape
+  c = (k - 1) // 2
+  # Partial sums in float32, rounded once at the end as a direct convolution does (nine
+  # bfloat16 roundings of the partial sums cost a bf16 training run points of mIoU).
+  y = jnp.einsum("nhwi,io->nhwo", x, kernel[c, c], preferred_element_type=jnp.float32)  # centre: everywhere
+  for (a, b), rows, cols, oy, ox in _windows(k, dilation, h, w):
+    if (a, b) != (c, c):
+      shifted = x[:, rows.start + oy:rows.stop + oy, cols.start + ox:cols.stop + ox]
+      y = y.at[:, rows, cols].add(jnp.einsum("nhwi,io->nhwo", shifted, kernel[a, b],
+                                             preferred_element_type=jnp.float32))
+  return y.astype(jnp.result_type(x, kernel))
+
+
+def _tap_grads(dilation, residuals, g):
+  """Gradients of the taps form, accumulated in float32 like its forward: the input's
+  is the same convolution of the cotangent with the flipped, transposed kernel; the
+  kernel's, one matmul per tap over that tap's window."""
+  x, kernel = residuals
+  k, (_, h, w, _) = kernel.shape[0], x.shape
+  dx = _tap_forward(g.astype(x.dtype), jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
+  dk = jnp.zeros(kernel.shape, jnp.float32)
+  for (a, b), rows, cols, oy, ox in _windows(k, dilation, h, w):
+    shifted = x[:, rows.start + oy:rows.stop + oy, cols.start + ox:cols.stop + ox]
+    dk = dk.at[a, b].set(jnp.einsum("nhwi,nhwo->io", shifted, g[:, rows, cols].astype(x.dtype),
+                                    preferred_element_type=jnp.float32))
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+tap_conv.defvjp(lambda x, kernel, dilation: (_tap_forward(x, kernel, dilation), (x, kernel)), _tap_grads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixed_conv(x, kernel, dilation):
+  """XLA's forward, the taps form's gradients."""
+  return xla_conv(x, kernel, dilation)
+
+
+def _mixed_forward(x, kernel, dilation):
+  return xla_conv(x, kernel, dilation), (x, kernel)
+
+
+mixed_conv.defvjp(_mixed_forward, _tap_grads)
+
+
+def dilated_conv(x, kernel, dilation, stride=1):
+  """The 'same'-padded convolution, lowered as `lowering` says for this backend."""
+  form = lowering(dilation, stride)
+  if form == "taps":
+    return tap_conv(x, kernel, dilation)
+  if form == "mixed":
+    return mixed_conv(x, kernel, dilation)
+  return xla_conv(x, kernel, dilation, stride)
+
+
+class Conv(nn.Module):
+  """A bias-free k x k convolution with 'same' padding d*(k-1)/2, lowered per backend."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    return dilated_conv(x, kernel, self.dilation, self.stride)

@@ -57,7 +57,7 @@ def measure(name, batch, run, iters):
   x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
   edges = config.input.get("canny_edges", False)  # Gated-SCNN: the Canny map rides with the image
   eval_model = build_model(config, config.model.eval_output_stride)
-  fwd = jax.jit(lambda v, x, e: eval_model.apply(v, x, **({"edges": e} if edges else {}))["seg"])
+  fwd = jax.jit(lambda v, x, e: eval_model.apply(v, x, batch={"edges": e} if edges else {})["seg"])
   forward = fwd.lower(variables, x, jax.ShapeDtypeStruct((1, h, w), jnp.float32)).compile()
   mesh = sharding.make_mesh()
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)

@@ -1,7 +1,7 @@
 """orbax checkpoints of the training state and the data iterator position.
 
 Layout: WORKDIR/checkpoints/<step>/{state,data}. The latest `keep` checkpoints are
-kept, and the best by mIoU (checkpoints saved with metrics) is kept as well. Saves are
+kept, and the best by train.best_metric (checkpoints saved with metrics) is kept as well. Saves are
 asynchronous; orbax writes to a temporary directory and renames it when complete, so
 an interrupted save never replaces a good checkpoint.
 """
@@ -16,7 +16,7 @@ from jaxseg.config import base_config
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
 
 
-def manager(workdir, keep=3, read_only=False):
+def manager(workdir, keep=3, read_only=False, metric="miou"):
   """The work dir's checkpoint manager. A writable one first names and then removes
   partially written checkpoints (left by a crash during an async save)."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -29,7 +29,8 @@ def manager(workdir, keep=3, read_only=False):
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(keep),
-          policies.BestN(get_metric_fn=lambda m: m["miou"], n=1, keep_checkpoints_without_metrics=False),
+          policies.BestN(get_metric_fn=lambda m: m.get(metric, float("-inf")), n=1,
+                         keep_checkpoints_without_metrics=False),
       ]),
       enable_async_checkpointing=True,
       save_interval_steps=0 if read_only else 1,
@@ -40,9 +41,10 @@ def manager(workdir, keep=3, read_only=False):
   return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
 
 
-def save(mngr, step, state, data_state, miou=None):
+def save(mngr, step, state, data_state, metrics=None):
+  """`metrics` {name: value}: what the manager's best-checkpoint choice reads."""
   args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
-  mngr.save(step, args=args, metrics=None if miou is None else {"miou": float(miou)})
+  mngr.save(step, args=args, metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()})
 
 
 def resume_point(mngr, restore_path=None):

@@ -16,7 +16,8 @@ def test_keeps_the_latest_k_and_the_best(tmp_path):
   tree = {"w": jnp.arange(4.0)}
   mious = {2: 0.9, 4: 0.5}
   for step in range(1, 6):
-    checkpoint.save(mngr, step, jax.tree.map(lambda x: x + step, tree), {"next_index": step}, mious.get(step))
+    checkpoint.save(mngr, step, jax.tree.map(lambda x: x + step, tree), {"next_index": step},
+                    {"miou": mious[step]} if step in mious else None)
   mngr.wait_until_finished()
   assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) == [2, 4, 5]
   state, data = checkpoint.restore(mngr, 2, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree))

@@ -98,7 +98,7 @@ def write_checkpoint(output, config, variables, report):
   directory renamed at the end, so a failure leaves no OUTPUT behind."""
   from jaxseg import checkpoint
   from jaxseg.models.segmentor import build_model
-  from jaxseg.train import TrainState, state_factory
+  from jaxseg.state import TrainState, state_factory
 
   output = os.path.abspath(output)
   if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):

@@ -87,8 +87,11 @@ def timed(fn, iters, warmup):
 
 def synthetic_batch(config, batch, size, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8),
-          "label": rng.integers(0, config.dataset.num_classes, (batch, *size), dtype=np.uint8)}
+  out = {"image": rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8),
+         "label": rng.integers(0, config.dataset.num_classes, (batch, *size), dtype=np.uint8)}
+  if config.input.get("canny_edges", False):  # Gated-SCNN reads the Canny map from the batch
+    out["edges"] = rng.integers(0, 2, (batch, *size), dtype=np.uint8)
+  return out
 
 
 def measure_jax(config, size, batch, infer_batch=1, iters=5, warmup=1):
@@ -124,7 +127,7 @@ def measure_jax(config, size, batch, infer_batch=1, iters=5, warmup=1):
   memory, memory_how = peak_memory(train)
 
   variables = {"params": holder[0].params, "batch_stats": holder[0].batch_stats}
-  images = jax.device_put(synthetic_batch(config, infer_batch, size, seed=1)["image"], repl)
+  images = jax.device_put(synthetic_batch(config, infer_batch, size, seed=1), repl)
   predict = jax.jit(make_predict(config, build_model(config, config.model.eval_output_stride)))
   t = time.perf_counter()
   infer = predict.lower(variables, images).compile()

@@ -69,7 +69,7 @@ def get_config(variant=""):
   c.train.ckpt_every = 2000
   c.eval.mode = "whole"
   c.eval.batch_size = 2
-  c.eval.boundary_f_tolerance = 3
+  c.evals.boundary_f = dict(every=0, tolerance=3)  # the paper's boundary F-score at 3 px
   if variant not in ("", "noshape", "tiny", "tiny_noshape"):
     raise ValueError(f"unknown variant '{variant}' of configs/gscnn_cityscapes.py "
                      "(known: noshape, tiny, tiny_noshape)")

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 
 from jaxseg import checkpoint, families, sharding
+from jaxseg.config import upgrade
 from jaxseg.errors import NoCheckpointError
 from jaxseg.families.semantic import Segmenter  # noqa: F401  (what `load` returns for semantic work dirs)
 from jaxseg.state import state_factory, variables
@@ -22,7 +23,7 @@ def workdir_config(workdir):
   if not os.path.exists(path):
     raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return upgrade(ml_collections.ConfigDict(json.load(f)))
 
 
 def restore(workdir, config=None, step=None):
@@ -78,7 +79,8 @@ def evaluate(workdir, config=None, step=None):
   if jax.process_index() == 0:
     row = {"step": step, **scores, "mode": "eval",
            "checkpoint": os.path.join(os.path.abspath(workdir), "checkpoints", str(step)),
-           "settings": {"split": config.dataset.eval_split, "eval": config.eval.to_dict(),
+           "settings": {"split": config.dataset.eval_split, "evals": config.evals.to_dict(),
+                        "eval": config.eval.to_dict(),
                         "input": {k: v for k, v in config.input.to_dict().items() if k.startswith("eval_")}}}
     try:
       with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:

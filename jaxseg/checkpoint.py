@@ -110,7 +110,7 @@ def check_same_model(workdir, config):
     saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
   current = _flatten(json.loads(config.to_json()))
   for key in sorted(set(saved) | set(current)):
-    if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key == "dataset.num_classes") \
+    if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key in ("dataset.num_classes", "family")) \
         and saved.get(key) != current.get(key):
       raise CheckpointMismatchError(
           f"work dir {workdir} holds a checkpoint of a different model ({key}: "

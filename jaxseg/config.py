@@ -20,6 +20,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # The task family (jaxseg/families): "semantic", or the dotted path of a module with a
+  # Family class, e.g. one of another package.
+  c.family = "semantic"
 
   c.dataset = dict(
       name="shapes",
@@ -143,7 +146,8 @@ def base_config() -> ml_collections.ConfigDict:
       log_every=50,
       eval_every=2000,
       ckpt_every=2000,
-      keep_checkpoints=3,  # the latest K, plus the best by mIoU
+      keep_checkpoints=3,  # the latest K, plus the best by best_metric
+      best_metric="miou",  # the evaluation score (higher is better) that picks the best checkpoint and FINAL
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
       tensorboard_images=3,  # eval predictions drawn into TensorBoard at each evaluation; 0 = none
@@ -164,8 +168,13 @@ def base_config() -> ml_collections.ConfigDict:
       scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
       flip=False,
       batch_size=8,
-      boundary_f_tolerance=0,  # > 0: also report the boundary F-score at this tolerance (px)
   )
+
+  # Named evaluators of the family (semantic: "confusion" -> mIoU, aAcc, mAcc, per-class
+  # IoU/acc; "boundary_f" -> boundary F-score at `tolerance` px). Each has its cadence
+  # `every`: 0 = train.eval_every, N = every N steps, -1 = never during training
+  # (--mode eval runs it). {} evaluates nothing (e.g. pretraining without masks).
+  c.evals = dict(confusion=dict(every=0))
   return c
 
 
@@ -188,16 +197,57 @@ def tiny_variant(c):
 
 
 def check_keys(config, base=None, prefix=""):
-  """Raises ConfigError naming the first key of `config` that `base_config` lacks."""
-  base = base_config() if base is None else base
+  """Raises ConfigError naming the first key of `config` that `base_config` lacks
+  (with the near match), and checks `evals` against the family's evaluators."""
+  if base is None:
+    base = base_config()
+    if "evals" in config:
+      check_evals(config)
   for key in config.keys():
     name = prefix + key
+    if name == "evals":
+      continue
     if key not in base:
-      raise ConfigError(f"unknown config key '{name}'")
+      raise ConfigError(f"unknown config key '{name}'{_suggest(key, base.keys())}")
     if isinstance(config[key], ml_collections.ConfigDict):
       if not isinstance(base[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key '{name}' is a value, not a group")
       check_keys(config[key], base[key], name + ".")
+
+
+def _suggest(key, known):
+  close = difflib.get_close_matches(key, list(known), 1)
+  return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_evals(config):
+  """Every entry of config.evals names an evaluator of the family, with its options."""
+  from jaxseg import families
+  known = families.get(config).EVALUATORS
+  for name, options in config.evals.items():
+    if name not in known:
+      raise ConfigError(f"config key evals.{name}: the family has no evaluator '{name}' "
+                        f"(known: {', '.join(known)}){_suggest(name, known)}")
+    if not isinstance(options, (dict, ml_collections.ConfigDict)):
+      raise ConfigError(f"config key evals.{name} must be a group of options, e.g. dict(every=0)")
+    for key in options:
+      if key not in known[name]:
+        raise ConfigError(f"unknown config key 'evals.{name}.{key}' (options of '{name}': "
+                          f"{', '.join(known[name])}){_suggest(key, known[name])}")
+
+
+def upgrade(config):
+  """A config saved by an earlier version (WORKDIR/config.json), in today's keys:
+  eval.boundary_f_tolerance > 0 -> evals.boundary_f.tolerance."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  tolerance = config.get("eval", {}).get("boundary_f_tolerance", None)
+  if tolerance is not None:
+    del config.eval["boundary_f_tolerance"]
+  if "evals" not in config:
+    config.evals = dict(confusion=dict(every=0))
+    if tolerance:
+      config.evals.boundary_f = dict(every=0, tolerance=tolerance)
+  return config
 
 
 def check_override_keys(argv):

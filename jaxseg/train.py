@@ -214,23 +214,32 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   if config.train.replicas > 1:  # asynchronous replicas: `state` holds R stacked copies
     replicas = Replicas(config, make_train_step(config, model, tx, schedule, family))
   predict = make_predict(config, eval_model, family)
-  evaluation = Evaluation(predict, family.evaluators(), repl)
+  evaluators = family.evaluators()
+  evaluations = {}  # one compiled evaluation per set of evaluators due together
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
   predict_batch = jax.jit(predict, out_shardings=repl)
 
-  def run_eval(step, state):
+  def due(step):
+    """The evaluators whose cadence (config.evals.*.every) falls on `step`."""
+    every = lambda name: config.evals[name].get("every", 0) or config.train.eval_every
+    return tuple(n for n in evaluators if every(n) > 0 and (step % every(n) == 0 or step == config.train.steps))
+
+  def run_eval(step, state, names):
+    """Runs the evaluators `names`; the train.best_metric score, or None without it."""
+    if names not in evaluations:
+      evaluations[names] = Evaluation(predict, {n: evaluators[n] for n in names}, repl)
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
                                     jax.process_index(), jax.process_count(), family)
-    scores, _ = evaluation(variables(state), batches, to_device)
+    scores, _ = evaluations[names](variables(state), batches, to_device)
     print(f"Evaluation on '{config.dataset.eval_split}' ({scores['eval_seconds']:.1f}s)")
     print(family.report(scores, step), flush=True)
     if jax.process_index() == 0:
-      _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": step, **scores})
+      _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": step, **scores, "evaluators": list(names)})
     family.log_evaluation(tb, step, scores, lambda batch: predict_batch(variables(state), batch), eval_source)
-    if metric not in scores:
-      raise ConfigError(f"config key train.best_metric: the evaluators give no '{metric}' "
+    if metric not in scores and set(names) == set(evaluators):
+      raise ConfigError(f"config key train.best_metric: no evaluator of config.evals gives '{metric}' "
                         f"(they give: {', '.join(sorted(scores))})")
-    return scores[metric]
+    return scores.get(metric)
 
   def save(step, state, score=None):
     """An async checkpoint; a failed write (disk full, ...) is reported and retried at
@@ -283,7 +292,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         jax.block_until_ready(state)
         t_log, images, paused = time.time(), 0, 0.0
       is_log = step % c.log_every == 0 or step == c.steps
-      is_eval = step % c.eval_every == 0 or step == c.steps
+      eval_now = due(step)
+      is_eval = bool(eval_now)
       is_ckpt = step % c.ckpt_every == 0 or step == c.steps or is_eval
       if is_log or is_ckpt or signals.received or step == stop_after:
         guard.check(*pending)  # never log, evaluate or save past a fault
@@ -306,7 +316,7 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         single, state = replicas.synchronise(state, state_sh)  # the one state to evaluate and save
       if is_ckpt:
         t_pause = time.time()
-        score = run_eval(step, single) if is_eval else None
+        score = run_eval(step, single, eval_now) if is_eval else None
         saved_ok = save(step, single, score)
         paused += time.time() - t_pause
       if signals.received and not is_ckpt:

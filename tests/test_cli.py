@@ -38,6 +38,12 @@ def test_eval_reports_the_training_miou(trained):
   assert out.returncode == 0, out.stderr[-3000:]
   line = f"step 4: mIoU {final['miou']:.4f}"
   assert line in train_stdout and line in out.stdout
+  # --mode eval appends its row, naming the checkpoint it restored and its settings.
+  row = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))][-1]
+  assert row["mode"] == "eval" and row["step"] == 4 and row["miou"] == pytest.approx(final["miou"], abs=1e-6)
+  assert row["checkpoint"] == os.path.join(os.path.abspath(workdir), "checkpoints", "4")
+  assert row["settings"]["evals"] == {"confusion": {"every": 0}} and row["settings"]["eval"]["mode"] == "whole"
+  assert final["evaluators"] == ["confusion"] and "mode" not in final
   assert "background" in out.stdout and "triangle" in out.stdout  # per-class table with names
 
 

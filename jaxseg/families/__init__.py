@@ -18,7 +18,8 @@ modules of this package), or a dotted module path for a family defined elsewhere
   predict(model, variables, batch) -> dict of outputs; jittable
   evaluators()                    {name: Evaluator} (jaxseg.evaluate) that score `predict`
   report(scores, step)            the text printed after an evaluation
-  log_evaluation(tb, step, scores, predict_batch)  TensorBoard entries of an evaluation
+  log_evaluation(tb, step, scores, predict, eval_source)  TensorBoard entries of an
+                                  evaluation (`predict(batch)`: the outputs of a batch)
   predictor(model, variables, step, mesh)  the object `jaxseg.load` returns
   write_predictions(predictor, input_dir, output_dir)   --mode predict
   describe()                      the model's one-line name for the start-up line
@@ -84,7 +85,7 @@ class Base:
   def apply(self, model, variables, batch, train, **kwargs):
     return model.apply(variables, batch, train=train, **kwargs)
 
-  def log_evaluation(self, tb, step, scores, predict_batch):
+  def log_evaluation(self, tb, step, scores, predict, eval_source):
     tb.scalars(step, {k: v for k, v in scores.items() if isinstance(v, (int, float))}, "eval/")
 
   def describe(self):

@@ -5,7 +5,8 @@ Batches: "image" uint8 (B, H, W, 3), "label" uint8 (B, H, W) with ignore_index, 
 (jaxseg.models.segmentor) gets the normalised image and the batch, whose keys its
 heads read; the loss is the weighted sum of each output's terms (jaxseg.losses);
 evaluation scores the argmax of `predict_scores` (whole / slide / multi-scale + flip)
-by the confusion matrix and, with eval.boundary_f_tolerance, the boundary F-score.
+by the evaluators of config.evals: the confusion matrix ("confusion") and the
+boundary F-score ("boundary_f").
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def segmentation_loss(outputs, labels, config, key=None):
 
 
 class Family(Base):
+  # config.evals entries: evaluator -> its options with their defaults
+  EVALUATORS = {"confusion": {"every": 0}, "boundary_f": {"every": 0, "tolerance": 3}}
 
   def build_model(self, train):
     c = self.config
@@ -113,10 +116,12 @@ class Family(Base):
     return {"pred": jnp.argmax(self.scores(model, variables, batch), axis=-1)}
 
   def evaluators(self):
-    d, tolerance = self.config.dataset, self.config.eval.get("boundary_f_tolerance", 0)
-    out = {"confusion": ConfusionMatrix(d.num_classes, d.ignore_index)}
-    if tolerance > 0:
-      out["boundary_f"] = BoundaryF(d.num_classes, tolerance, d.ignore_index)
+    d, out = self.config.dataset, {}
+    for name, options in self.config.evals.items():
+      if name == "confusion":
+        out[name] = ConfusionMatrix(d.num_classes, d.ignore_index)
+      elif name == "boundary_f":
+        out[name] = BoundaryF(d.num_classes, options.get("tolerance", 3), d.ignore_index)
     return out
 
   def class_names(self):
@@ -124,15 +129,18 @@ class Family(Base):
     return datasets.class_names(self.builder, self.config.dataset.num_classes)
 
   def report(self, scores, step):
-    return format_table(scores, self.class_names(), step)
+    if "per_class_iou" in scores:
+      return format_table(scores, self.class_names(), step)
+    return f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
 
   def log_evaluation(self, tb, step, scores, predict, eval_source):
     """Scalars, per-class IoU and (train.tensorboard_images > 0) image | ground truth
     | prediction | errors rows of the first eval images. Every process predicts (the
     arrays may span hosts); the writer of process 0 alone writes."""
-    tb.scalars(step, {k: scores[k] for k in ("miou", "aacc", "macc")}, "eval/")
-    tb.scalars(step, {n: v for n, v in zip(self.class_names(), scores["per_class_iou"]) if v is not None},
-               "eval/iou/")
+    tb.scalars(step, {k: v for k, v in scores.items() if isinstance(v, float) and k != "eval_seconds"}, "eval/")
+    if "per_class_iou" in scores:
+      tb.scalars(step, {n: v for n, v in zip(self.class_names(), scores["per_class_iou"]) if v is not None},
+                 "eval/iou/")
     count = self.config.train.tensorboard_images
     if count <= 0:
       return

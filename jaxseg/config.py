@@ -8,10 +8,12 @@ running statistics (TensorFlow/Flax convention: PyTorch momentum 0.1 == 0.9 here
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
 
 import ml_collections
 
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, UserError, first_line
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -250,18 +252,62 @@ def upgrade(config):
   return config
 
 
-def check_override_keys(argv):
+def check_override_keys(argv, config=None):
   """Raises ConfigError for a `--config.a.b=v` argument whose key no config has,
-  before flag parsing turns it into a traceback."""
+  before flag parsing turns it into a traceback; `evals.NAME.KEY` against the
+  evaluators of the family of `config` (the --config file's)."""
   base = base_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
     key = arg[len("--config."):].split("=", 1)[0]
+    if key.startswith("evals.") and config is not None:
+      _check_eval_override(key, arg, config)
+      continue
     node = base
     for part in key.split("."):
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        close = difflib.get_close_matches(part, list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else [], 1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown config key '{key}' in {arg}{hint}")
+        known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ConfigError(f"unknown config key '{key}' in {arg}{_suggest(part, known)}")
       node = node[part]
+
+
+def _check_eval_override(key, arg, config):
+  from jaxseg import families
+  known = families.get(config).EVALUATORS
+  _, name, *rest = key.split(".")
+  if name not in known:
+    raise ConfigError(f"unknown evaluator in {arg} (known: {', '.join(known)}){_suggest(name, known)}")
+  if name not in config.evals:
+    raise ConfigError(f"{arg}: config.evals has no '{name}'; add it in the config file")
+  if rest and rest[0] not in known[name]:
+    raise ConfigError(f"unknown config key '{key}' in {arg} (options of '{name}': {', '.join(known[name])})"
+                      f"{_suggest(rest[0], known[name])}")
+
+
+def load_config_file(spec):
+  """The config of "path.py" or "path.py:variant", as --config reads it: the one loader
+  of the command line, the tools and the benchmarks. A missing file, or one whose
+  get_config raises, is a ConfigError of one line naming the file."""
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config {spec}: no config file {path}")
+  try:
+    module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+  except UserError:
+    raise
+  except Exception as e:
+    raise ConfigError(f"config file {spec} raised {type(e).__name__}: {first_line(e)}") from e
+
+
+def config_arg(argv):
+  """The value of --config in `argv`, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None

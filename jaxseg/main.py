@@ -107,10 +107,12 @@ def resolved_config(argv):
 def run(entry=None):
   """Entry point (of this CLI, or of a jaxseg.tools command given as `entry`): known
   failures become one line on stderr and a distinct exit code."""
-  from jaxseg.config import check_override_keys
+  from jaxseg.config import check_override_keys, config_arg, load_config_file
   from jaxseg.errors import NonFiniteError, Preempted, UserError
   try:
-    check_override_keys(sys.argv[1:])
+    # A missing or raising config file, or a bad override: one line, before flag parsing.
+    spec = config_arg(sys.argv[1:])
+    check_override_keys(sys.argv[1:], load_config_file(spec) if spec else None)
     app.run(entry or main)
   except Preempted as e:
     print(f"jaxseg: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import os
 
 import orbax.checkpoint as ocp
 
-from jaxseg.config import base_config
+from jaxseg.config import base_config, inactive_model_keys
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
 
 
@@ -101,7 +101,9 @@ def _flatten(tree, prefix=""):
 
 
 def check_same_model(workdir, config):
-  """Raises CheckpointMismatchError if WORKDIR/config.json describes another model."""
+  """Raises CheckpointMismatchError if WORKDIR/config.json describes another model:
+  another family, number of classes, or model key of the components in use (the keys
+  of heads and necks that neither config uses are not compared)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
@@ -109,7 +111,10 @@ def check_same_model(workdir, config):
   with open(path) as f:
     saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
   current = _flatten(json.loads(config.to_json()))
+  unused = inactive_model_keys(config.model)  # a different head or neck differs in decode_head / neck
   for key in sorted(set(saved) | set(current)):
+    if key in unused:
+      continue
     if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key in ("dataset.num_classes", "family")) \
         and saved.get(key) != current.get(key):
       raise CheckpointMismatchError(

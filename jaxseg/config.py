@@ -180,6 +180,30 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The model keys each component reads besides the shared ones (backbone, widths,
+# dropout, BN): a work dir of one head resumes whatever the keys of the other heads.
+HEAD_KEYS = {
+    "aspp": ("aspp_rates", "aspp_project_kernel", "aspp_extra_conv"),
+    "psp": ("psp_bins", "psp_pooling", "psp_reduction"),
+    "danet": ("danet_cam_variant", "danet_blocked_threshold", "danet_block_size"),
+    "encnet": ("encnet_codewords", "encnet_reduce_kernel"),
+    "mcibi": ("mcibi_channels", "mcibi_transform_channels", "mcibi_momentum", "mcibi_momentum_power",
+              "mcibi_update_at_label_size", "aspp_rates", "danet_blocked_threshold", "danet_block_size"),
+    "fcn": ("fcn_num_convs", "fcn_concat_input"),
+    "stdc": ("detail_head", "stdc_classifier_bias"),
+    "gscnn": ("gscnn_shape_channels", "gscnn_low_level_channels", "gscnn_shape_stream", "aspp_rates"),
+}
+NECK_KEYS = {"jpu": ("jpu_channels",)}
+
+
+def inactive_model_keys(model):
+  """The `model.*` keys (dotted) of the heads and necks that `model` does not use."""
+  head, neck = model.get("decode_head", "aspp"), model.get("neck", "")
+  active = set(HEAD_KEYS.get(head, ())) | set(NECK_KEYS.get(neck, ()))
+  every = {k for keys in (*HEAD_KEYS.values(), *NECK_KEYS.values()) for k in keys}
+  return {f"model.{k}" for k in every - active}
+
+
 def tiny_variant(c):
   """The smoke settings of a paper config's `:tiny` variant, in place: ResNet-10 at
   width 8 on `shapes`, 64x64 crops, 4 steps, whole-image single-scale evaluation.

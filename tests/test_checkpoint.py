@@ -47,6 +47,22 @@ def test_check_same_model(tmp_path):
     checkpoint.check_same_model(str(tmp_path), config)
 
 
+def test_resume_compares_only_the_components_in_use(tmp_path):
+  config = load_config("quickstart", "tiny")  # the ASPP head, no neck
+  saved = json.loads(config.to_json())
+  saved["model"]["psp_bins"] = [1, 2]  # another head's default changed since the run
+  saved["model"]["jpu_channels"] = 7
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_same_model(str(tmp_path), config)
+  config.model.aspp_rates = (3, 6, 9)  # a key of the head in use
+  with pytest.raises(CheckpointMismatchError, match="model.aspp_rates"):
+    checkpoint.check_same_model(str(tmp_path), config)
+  config.model.aspp_rates = tuple(saved["model"]["aspp_rates"])
+  config.model.decode_head = "psp"
+  with pytest.raises(CheckpointMismatchError, match="model.decode_head"):
+    checkpoint.check_same_model(str(tmp_path), config)
+
+
 def test_keys_added_to_the_config_since_a_run_take_their_defaults(tmp_path):
   config = load_config("quickstart", "tiny")
   saved = json.loads(config.to_json())

@@ -100,7 +100,7 @@ def test_missing_or_raising_config_file_is_one_line(tmp_path):
   out = run_cli("--config", "configs/nonexist.py", "--workdir", str(tmp_path / "w"))
   one_line_error(out, "configs/nonexist.py")
   path = tmp_path / "raises.py"
-  path.write_text("def get_config():\n  raise ValueError('no such schedule')\n")
+  path.write_text("def get_config(variant=''):\n  raise ValueError('no such schedule')\n")
   out = run_cli("--config", f"{path}:big", "--workdir", str(tmp_path / "w"))
   one_line_error(out, str(path), "ValueError: no such schedule")
   # The tools share the loader.

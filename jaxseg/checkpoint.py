@@ -8,12 +8,24 @@ an interrupted save never replaces a good checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import orbax.checkpoint as ocp
 
 from jaxseg.config import base_config, inactive_model_keys
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
+
+
+class _DropReadOnlyNotice(logging.Filter):
+  """orbax warns "Given directory is read only" whenever a manager is opened read-only,
+  which --mode eval and predict do on purpose: a healthy run prints no warning."""
+
+  def filter(self, record):
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
 
 
 def manager(workdir, keep=3, read_only=False, metric="miou"):

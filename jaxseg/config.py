@@ -44,6 +44,15 @@ def base_config() -> ml_collections.ConfigDict:
       flip=True,
       photometric=True,
       cat_max_ratio=0.75,  # re-draw crops where one class covers more than this; 1.0 disables
+      # 0: scale_range multiplies the record's size; else the short side becomes base_size x
+      # the drawn ratio (FastFCN / EncNet code: base size 520, ratio 0.5-2.0)
+      base_size=0,
+      rotate_degrees=0.0,  # random rotation in [-d, d] degrees (PSPNet: 10); 0 = none
+      rotate_prob=0.5,  # of rotating a record (PSPNet's code: 0.5)
+      rotate_image_fill=IMAGENET_MEAN,  # RGB where a rotation uncovers the canvas (PSPNet's code); label: ignore
+      blur_prob=0.0,  # of a Gaussian blur of the crop (PSPNet, FastFCN code: 0.5); 0 = none
+      blur_kernel=5,  # window (PSPNet's code: 5, OpenCV's sigma 1.1); 0 = sized from the sigma (FastFCN)
+      blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
       skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
@@ -66,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
           multi_grid=(1, 2, 4),  # unit rates of the last stage's blocks; () = none
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
+          dilations=(),  # () = from output_stride; else 4 stage rates on top of the strides (mmseg FastFCN)
           name="resnet",  # "resnet", or "stdc1" / "stdc2" (width = base width 64; OS 32)
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
@@ -89,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
       detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
       fcn_num_convs=1,  # decode_head "fcn": 3x3 conv + BN + ReLU layers (mmseg's FCN: 2)
       fcn_concat_input=False,  # and one more on [c4, their output] (mmseg's FCN: True)
+      fcn_dilation=1,  # of those stacked convs (mmseg's fcn-d6 models: 6)
       stdc_classifier_bias=False,  # STDC's 1x1 classifiers: no bias (authors' code); mmseg's have one
       gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
       gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
@@ -96,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.1,
       aux_head=True,
       aux_channels=256,
+      aux_dilation=1,  # of the auxiliary FCN head's 3x3 conv (mmseg's fcn-d6 models: 6)
       eval_output_stride=8,  # DeepLabv3 trains at OS16 and evaluates at OS8
       bn_momentum=0.9,
       dtype="float32",  # compute dtype; params stay float32
@@ -129,17 +141,28 @@ def base_config() -> ml_collections.ConfigDict:
   )
 
   c.optim = dict(
+      name="sgd",  # "sgd" (PyTorch's, momentum) or "adamw" (decoupled decay)
       lr=0.01,
-      momentum=0.9,
+      momentum=0.9,  # sgd
+      adam_b1=0.9,  # adamw
+      adam_b2=0.999,
+      adam_eps=1e-8,
       weight_decay=1e-4,
       decay_norm_and_bias=False,  # weight decay on BN scale/bias and conv biases too
+      no_decay=(),  # path patterns never decayed, e.g. ("norm", "embed", "query") for transformers
+      schedule="poly",  # "poly", "cosine" or "step"
       power=0.9,  # poly: lr * (1 - step / steps) ** power
+      min_lr_ratio=0.0,  # cosine: the final lr / lr
+      decay_steps=(),  # step: lr x decay_gamma at each of these steps, e.g. (120000, 160000)
+      decay_gamma=0.1,
       warmup_steps=0,
       warmup="linear",  # "linear" or "exp"
       warmup_ratio=0.1,  # lr multiplier at step 0 of the warmup
       head_lr_mult=1.0,  # lr multiplier of everything outside the backbone
+      lr_mults=(),  # (path pattern, lr multiplier) pairs, first match wins, before head_lr_mult:
+                    # e.g. (("^backbone/", 0.1),)
       grad_clip=0.0,  # global-norm clipping; 0 disables
-      poly_after_warmup=False,  # True: lr x warmup factor, then poly over (step - W) / (steps - W) (STDC code)
+      poly_after_warmup=False,  # True: lr x warmup factor, then the decay over (step - W) / (steps - W) (STDC code)
   )
 
   c.train = dict(

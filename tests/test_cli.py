@@ -38,6 +38,7 @@ def test_eval_reports_the_training_miou(trained):
   final = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))][-1]
   out = run_cli("--config", TINY, "--workdir", workdir, "--mode", "eval")
   assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stderr.strip() == "", out.stderr[-3000:]  # a healthy work dir: no warnings
   line = f"step 4: mIoU {final['miou']:.4f}"
   assert line in train_stdout and line in out.stdout
   # --mode eval appends its row, naming the checkpoint it restored and its settings.
@@ -60,6 +61,7 @@ def test_predict_writes_masks_and_overlays(trained, tmp_path):
   out = run_cli("--config", TINY, "--workdir", workdir, "--mode", "predict", "--input", str(images),
                 "--output", str(out_dir))
   assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stderr.strip() == "", out.stderr[-3000:]
   assert sorted(os.listdir(out_dir)) == ["img0.png", "img0_overlay.png", "img1.png", "img1_overlay.png"]
   from PIL import Image
   mask = Image.open(out_dir / "img0.png")

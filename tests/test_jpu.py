@@ -5,7 +5,7 @@ import numpy as np
 
 from jaxseg.models.necks.jpu import JPU, SeparableConv
 from jaxseg.models.segmentor import build_model
-from jaxseg.optim import lr_groups
+from jaxseg.optim import lr_multipliers
 from tests.conftest import load_config
 
 
@@ -81,7 +81,7 @@ def test_jpu_shapes_and_kept_features():
     assert params[f"dilation{d}"]["pointwise"]["conv"]["kernel"].shape == (1, 1, 3 * 6, 6)
 
 
-def test_fastfcn_model_outputs_and_lr_groups():
+def test_fastfcn_model_outputs_and_lr_multipliers():
   config = load_config("fastfcn_pascal_context", "tiny")
   x = jnp.zeros((2, 64, 64, 3))
   model = build_model(config)
@@ -93,11 +93,10 @@ def test_fastfcn_model_outputs_and_lr_groups():
   assert {k: v.shape for k, v in out.items()} == {"seg": (2, 8, 8, 6), "aux": (2, 4, 4, 6)}
   out = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
   assert {k: v.shape for k, v in out.items()} == {"seg": (2, 8, 8, 6)}
-  # FastFCN's lr x10 on the JPU and the heads: the neck is in the "head" group.
-  groups = lr_groups(variables["params"])
-  assert set(jax.tree.leaves(groups["neck"])) == {"head"}
-  assert set(jax.tree.leaves(groups["decode_head"])) == {"head"}
-  assert set(jax.tree.leaves(groups["backbone"])) == {"backbone"}
+  # FastFCN's lr x10 on the JPU and the heads: the neck's too.
+  mults = lr_multipliers(variables["params"], config.optim)
+  assert set(jax.tree.leaves(mults["neck"])) == set(jax.tree.leaves(mults["decode_head"])) == {10.0}
+  assert set(jax.tree.leaves(mults["backbone"])) == {1.0}
 
 
 def test_aspp_on_jpu_uses_the_os8_rates():

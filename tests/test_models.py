@@ -136,3 +136,19 @@ def test_segmentor_outputs():
   # Inference skips the auxiliary head; the OS8 model uses the same parameters.
   eval_out = build_model(config, output_stride=8).apply(variables, x, train=False)
   assert set(eval_out) == {"seg"} and eval_out["seg"].shape == (2, 8, 8, 6)
+
+
+def test_stage_dilations_keep_the_strides():
+  """model.backbone.dilations (mmseg's FastFCN backbone): OS32 feature sizes, and the
+  same parameters compute another function than undilated; a wrong length is refused."""
+  from jaxseg.errors import ConfigError
+  x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
+  plain = ResNet(depth=10, width=8, output_stride=32, multi_grid=())
+  dilated = ResNet(depth=10, width=8, output_stride=32, multi_grid=(), dilations=(1, 1, 2, 4))
+  variables = plain.init(jax.random.key(0), x)
+  a, b = plain.apply(variables, x), dilated.apply(variables, x)
+  assert a["c4"].shape == b["c4"].shape == (1, 2, 2, 64)
+  np.testing.assert_array_equal(a["c2"], b["c2"])  # stages 1-2 undilated in both
+  assert not np.allclose(a["c3"], b["c3"])
+  with pytest.raises(ConfigError, match="model.backbone.dilations"):
+    ResNet(depth=10, width=8, output_stride=32, dilations=(1, 2)).init(jax.random.key(0), x)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -59,11 +60,25 @@ def test_final_line_names_the_best_checkpoint(trained):
   assert "background" in stdout and "img/s" in stdout and "ETA" in stdout
 
 
+def read_tensorboard(logdir):
+  """TensorBoard's own reader over `logdir`: ({(step, tag): value}, {(step, tag): PNG bytes}).
+  Its `notf` switch keeps TensorFlow out of this process (the reader's stub decodes
+  the records)."""
+  sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(
+      logdir, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0})
+  events.Reload()
+  tags = events.Tags()
+  scalars = {(e.step, tag): e.value for tag in tags["scalars"] for e in events.Scalars(tag)}
+  images = {(e.step, tag): e.encoded_image_string for tag in tags["images"] for e in events.Images(tag)}
+  return scalars, images
+
+
 def test_tensorboard_events_parse_back(trained):
   workdir, _ = trained
-  (path,) = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
-  events = tensorboard.read_events(path)
-  scalars = {(s, t): v for s, _, t, v in events if not isinstance(v, bytes)}
+  assert len(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))) == 1
+  scalars, images = read_tensorboard(os.path.join(workdir, "tensorboard"))
   for r in read_jsonl(os.path.join(workdir, "train_log.jsonl")):
     for key in ("loss", "loss_seg", "loss_aux", "lr", "images_per_sec"):
       assert scalars[(r["step"], f"train/{key}")] == pytest.approx(r[key], rel=1e-6)
@@ -73,24 +88,21 @@ def test_tensorboard_events_parse_back(trained):
     for name, iou in zip(names, e["per_class_iou"]):
       if iou is not None:
         assert scalars[(e["step"], f"eval/iou/{name}")] == pytest.approx(iou, rel=1e-6)
-  images = {(s, t): v for s, _, t, v in events if isinstance(v, bytes)}
   assert set(images) == {(s, f"eval/prediction_{i}") for s in (2, 4) for i in range(2)}
   png = np.asarray(Image.open(io.BytesIO(images[(4, "eval/prediction_0")])))
   assert png.shape[1] == 4 + 4 * (160 + 4) and png.shape[0] > 160 and distinct_colors(png) > 8
-  # The reader checks the framing: one flipped byte is reported.
-  data = bytearray(open(path, "rb").read())
-  data[len(data) // 2] ^= 1
-  bad = os.path.join(workdir, "corrupt.tfevents")
-  open(bad, "wb").write(bytes(data))
-  with pytest.raises(ValueError, match="crc"):
-    tensorboard.read_events(bad)
 
 
-def test_crc32c_and_varints():
-  assert tensorboard.crc32c(b"123456789") == 0xE3069283  # the standard check value
-  for n in (0, 1, 127, 128, 300, 2 ** 40, -1):
-    value, _ = tensorboard._read_varint(tensorboard._varint(n), 0)
-    assert value == n % 2 ** 64
+def test_tensorboard_write_failure_never_ends_a_run(tmp_path, capsys):
+  writer = tensorboard.Writer(str(tmp_path / "tb"))
+  writer.scalars(1, {"loss": 0.5})
+  writer.writer._py_recordio_writer._writer = open("/dev/full", "wb")  # every flush: ENOSPC
+  writer.scalars(2, {"loss": 0.25})
+  writer.image(2, "eval/prediction_0", np.zeros((4, 4, 3), np.uint8))
+  writer.close()
+  assert capsys.readouterr().out.count("WARNING: cannot write TensorBoard events") == 1
+  scalars, _ = read_tensorboard(str(tmp_path / "tb"))
+  assert scalars == {(1, "loss"): 0.5}
 
 
 def test_visualize_figures_show_the_data(trained, tmp_path):

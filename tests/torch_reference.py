@@ -63,11 +63,14 @@ class ResNet(nn.Module):
   """torchvision.models.ResNet(width_per_group=64) with a `width` in place of 64;
   `replace_stride_with_dilation` as torchvision's: the first block of a dilated
   stage keeps the previous dilation. stem="deep": mmseg's ResNetV1c stem (stem.0-8)
-  in place of conv1/bn1."""
+  in place of conv1/bn1. `dilations`: mmseg's ResNet(strides=(1, 2, 2, 2), dilations=...,
+  contract_dilation=True), the strides kept and the stages dilated anyway (the first
+  block of a stage at half the rate)."""
 
   def __init__(self, depth=50, width=64, replace_stride_with_dilation=(False, False, False),
-               num_classes=1000, stem="7x7", with_fc=True):
+               num_classes=1000, stem="7x7", with_fc=True, dilations=()):
     super().__init__()
+    self.stage_dilations = list(dilations) if dilations else None  # popped by _make_layer, layer1 first
     block, layers = LAYERS[depth]
     self.inplanes, self.dilation, self.stem_type = width, 1, stem
     if stem == "7x7":
@@ -89,7 +92,10 @@ class ResNet(nn.Module):
 
   def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
     previous_dilation = self.dilation
-    if dilate:
+    if self.stage_dilations:
+      self.dilation = self.stage_dilations.pop(0)
+      previous_dilation = max(self.dilation // 2, 1)
+    elif dilate:
       self.dilation *= stride
       stride = 1
     downsample = None
@@ -367,12 +373,14 @@ class MMJPU(nn.Module):
 
 class MMEncoderDecoder(nn.Module):
   """mmseg EncoderDecoder with a ResNetV1c (-d8: dilations (1, 1, 2, 4), contract
-  dilation; FastFCN -d32 + JPU). Inference: decode head logits resized to the input."""
+  dilation; FastFCN -d32: the same dilations with the strides kept, + JPU).
+  Inference: decode head logits resized to the input."""
 
-  def __init__(self, head="deeplabv3", depth=50, width=64, num_classes=19, fastfcn=False, jpu_channels=16):
+  def __init__(self, head="deeplabv3", depth=50, width=64, num_classes=19, fastfcn=False, jpu_channels=16,
+               d32_dilations=(1, 1, 2, 4)):
     super().__init__()
-    self.backbone = ResNet(depth, width, (False, False, False) if fastfcn else (False, True, True),
-                           stem="deep", with_fc=False)
+    self.backbone = ResNet(depth, width, (False, False, False) if fastfcn else (False, True, True), stem="deep",
+                           with_fc=False, dilations=d32_dilations if fastfcn else ())
     c2, c3, c4 = width * 2 * 4, width * 4 * 4, width * 8 * 4
     self.neck = MMJPU((c2, c3, c4), jpu_channels) if fastfcn else None
     cin = 4 * jpu_channels if fastfcn else c4

@@ -3,7 +3,8 @@
 
 ResNetV1c = a deep stem (three 3x3 ConvModules: stem.0/1, stem.3/4, stem.6/7) and
 torchvision-style Bottlenecks; "-d8"/"-d16" models dilate the last stages with
-contract_dilation. ConvModule = conv (no bias) + BN ("bn") + ReLU. Two heads
+contract_dilation; its FastFCN "-d32" backbone keeps the strides and dilates them too
+(dilations (1, 1, 2, 4)), unlike the FastFCN authors'. ConvModule = conv (no bias) + BN ("bn") + ReLU. Two heads
 concatenate in another order than ours, fixed up below: ASPPHead puts the image pool
 first ([pool, 1x1, r1, r2, r3]; ours: [1x1, r1, r2, r3, pool]) and projects with a
 3x3 "bottleneck"; JPU concatenates [c2, c3, c4] (ours: [c4, c3, c2]). Upsampling is
@@ -190,7 +191,8 @@ def stdc_arch(name, stdc, backbone_only):
 
 HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD),
          "fcn": ("fcn", FCN_HEAD), "enc": ("encnet", ENC_HEAD)}
-KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, "
+KNOWN = ("resnet{18,50,101}_v1c, {fcn,deeplabv3,pspnet,danet}_r{50,101}-d{8,16}, deeplabv3_r{50,101}-d16-mg124, "
+         "fcn-d6_r{50,101}-d16, "
          "fastfcn_r{50,101}-d32_jpu_{psp,aspp,enc}, stdc{1,2} (backbone), stdc{1,2}_seg")
 
 
@@ -204,9 +206,12 @@ def arch(name):
     return Arch(name, RESNET_V1C, lambda sd: backbone_keys(depth, shape(sd, "stem.6.weight")[0], "deep"),
                 skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)
   m = re.fullmatch(r"(?P<method>fcn|deeplabv3|pspnet|danet)_r(?P<depth>\d+)-d(?P<os>8|16)", name)
+  m = m or re.fullmatch(r"(?P<method>deeplabv3)_r(?P<depth>\d+)-d(?P<os>16)-(?P<mg>mg124)", name)
+  m = m or re.fullmatch(r"(?P<method>fcn)-(?P<d6>d6)_r(?P<depth>\d+)-d(?P<os>16)", name)
   m = m or re.fullmatch(r"fastfcn_r(?P<depth>\d+)-d(?P<os>32)_jpu_(?P<method>psp|aspp|enc)", name)
   depth = parse_depth(name, m, KNOWN)
   method, os_ = m.group("method"), int(m.group("os"))
+  multi_grid, head_dilation = bool(m.groupdict().get("mg")), 6 if m.groupdict().get("d6") else 1
   fastfcn = name.startswith("fastfcn")
   decode_head, head_table = HEADS[{"psp": "pspnet", "aspp": "deeplabv3"}.get(method, method)]
   table = prefixed(RESNET_V1C, "backbone.") + head_table + FCN_AUX + (JPU_NECK if fastfcn else [])
@@ -221,8 +226,18 @@ def arch(name):
         "model.aux_channels": shape(sd, "auxiliary_head.convs.0.conv.weight")[0] if has_aux else 256,
         "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0],
     })
+    if multi_grid:
+      # mmseg's multi_grid gives layer4's rates themselves, (1, 2, 4), where ours multiply
+      # the stage's rate: with the stage rate 1 (strides from OS16, no dilation) they agree.
+      keys.update({"model.backbone.multi_grid": (1, 2, 4), "model.backbone.dilations": (1, 1, 1, 1)})
+    if head_dilation != 1:  # fcn-d6: both FCN heads' 3x3 convs (not the fusion) dilated by 6
+      keys.update({"model.fcn_dilation": head_dilation, "model.aux_dilation": head_dilation})
     if fastfcn:
       keys["model.jpu_channels"] = shape(sd, "neck.conv_layers.0.0.conv.weight")[0]
+      # mmseg's "-d32" ResNetV1c keeps the strides and still dilates layer3 / layer4
+      # (dilations (1, 1, 2, 4), contract_dilation) in all its FastFCN configs; the
+      # authors' backbone is not dilated, jaxseg's default.
+      keys["model.backbone.dilations"] = (1, 1, 2, 4)
     if decode_head == "aspp":
       keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
                    "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,

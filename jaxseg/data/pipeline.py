@@ -62,6 +62,7 @@ def train_dataset(config, source, process_index=0, process_count=1, family=None)
   batch = config.train.batch_size
   if batch % process_count:
     raise ConfigError(f"config train.batch_size {batch} is not divisible by {process_count} hosts")
+  family.check_train_input()
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
   ds = ds.seed(config.seed).shuffle().repeat()
   # Global batch s is records [s*B, (s+1)*B) of the stream and host p holds its p-th

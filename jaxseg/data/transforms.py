@@ -6,21 +6,30 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from jaxseg.errors import InputDataError
+from jaxseg.errors import ConfigError, InputDataError
+
+
+def draw_scale(rng, scale_range, step=0.0):
+  """A ratio from `scale_range`: continuous, or in steps of `step`."""
+  lo, hi = scale_range
+  if step > 0:
+    return rng.choice(np.arange(lo, hi + step / 2, step))
+  return rng.uniform(lo, hi)
+
+
+def scaled_size(shape, ratio):
+  """(H, W) of a (H, W) record resized by `ratio`."""
+  h, w = shape
+  return max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
 
 
 def random_scale(image, label, rng, scale_range, step=0.0):
   """Resize by a ratio drawn from `scale_range` (continuous, or in steps of `step`):
-  bilinear for the image, nearest for the label."""
-  lo, hi = scale_range
-  if step > 0:
-    ratio = rng.choice(np.arange(lo, hi + step / 2, step))
-  else:
-    ratio = rng.uniform(lo, hi)
-  h, w = label.shape
-  size = (max(1, int(round(w * ratio))), max(1, int(round(h * ratio))))
-  return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-          cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+  bilinear for the image, nearest for the label. (Training resamples only the crop
+  window, see scale_rotate_crop; this is the whole-image version it replaces.)"""
+  h, w = scaled_size(label.shape, draw_scale(rng, scale_range, step))
+  return (cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
+          cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST))
 
 
 def pad_to(image, label, size, ignore_index=255):
@@ -47,6 +56,94 @@ def random_crop(image, label, rng, crop_size, cat_max_ratio=1.0, ignore_index=25
     if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
       break
   return image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+
+
+def crop_window_matrix(shape, scaled, angle, offset):
+  """The 2x3 affine map from record pixels to crop pixels: resize (H, W) `shape` to
+  `scaled` = (H', W') (pixel centres kept: q = (p + 1/2) r - 1/2, as cv2.resize), rotate
+  by `angle` degrees (counter-clockwise) about the centre of the (H', W') canvas, and
+  move the crop's corner `offset` = (y0, x0) to the origin."""
+  (h, w), (sh, sw), (y0, x0) = shape, scaled, offset
+  rx, ry = sw / w, sh / h
+  resize = np.array([[rx, 0, 0.5 * rx - 0.5], [0, ry, 0.5 * ry - 0.5], [0, 0, 1]])
+  rotate = np.vstack([cv2.getRotationMatrix2D(((sw - 1) / 2, (sh - 1) / 2), angle, 1.0), [0, 0, 1]])
+  crop = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]])
+  return (crop @ rotate @ resize)[:2]
+
+
+def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_size=0, rotate_degrees=0.0,
+                      rotate_prob=0.5, image_fill=0, cat_max_ratio=1.0, ignore_index=255, tries=10):
+  """Random scale, random rotation and random crop with pad, computed by resampling
+  only the crop window (one cv2.warpAffine of crop size) instead of resizing and
+  rotating the whole record first. The draws and their order are random_scale's and
+  random_crop's, so the crops are those of resize-then-crop: the crop's place is drawn
+  on the (H', W') canvas of the resized record padded to the crop size (image 0,
+  label ignore, bottom / right). The image is bilinear; the label is nearest at pixel
+  centres (cv2.INTER_NEAREST_EXACT's rule; cv2.resize's INTER_NEAREST is up to half a
+  source pixel off the bilinear image).
+
+  base_size > 0: the ratio makes the short side base_size x the drawn ratio (the
+  FastFCN / EncNet code's base size), not the record's own size x the ratio.
+  Rotation (PSPNet): with probability rotate_prob, by an angle uniform in
+  [-rotate_degrees, rotate_degrees] about the canvas centre, the canvas keeping its
+  size; what it uncovers is `image_fill` in the image, ignore in the label."""
+  h, w = label.shape
+  ratio = draw_scale(rng, scale_range, step)
+  if base_size > 0:
+    ratio *= base_size / min(h, w)
+  sh, sw = scaled_size((h, w), ratio)
+  angle = 0.0
+  if rotate_degrees > 0 and rng.random() < rotate_prob:
+    angle = rng.uniform(-rotate_degrees, rotate_degrees)
+  ch, cw = crop_size
+  ph, pw = max(sh, ch), max(sw, cw)  # the padded canvas the crop's place is drawn on
+
+  def warp(src, m, interpolation, border, fill):
+    """`src` sampled at crop pixels mapped back through `m`. The nearest neighbour of a
+    point halfway between two pixels is the second (floor(p + 1/2)), as INTER_NEAREST_EXACT
+    has it; warpAffine's own rounding would take either, so the map is nudged by one
+    step of its 1/1024-pixel fixed point (a 2x downscale hits the halfway points)."""
+    inverse = cv2.invertAffineTransform(m)
+    if interpolation == cv2.INTER_NEAREST:
+      inverse[:, 2] += 1 / 1024
+    return cv2.warpAffine(src, inverse, (cw, ch), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
+                          borderValue=fill)
+
+  def pad(x, y0, x0, fill):
+    """Crop pixels beyond the (H', W') canvas are padding."""
+    x[max(sh - y0, 0):] = fill
+    x[:, max(sw - x0, 0):] = fill
+    return x
+
+  for _ in range(tries if cat_max_ratio < 1 else 1):
+    y0, x0 = rng.integers(0, ph - ch + 1), rng.integers(0, pw - cw + 1)
+    m = crop_window_matrix((h, w), (sh, sw), angle, (y0, x0))
+    crop = pad(warp(label, m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, ignore_index), y0, x0, ignore_index)
+    if cat_max_ratio >= 1:
+      break
+    counts = np.bincount(crop.ravel(), minlength=ignore_index + 1)  # (np.unique sorts: 8x slower)
+    counts[ignore_index] = 0
+    if np.count_nonzero(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+      break
+  # Replicated borders as cv2.resize's (a constant border would blend the fill into the
+  # outermost half pixel); where a rotation uncovers the canvas the fill is put back.
+  out = warp(image, m, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE, 0)
+  if angle:
+    inside = warp(np.ones((h, w), np.uint8), m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
+    out[inside == 0] = np.asarray(image_fill, np.float64).round().clip(0, 255).astype(np.uint8)
+  return pad(out, y0, x0, 0), crop
+
+
+def gaussian_blur(image, rng, kernel=5, sigma_range=(0.0, 0.0)):
+  """Gaussian blur with a `kernel` x `kernel` window (0: sized from the sigma) and a
+  sigma drawn uniformly from `sigma_range` ((0, 0): OpenCV's sigma for the kernel,
+  0.3 ((k - 1) / 2 - 1) + 0.8, 1.1 for k = 5). PSPNet's code: kernel 5, default sigma;
+  the FastFCN code: PIL's GaussianBlur(radius=U(0, 1)), the radius being the sigma."""
+  lo, hi = sigma_range
+  sigma = rng.uniform(lo, hi) if hi > 0 else 0.0
+  if kernel == 0 and sigma <= 0:
+    return image  # a zero-width Gaussian: no blur
+  return cv2.GaussianBlur(image, (kernel, kernel), sigma)
 
 
 def photometric_distortion(image, rng):
@@ -92,13 +189,39 @@ def check_record(record, where):
   return image, label
 
 
+def check_train_input(cfg):
+  """ConfigError naming the first input.* key of the augmentations with a bad value."""
+  if cfg.get("base_size", 0) < 0:
+    raise ConfigError(f"config key input.base_size must be >= 0 (0 = off), got {cfg.base_size}")
+  if not 0 <= cfg.get("rotate_prob", 0.5) <= 1 or not 0 <= cfg.get("blur_prob", 0.0) <= 1:
+    raise ConfigError(f"config keys input.rotate_prob / input.blur_prob must be in [0, 1], "
+                      f"got {cfg.get('rotate_prob')} / {cfg.get('blur_prob')}")
+  if cfg.get("rotate_degrees", 0.0) < 0:
+    raise ConfigError(f"config key input.rotate_degrees must be >= 0, got {cfg.rotate_degrees}")
+  if len(tuple(cfg.get("rotate_image_fill", (0, 0, 0)))) != 3:
+    raise ConfigError(f"config key input.rotate_image_fill must be 3 RGB values, got {cfg.rotate_image_fill}")
+  if cfg.get("blur_prob", 0.0) > 0:
+    k, sigma = cfg.blur_kernel, tuple(cfg.blur_sigma)
+    if k < 0 or (k and k % 2 == 0):
+      raise ConfigError(f"config key input.blur_kernel must be odd, or 0 (sized from the sigma), got {k}")
+    if len(sigma) != 2 or not 0 <= sigma[0] <= sigma[1] or (k == 0 and sigma[1] == 0):
+      raise ConfigError(f"config key input.blur_sigma must be (lo, hi) with 0 <= lo <= hi, and hi > 0 when "
+                        f"input.blur_kernel is 0; got {sigma}")
+
+
 def train_transform(record, rng, cfg, ignore_index, where="record"):
-  """random scale -> crop with pad -> flip -> photometric distortion."""
+  """random scale (+ rotation) + crop with pad in one resampling -> flip -> Gaussian
+  blur -> photometric distortion. The blur runs on the crop: cheaper than on the
+  whole record, and the same but for the crop's outermost kernel radius."""
   image, label = check_record(record, where)
-  image, label = random_scale(image, label, rng, cfg.scale_range, cfg.scale_step)
-  image, label = random_crop(image, label, rng, tuple(cfg.crop_size), cfg.cat_max_ratio, ignore_index)
+  image, label = scale_rotate_crop(
+      image, label, rng, tuple(cfg.crop_size), cfg.scale_range, cfg.scale_step, cfg.get("base_size", 0),
+      cfg.get("rotate_degrees", 0.0), cfg.get("rotate_prob", 0.5), tuple(cfg.get("rotate_image_fill", (0, 0, 0))),
+      cfg.cat_max_ratio, ignore_index)
   if cfg.flip and rng.random() < 0.5:
     image, label = image[:, ::-1], label[:, ::-1]
+  if cfg.get("blur_prob", 0.0) > 0 and rng.random() < cfg.blur_prob:
+    image = gaussian_blur(image, rng, cfg.blur_kernel, tuple(cfg.blur_sigma))
   if cfg.photometric:
     image = photometric_distortion(image, rng)
   out = {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}

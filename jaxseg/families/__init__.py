@@ -13,7 +13,8 @@ modules of this package), or a dotted module path for a family defined elsewhere
   init(model, key, batch)         the model variables (params, optional batch_stats)
   apply(model, variables, batch, train, **apply_kwargs)   the model's outputs
   train_transform(record, rng, where) / eval_transform(record, where)
-                                  a dataset record -> that record's batch dict (numpy)
+                                  a dataset record -> that record's batch dict (numpy);
+                                  check_train_input() checks their settings once
   loss(outputs, batch, rng)       -> (total, {term: value}); jittable
   predict(model, variables, batch) -> dict of outputs; jittable
   evaluators()                    {name: Evaluator} (jaxseg.evaluate) that score `predict`
@@ -78,6 +79,9 @@ class Base:
 
   def __getstate__(self):  # transforms travel to grain's worker processes; the builder stays
     return {**self.__dict__, "_builder": None}
+
+  def check_train_input(self):
+    """Raises ConfigError for training input settings the transforms cannot run."""
 
   def init(self, model, key, batch):
     return model.init({"params": key, "dropout": key}, batch, train=True)

@@ -88,6 +88,9 @@ class Family(Base):
   def apply(self, model, variables, batch, train, **kwargs):
     return model.apply(variables, normalize(batch["image"], self.config), train=train, batch=batch, **kwargs)
 
+  def check_train_input(self):
+    transforms.check_train_input(self.config.input)
+
   def train_transform(self, record, rng, where="record"):
     return transforms.train_transform(record, rng, self.config.input, self.config.dataset.ignore_index, where)
 

@@ -68,7 +68,9 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
                     output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
                     contract_dilation=m.backbone.contract_dilation,
-                    extra_blocks=m.backbone.extra_blocks, **common)
+                    extra_blocks=m.backbone.extra_blocks,
+                    dilations=tuple(m.backbone.get("dilations", ())),  # work dirs saved before the key
+                    **common)
   neck = build_neck(m, common)
   # The stride of the c4 the head sees: the JPU hands it c2's OS8 resolution.
   head_os = 8 if m.neck == "jpu" else os_
@@ -78,7 +80,7 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
                      f"(known: {', '.join(HEADS)})")
   aux = {}
   if m.aux_head:
-    aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, **common)
+    aux["aux"] = FCNHead(num_classes, m.aux_channels, "c3", m.dropout, dilation=m.get("aux_dilation", 1), **common)
   return Segmentor(backbone, make_head(config, head_os, common), aux, neck)
 
 
@@ -150,10 +152,11 @@ def _mcibi(config, os_, common):
 
 def _fcn(config, os_, common):
   """FCN decode head on c4: torchvision's fcn_resnet50/101 (one 3x3 conv + BN + ReLU),
-  or mmseg's fcn_r50-d8 (model.fcn_num_convs = 2, model.fcn_concat_input)."""
+  or mmseg's fcn_r50-d8 (model.fcn_num_convs = 2, model.fcn_concat_input; fcn-d6:
+  model.fcn_dilation = 6)."""
   m = config.model
   return FCNHead(config.dataset.num_classes, m.head_channels, "c4", m.dropout, m.get("fcn_num_convs", 1),
-                 m.get("fcn_concat_input", False), **common)
+                 m.get("fcn_concat_input", False), m.get("fcn_dilation", 1), **common)
 
 
 def _stdc(config, os_, common):

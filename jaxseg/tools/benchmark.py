@@ -11,7 +11,8 @@ then argmax) at --size and --infer_batch: compile time, latency, frames/s; XLA's
 FLOPs of both; peak memory; and on GPU/TPU the model FLOPs utilisation (achieved
 FLOP/s of the training step / the device's peak, from the PEAK_TFLOPS table). With
 PyTorch importable and a DeepLabv3 config (decode_head "aspp", no neck), the same
-network built in PyTorch (jaxseg/tools/torch_deeplabv3.py) is timed alongside.
+network built in PyTorch (jaxseg/tools/torch_deeplabv3.py) is timed alongside, in a
+process of its own.
 Batches are random uint8 images and labels made in memory: no dataset is read.
 Prints a table; --json writes every number.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 import time
 
 import jax
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.tools.flops import cost_flops, parse_size
+from jaxseg.tools.timing import synthetic_batch, timed
 
 # Dense peak TFLOP/s per device: (bfloat16, float32). float32 on NVIDIA Ampere and
 # later is the TF32 tensor-core peak (XLA's default precision for f32 convolutions
@@ -73,25 +77,6 @@ def peak_memory(compiled):
   if stats and "peak_bytes_in_use" in stats:
     return float(stats["peak_bytes_in_use"]), "device memory_stats peak_bytes_in_use"
   return compiled_memory_bytes(compiled), "XLA memory analysis of the compiled training step"
-
-
-def timed(fn, iters, warmup):
-  """Mean seconds of `iters` calls of `fn` (which blocks) after `warmup` calls."""
-  for _ in range(warmup):
-    fn()
-  t = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  return (time.perf_counter() - t) / iters
-
-
-def synthetic_batch(config, batch, size, seed=0):
-  rng = np.random.default_rng(seed)
-  out = {"image": rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8),
-         "label": rng.integers(0, config.dataset.num_classes, (batch, *size), dtype=np.uint8)}
-  if config.input.get("canny_edges", False):  # Gated-SCNN reads the Canny map from the batch
-    out["edges"] = rng.integers(0, 2, (batch, *size), dtype=np.uint8)
-  return out
 
 
 def measure_jax(config, size, batch, infer_batch=1, iters=5, warmup=1):
@@ -155,68 +140,21 @@ def torch_available():
 
 
 def measure_torch(config, size, batch, infer_batch=1, iters=5, warmup=1):
-  """The same network, loss and optimizer in PyTorch (eager, channels-last), on CUDA
-  if available. Raises ConfigError for configs it has no equivalent of."""
-  import torch
-  from torch.nn import functional as F
-
-  from jaxseg.tools.torch_deeplabv3 import DeepLabV3
-
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  torch.manual_seed(0)
-  model = DeepLabV3(config).to(device).to(memory_format=torch.channels_last)
-  infer_model = DeepLabV3(config, config.model.eval_output_stride).to(device).eval()
-  infer_model = infer_model.to(memory_format=torch.channels_last)
-  torch.backends.cudnn.benchmark = True
-  o = config.optim
-  opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-  data = synthetic_batch(config, batch, size)
-  images = torch.from_numpy(data["image"]).permute(0, 3, 1, 2).to(device)
-  labels = torch.from_numpy(data["label"]).long().to(device)
-  infer_images = torch.from_numpy(synthetic_batch(config, infer_batch, size, 1)["image"]).permute(0, 3, 1, 2)
-  infer_images = infer_images.to(device)
-  mean = torch.tensor(config.dataset.mean, device=device).view(1, 3, 1, 1)
-  std = torch.tensor(config.dataset.std, device=device).view(1, 3, 1, 1)
-  low = config.model.dtype in ("bfloat16", "float16")
-  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=low)
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  weights = {"seg": 1.0, "aux": config.loss.aux_weight}
-  ignore = config.dataset.ignore_index
-
-  def train_once():
-    x = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
-    with autocast():
-      out = model(x)
-    loss = sum(w * F.cross_entropy(F.interpolate(out[k].float(), size, mode="bilinear", align_corners=False),
-                                   labels, ignore_index=ignore) for k, w in weights.items() if k in out)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sync()
-
-  def infer_once():
-    with torch.no_grad(), autocast():
-      x = ((infer_images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
-      F.interpolate(infer_model(x)["seg"].float(), size, mode="bilinear", align_corners=False).argmax(1)
-    sync()
-
-  if device == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-  model.train()
-  t = time.perf_counter()
-  train_once()
-  first = time.perf_counter() - t
-  step_s = timed(train_once, iters, warmup)
-  memory = torch.cuda.max_memory_allocated() if device == "cuda" else float("nan")
-  latency = timed(infer_once, iters, warmup)
-  return {
-      "train_step_ms": 1e3 * step_s, "train_images_per_sec": batch / step_s,
-      "infer_latency_ms": 1e3 * latency, "infer_fps": infer_batch / latency,
-      "first_step_s": first, "peak_memory_gb": memory / 2 ** 30,
-      "peak_memory_source": "torch.cuda.max_memory_allocated" if device == "cuda" else "n/a on CPU",
-      "params": sum(p.numel() for p in model.parameters()), "device": device,
-      "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-  }
+  """The same network, loss and optimizer in PyTorch (jaxseg/tools/torch_deeplabv3.py),
+  measured in a process of its own: PyTorch and the TensorFlow or JAX already loaded
+  here are native stacks that need not share one. Raises ConfigError for configs it
+  has no equivalent of."""
+  from jaxseg.errors import ConfigError
+  request = json.dumps({"config": json.loads(config.to_json()),
+                        "args": [list(size), batch, infer_batch, iters, warmup]})
+  out = subprocess.run([sys.executable, "-m", "jaxseg.tools.torch_deeplabv3"], input=request,
+                       capture_output=True, text=True)
+  if out.returncode == 3:
+    raise ConfigError(out.stderr.strip().splitlines()[-1])
+  if out.returncode != 0:
+    raise RuntimeError(f"the PyTorch benchmark process failed (exit status {out.returncode}):\n"
+                       f"{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 ROWS = [  # (key, label, format)

@@ -2,8 +2,15 @@
 jaxseg builds (ResNet with the same stem, blocks, strides and dilations; ASPP with
 image pooling and projection; dropout and classifier; FCN auxiliary head on c3), so
 that the benchmark compares the frameworks on the same computation. Used only by the
-benchmark's PyTorch comparison; importing it needs torch.
+benchmark's PyTorch comparison, which runs it in its own process
+(`python -m jaxseg.tools.torch_deeplabv3` with a JSON request on stdin) so that
+PyTorch never shares a process with TensorFlow or an initialised JAX backend.
 """
+import json
+import sys
+import time
+
+import ml_collections
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -11,6 +18,7 @@ from torch.nn import functional as F
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import DEPTHS, stage_strides_and_rates
 from jaxseg.models.heads.aspp import scaled_rates
+from jaxseg.tools.timing import synthetic_batch, timed
 
 
 def conv_bn(cin, cout, k=3, stride=1, dilation=1, relu=True):
@@ -104,3 +112,76 @@ class DeepLabV3(nn.Module):
     if self.training and self.aux is not None:
       out["aux"] = self.aux(c3)
     return out
+
+
+def measure(config, size, batch, infer_batch=1, iters=5, warmup=1):
+  """The same network, loss and optimizer in PyTorch (eager, channels-last), on CUDA
+  if available: the dict of measurements that the benchmark's table prints."""
+
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.manual_seed(0)
+  model = DeepLabV3(config).to(device).to(memory_format=torch.channels_last)
+  infer_model = DeepLabV3(config, config.model.eval_output_stride).to(device).eval()
+  infer_model = infer_model.to(memory_format=torch.channels_last)
+  torch.backends.cudnn.benchmark = True
+  o = config.optim
+  opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+  data = synthetic_batch(config, batch, size)
+  images = torch.from_numpy(data["image"]).permute(0, 3, 1, 2).to(device)
+  labels = torch.from_numpy(data["label"]).long().to(device)
+  infer_images = torch.from_numpy(synthetic_batch(config, infer_batch, size, 1)["image"]).permute(0, 3, 1, 2)
+  infer_images = infer_images.to(device)
+  mean = torch.tensor(config.dataset.mean, device=device).view(1, 3, 1, 1)
+  std = torch.tensor(config.dataset.std, device=device).view(1, 3, 1, 1)
+  low = config.model.dtype in ("bfloat16", "float16")
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=low)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  weights = {"seg": 1.0, "aux": config.loss.aux_weight}
+  ignore = config.dataset.ignore_index
+
+  def train_once():
+    x = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+    with autocast():
+      out = model(x)
+    loss = sum(w * F.cross_entropy(F.interpolate(out[k].float(), size, mode="bilinear", align_corners=False),
+                                   labels, ignore_index=ignore) for k, w in weights.items() if k in out)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sync()
+
+  def infer_once():
+    with torch.no_grad(), autocast():
+      x = ((infer_images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+      F.interpolate(infer_model(x)["seg"].float(), size, mode="bilinear", align_corners=False).argmax(1)
+    sync()
+
+  if device == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+  model.train()
+  t = time.perf_counter()
+  train_once()
+  first = time.perf_counter() - t
+  step_s = timed(train_once, iters, warmup)
+  memory = torch.cuda.max_memory_allocated() if device == "cuda" else float("nan")
+  latency = timed(infer_once, iters, warmup)
+  return {
+      "train_step_ms": 1e3 * step_s, "train_images_per_sec": batch / step_s,
+      "infer_latency_ms": 1e3 * latency, "infer_fps": infer_batch / latency,
+      "first_step_s": first, "peak_memory_gb": memory / 2 ** 30,
+      "peak_memory_source": "torch.cuda.max_memory_allocated" if device == "cuda" else "n/a on CPU",
+      "params": sum(p.numel() for p in model.parameters()), "device": device,
+      "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+  }
+
+
+if __name__ == "__main__":
+  # stdin: {"config": the config as JSON, "args": [size, batch, infer_batch, iters, warmup]};
+  # stdout: the measurements as JSON. Exit status 3: a config with no PyTorch equivalent.
+  request = json.load(sys.stdin)
+  try:
+    result = measure(ml_collections.ConfigDict(request["config"]), *request["args"])
+  except ConfigError as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+  print(json.dumps(result))

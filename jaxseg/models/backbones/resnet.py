@@ -103,6 +103,11 @@ class ResNet(nn.Module):
   multi_grid: Sequence[int] = (1, 2, 4)  # () = none: the last stage is dilated like the others
   contract_dilation: bool = True
   extra_blocks: int = 0
+  # () = the rates follow from output_stride (each stride removed doubles the rate);
+  # else the rate of each of the four stages, on top of the strides output_stride
+  # keeps. mmseg's FastFCN "r50-d32" backbone: (1, 1, 2, 4) at output stride 32; the
+  # FastFCN authors' backbone is not dilated (their JPU replaces the dilation).
+  dilations: Sequence[int] = ()
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
@@ -125,6 +130,10 @@ class ResNet(nn.Module):
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
 
     plan = stage_strides_and_rates(self.output_stride)
+    if self.dilations:
+      if len(self.dilations) != 4 or min(self.dilations) < 1:
+        raise ConfigError(f"model.backbone.dilations must be () or four rates >= 1, got {tuple(self.dilations)}")
+      plan = [(stride, rate) for (stride, _), rate in zip(plan, self.dilations)]
     # Cascaded blocks 5..7 continue the plan: no more stride, the rate keeps doubling.
     stages = [(i, n, *plan[i]) for i, n in enumerate(sizes)]
     stages += [(3, sizes[3], 1, plan[3][1] * 2 ** (j + 1)) for j in range(self.extra_blocks)]

@@ -1,7 +1,8 @@
 """FCN head (Long et al. 2015) as toolboxes use it: 3x3 conv + BN + ReLU, dropout, 1x1
 classifier (the auxiliary head on c3, torchvision's FCN). mmsegmentation's FCN models
 stack `num_convs` such convs and, with `concat_input`, fuse [input, their output] by
-one more 3x3 conv + BN + ReLU before the dropout."""
+one more 3x3 conv + BN + ReLU before the dropout; their "fcn-d6" models dilate the
+stacked convs (not the fusion) by 6."""
 from __future__ import annotations
 
 from typing import Any
@@ -19,6 +20,7 @@ class FCNHead(nn.Module):
   dropout: float = 0.1
   num_convs: int = 1
   concat_input: bool = False
+  dilation: int = 1  # of the stacked 3x3 convs
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
@@ -27,7 +29,8 @@ class FCNHead(nn.Module):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = inputs = features[self.in_feature]
     for i in range(self.num_convs):
-      x = ConvBN(self.channels, 3, **kw, name="conv" if i == 0 else f"conv{i + 1}")(x, train)
+      x = ConvBN(self.channels, 3, dilation=self.dilation, **kw,
+                 name="conv" if i == 0 else f"conv{i + 1}")(x, train)
     if self.concat_input:
       x = ConvBN(self.channels, 3, **kw, name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

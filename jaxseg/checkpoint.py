@@ -122,7 +122,7 @@ def check_same_model(workdir, config):
   defaults = _flatten(json.loads(base_config().to_json()))
   with open(path) as f:
     saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
-  current = _flatten(json.loads(config.to_json()))
+  current = {**defaults, **_flatten(json.loads(config.to_json()))}  # e.g. an upgraded older config
   unused = inactive_model_keys(config.model)  # a different head or neck differs in decode_head / neck
   for key in sorted(set(saved) | set(current)):
     if key in unused:

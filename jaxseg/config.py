@@ -285,17 +285,26 @@ def check_evals(config):
                           f"{', '.join(known[name])}){_suggest(key, known[name])}")
 
 
+def _fill_missing(config, base):
+  for key, value in base.items():
+    if key not in config:
+      config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
+      _fill_missing(config[key], value)
+
+
 def upgrade(config):
-  """A config saved by an earlier version (WORKDIR/config.json), in today's keys:
-  eval.boundary_f_tolerance > 0 -> evals.boundary_f.tolerance."""
+  """A config saved by an earlier version (WORKDIR/config.json), in today's keys: keys
+  added since take their defaults; eval.boundary_f_tolerance > 0 ->
+  evals.boundary_f.tolerance."""
   config = ml_collections.ConfigDict(config.to_dict())
+  had_evals = "evals" in config
   tolerance = config.get("eval", {}).get("boundary_f_tolerance", None)
   if tolerance is not None:
     del config.eval["boundary_f_tolerance"]
-  if "evals" not in config:
-    config.evals = dict(confusion=dict(every=0))
-    if tolerance:
-      config.evals.boundary_f = dict(every=0, tolerance=tolerance)
+  _fill_missing(config, base_config())  # keys added since: their defaults
+  if not had_evals and tolerance:
+    config.evals.boundary_f = dict(every=0, tolerance=tolerance)
   return config
 
 

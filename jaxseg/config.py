@@ -289,6 +289,8 @@ def _fill_missing(config, base):
   for key, value in base.items():
     if key not in config:
       config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    elif key == "evals":  # a choice of evaluators, not defaults to merge
+      continue
     elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
       _fill_missing(config[key], value)
 

@@ -25,6 +25,7 @@ setup(
         "opencv-python-headless",
         "pillow",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "pycocotools>=2.0.8",  # COCO box and mask AP
     ],
     extras_require={
         # Preparing datasets (TFDS builders) needs TensorFlow, and scipy for the .mat

@@ -12,7 +12,7 @@ import numpy as np
 from jaxseg.errors import ConfigError, DatasetNotFoundError
 
 # Datasets jaxseg can generate itself; others need the official archives.
-SELF_PREPARING = ("shapes",)
+SELF_PREPARING = ("shapes", "shapes_panoptic")
 
 # What `python -m jaxseg.prepare NAME --manual_dir DIR` needs in DIR: per dataset (or
 # NAME/CONFIG), each official archive as (file name, a path inside it (or a tuple of

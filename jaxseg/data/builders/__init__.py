@@ -7,10 +7,12 @@ from jaxseg.data.builders.coco_panoptic import CocoPanoptic
 from jaxseg.data.builders.imagenet_pssl import ImagenetPssl
 from jaxseg.data.builders.pascal_context import PascalContext
 from jaxseg.data.builders.shapes import Shapes
+from jaxseg.data.builders.shapes_panoptic import ShapesPanoptic
 from jaxseg.data.builders.voc_aug import VocAug
 
 BUILDERS = {
     "shapes": Shapes,
+    "shapes_panoptic": ShapesPanoptic,
     "voc_aug": VocAug,
     "cityscapes": Cityscapes,
     "ade20k": Ade20k,

@@ -11,7 +11,6 @@ training step at the config's batch per device), so they need no execution.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from jaxseg import sharding  # noqa: E402
 from jaxseg.models.heads.danet import PositionAttention  # noqa: E402
 from jaxseg.models.segmentor import build_model  # noqa: E402
 from jaxseg.tools.benchmark import compiled_memory_bytes  # noqa: E402
+from jaxseg.config import load_config_file  # noqa: E402
 from jaxseg.tools.flops import cost_flops  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402
 
@@ -37,10 +37,7 @@ CONFIGS = ["deeplabv3_voc", "pspnet_voc", "danet_cityscapes", "fastfcn_pascal_co
 def load(name):
   """configs/NAME.py's config, NAME[:variant] as on the command line."""
   file, _, variant = name.partition(":")
-  spec = importlib.util.spec_from_file_location(file, os.path.join(ROOT, "configs", f"{file}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
+  return load_config_file(os.path.join(ROOT, "configs", f"{file}.py") + (f":{variant}" if variant else ""))
 
 
 def memory_gb(compiled):
@@ -57,7 +54,7 @@ def measure(name, batch, run, iters):
   x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
   edges = config.input.get("canny_edges", False)  # Gated-SCNN: the Canny map rides with the image
   eval_model = build_model(config, config.model.eval_output_stride)
-  fwd = jax.jit(lambda v, x, e: eval_model.apply(v, x, **({"edges": e} if edges else {}))["seg"])
+  fwd = jax.jit(lambda v, x, e: eval_model.apply(v, x, batch={"edges": e} if edges else {})["seg"])
   forward = fwd.lower(variables, x, jax.ShapeDtypeStruct((1, h, w), jnp.float32)).compile()
   mesh = sharding.make_mesh()
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)

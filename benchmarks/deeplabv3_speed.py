@@ -14,7 +14,6 @@ both depths in one table. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -28,10 +27,8 @@ from jaxseg.tools.benchmark import measure_jax, measure_torch, torch_available  
 
 
 def load_config(depth, crop, batch, dtype):
-  spec = importlib.util.spec_from_file_location("voc", os.path.join(ROOT, "configs", "deeplabv3_voc.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from jaxseg.config import load_config_file
+  c = load_config_file(os.path.join(ROOT, "configs", "deeplabv3_voc.py"))
   c.model.backbone.depth = depth
   c.model.backbone.output_stride = 8
   c.model.eval_output_stride = 8

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxseg import sharding  # noqa: E402
-from jaxseg.convert import load_config_file  # noqa: E402
+from jaxseg.config import load_config_file  # noqa: E402
 from jaxseg.models.segmentor import build_model  # noqa: E402
 from jaxseg.tools.benchmark import compiled_memory_bytes, synthetic_batch  # noqa: E402
 from jaxseg.train import make_train_step, state_factory  # noqa: E402

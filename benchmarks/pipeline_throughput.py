@@ -94,10 +94,10 @@ def build(data_dir, num_images):
 def measure(case, data_dir, workers, batches, batch_size):
   """Images/s of `batches` training batches after two warm-up batches."""
   from jaxseg.data import datasets, pipeline
-  from tests.conftest import load_config
+  from jaxseg.config import load_config_file
 
   config_name, crop, dataset, split = CASES[case]
-  config = load_config(config_name)
+  config = load_config_file(os.path.join(ROOT, "configs", f"{config_name}.py"))
   config.input.crop_size, config.input.num_workers = crop, workers
   config.train.batch_size = batch_size
   source = datasets.source(datasets.load(dataset, os.path.join(data_dir, "tfds")), split)

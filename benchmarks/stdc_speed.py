@@ -22,7 +22,6 @@ tensorflow are missing: then the jaxseg package __init__ is bypassed).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -67,10 +66,8 @@ LAYERS = {"stdc1": (2, 2, 2), "stdc2": (4, 5, 3)}
 
 
 def load_config(name, dtype):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}_cityscapes.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from jaxseg.config import load_config_file
+  c = load_config_file(os.path.join(ROOT, "configs", f"{name}_cityscapes.py"))
   c.model.dtype = dtype
   return c
 

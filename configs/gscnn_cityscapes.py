@@ -18,66 +18,37 @@ Reported (WideResNet-38, val, full resolution): 80.8 mIoU (DeepLabv3+ 78.8), bou
 F-score 73.6 at 3 px (DeepLabv3+ 69.7). Evaluation here: whole 1024x2048 images at OS8
 with mIoU and the boundary F-score at 3 px.
 
-  --config configs/gscnn_cityscapes.py               Gated-SCNN
-  --config configs/gscnn_cityscapes.py:noshape       the same network without the shape stream
-  --config configs/gscnn_cityscapes.py:tiny          smoke variant on `shapes`
-  --config configs/gscnn_cityscapes.py:tiny_noshape  smoke variant without the shape stream
+Variants (--config configs/gscnn_cityscapes.py:NAME): plain: Gated-SCNN; `:noshape` the
+same network without the shape stream; `:tiny` smoke variant on `shapes`;
+`:tiny_noshape` smoke variant without the shape stream.
 """
+from jaxseg import presets
 from jaxseg.config import base_config, tiny_variant
 
 
 def get_config(variant=""):
   c = base_config()
-  c.dataset.name = "cityscapes"
-  c.dataset.train_split = "train"
-  c.dataset.eval_split = "val"
-  c.dataset.num_classes = 19
-  c.input.crop_size = (720, 720)
-  c.input.scale_range = (0.5, 2.0)
-  c.input.scale_step = 0.0
-  c.input.photometric = False
-  c.input.cat_max_ratio = 1.0
-  c.input.eval_size = (1024, 2048)
-  c.input.canny_edges = True
-  c.input.canny_thresholds = (10, 100)
-  c.model.backbone.depth = 101
-  c.model.backbone.stem = "deep"
-  c.model.backbone.output_stride = 8
-  c.model.backbone.multi_grid = ()
-  c.model.eval_output_stride = 8
+  presets.dataset(c, "cityscapes")
+  presets.augment(c, (720, 720))
+  c.input.update(dict(canny_edges=True, canny_thresholds=(10, 100)))
+  presets.resnet(c, 101)
   c.model.decode_head = "gscnn"
-  c.model.head_channels = 256
   c.model.aspp_rates = (6, 12, 18)  # x2 at OS8: (12, 24, 36)
   c.model.gscnn_shape_channels = (64, 32, 16, 8)
   c.model.gscnn_low_level_channels = 48
-  c.model.gscnn_shape_stream = True
-  c.model.dropout = 0.1
   c.model.aux_head = False
-  c.loss.edge_weight = 20.0
-  c.loss.dual_task_weight = 1.0
-  c.loss.boundary_ce_weight = 1.0
-  c.loss.boundary_threshold = 0.8
-  c.loss.boundary_radius = 2
-  c.loss.dual_task_tau = 0.5
-  c.optim.lr = 0.01
-  c.optim.power = 1.0
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 1e-4
-  c.train.batch_size = 16
-  c.train.steps = 35000
-  c.train.eval_every = 5000
-  c.train.ckpt_every = 2000
-  c.eval.mode = "whole"
-  c.eval.batch_size = 2
-  c.eval.boundary_f_tolerance = 3
-  if variant not in ("", "noshape", "tiny", "tiny_noshape"):
-    raise ValueError(f"unknown variant '{variant}' of configs/gscnn_cityscapes.py "
-                     "(known: noshape, tiny, tiny_noshape)")
-  if variant.startswith("tiny"):
-    _tiny(c)
-  if variant.endswith("noshape"):
-    c.model.gscnn_shape_stream = False
-    c.input.canny_edges = False
+  c.loss.update(dict(edge_weight=20.0, dual_task_weight=1.0, boundary_ce_weight=1.0, boundary_threshold=0.8,
+                     boundary_radius=2, dual_task_tau=0.5))
+  presets.sgd_poly(c, lr=0.01, steps=35000, eval_every=5000, power=1.0)
+  c.eval.update(dict(mode="whole", batch_size=2))
+  c.evals.boundary_f = dict(every=0, tolerance=3)  # the paper's boundary F-score at 3 px
+  return presets.variants(c, variant, "configs/gscnn_cityscapes.py",
+                          {"noshape": _noshape, "tiny": _tiny, "tiny_noshape": lambda c: _noshape(_tiny(c))})
+
+
+def _noshape(c):
+  c.model.gscnn_shape_stream = False
+  c.input.canny_edges = False
   return c
 
 
@@ -86,3 +57,4 @@ def _tiny(c):
   tiny_variant(c)
   c.model.gscnn_shape_channels = (16, 8, 8, 4)
   c.model.gscnn_low_level_channels = 8
+  return c

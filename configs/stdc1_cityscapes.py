@@ -19,62 +19,31 @@ to the full label size (`eval.scales` = (0.5,) or (0.75,)). The same trained mod
 serves both, as in the paper. Reported Cityscapes test mIoU / FPS (GTX 1080Ti,
 TensorRT): STDC1-Seg50 71.9 / 250.4, STDC1-Seg75 75.3 / 126.7.
 
-  --config configs/stdc1_cityscapes.py         Seg50
-  --config configs/stdc1_cityscapes.py:seg75   Seg75
-  --config configs/stdc1_cityscapes.py:tiny    smoke variant: STDC1 at base width 8 on `shapes`
+Variants (--config configs/stdc1_cityscapes.py:NAME): plain: Seg50; `:seg75` Seg75;
+`:tiny` smoke variant: STDC1 at base width 8 on `shapes`.
 """
+from jaxseg import presets
 from jaxseg.config import base_config, tiny_variant
 
 
 def get_config(variant="", backbone="stdc1"):
   c = base_config()
-  c.dataset.name = "cityscapes"
-  c.dataset.train_split = "train"
-  c.dataset.eval_split = "val"
-  c.dataset.num_classes = 19
-  c.input.crop_size = (512, 1024)
-  c.input.scale_range = (0.125, 1.5)
-  c.input.scale_step = 0.125
-  c.input.photometric = True
-  c.input.cat_max_ratio = 1.0
-  c.input.eval_size = (1024, 2048)
-  c.model.backbone.name = backbone
-  c.model.backbone.width = 64
-  c.model.backbone.output_stride = 32
+  presets.dataset(c, "cityscapes")
+  presets.augment(c, (512, 1024), scale_range=(0.125, 1.5), scale_step=0.125, photometric=True)
+  c.model.backbone.update(dict(name=backbone, width=64, output_stride=32))
   c.model.eval_output_stride = 32
   c.model.decode_head = "stdc"
   c.model.head_channels = 256  # FFM and seg head; the context path has 128
   c.model.aux_channels = 64  # auxiliary and detail heads
-  c.model.aux_head = True
   c.model.detail_head = True
-  c.loss.aux16_weight = 1.0
-  c.loss.aux32_weight = 1.0
-  c.loss.detail_weight = 1.0
-  c.loss.ohem = True
-  c.loss.ohem_thresh = 0.7
-  c.loss.ohem_min_kept = -1  # B * H * W // 16
-  c.optim.lr = 0.01
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 5e-4
-  c.optim.power = 0.9
-  c.optim.warmup = "exp"
-  c.optim.warmup_steps = 1000
-  c.optim.warmup_ratio = 1e-5 / 0.01  # warmup starts at lr 1e-5
-  c.optim.poly_after_warmup = True
-  c.train.batch_size = 48
-  c.train.steps = 60000
-  c.train.eval_every = 5000
-  c.train.ckpt_every = 2000
-  c.eval.mode = "whole"
-  c.eval.scales = (0.5,)  # Seg50: 512x1024 input
-  c.eval.batch_size = 8
-  if variant == "seg75":
-    c.eval.scales = (0.75,)  # Seg75: 768x1536 input
-  elif variant == "tiny":
-    _tiny(c)
-  elif variant:
-    raise ValueError(f"unknown variant '{variant}' of configs/{backbone}_cityscapes.py (known: seg75, tiny)")
-  return c
+  c.loss.update(dict(aux16_weight=1.0, aux32_weight=1.0, detail_weight=1.0))
+  c.loss.update(dict(ohem=True, ohem_thresh=0.7, ohem_min_kept=-1))  # min_kept: B * H * W // 16
+  presets.sgd_poly(c, lr=0.01, steps=60000, eval_every=5000, batch_size=48, weight_decay=5e-4)
+  # warmup from lr 1e-5, exponential over 1000 steps, then poly
+  c.optim.update(dict(warmup="exp", warmup_steps=1000, warmup_ratio=1e-5 / 0.01, poly_after_warmup=True))
+  c.eval.update(dict(mode="whole", scales=(0.5,), batch_size=8))  # Seg50: 512x1024 input
+  return presets.variants(c, variant, f"configs/{backbone}_cityscapes.py",
+                          {"seg75": lambda c: c.eval.update(dict(scales=(0.75,))), "tiny": _tiny})
 
 
 def _tiny(c):

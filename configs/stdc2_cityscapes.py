@@ -4,9 +4,8 @@ with the STDC2 backbone ([4, 5, 3] STDC modules in stages 3-5).
 Reported Cityscapes test mIoU / FPS (GTX 1080Ti, TensorRT): STDC2-Seg50 73.4 / 188.6,
 STDC2-Seg75 76.8 / 97.0.
 
-  --config configs/stdc2_cityscapes.py         Seg50 (512x1024 inference input)
-  --config configs/stdc2_cityscapes.py:seg75   Seg75 (768x1536)
-  --config configs/stdc2_cityscapes.py:tiny    smoke variant on `shapes`
+Variants (--config configs/stdc2_cityscapes.py:NAME): plain: Seg50 (512x1024 inference
+input); `:seg75` Seg75 (768x1536); `:tiny` smoke variant on `shapes`.
 """
 import importlib.util
 import os

@@ -1,4 +1,6 @@
-"""`jaxseg.load(workdir)`: a trained segmenter from a work dir, ready to predict."""
+"""`jaxseg.load(workdir)`: a trained model from a work dir, ready to predict, and
+`evaluate(workdir)`, what `--mode eval` runs. Both go through the config's task
+family (jaxseg.families)."""
 from __future__ import annotations
 
 import json
@@ -6,44 +8,13 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from jaxseg import checkpoint, sharding
-from jaxseg.data.transforms import canny
+from jaxseg import checkpoint, families, sharding
+from jaxseg.config import upgrade
 from jaxseg.errors import NoCheckpointError
-from jaxseg.evaluate import predict_scores
-from jaxseg.models.segmentor import build_model
-
-
-class Segmenter:
-  """`.logits(images)` -> (B, H, W, K) float32 scores at the input resolution;
-  `.predict(images)` -> (B, H, W) int32 class ids. `images` are uint8 RGB (B, H, W, 3)
-  of any size; normalisation and the config's inference mode (whole / slide /
-  multi-scale + flip) happen inside."""
-
-  def __init__(self, config, variables, step, mesh):
-    self.config, self.variables, self.step = config, variables, step
-    self.model = build_model(config, config.model.eval_output_stride)
-    self.data_sharding, self.replicated = sharding.data_sharding(mesh), sharding.replicated(mesh)
-    self._logits = jax.jit(lambda v, x, e: predict_scores(self.model, v, x, config, e))
-
-  def _check(self, images):
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-      raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
-    return images
-
-  def logits(self, images):
-    images = self._check(images)
-    edges = None
-    if self.config.input.get("canny_edges", False):  # Gated-SCNN: Canny of the raw images, on the host
-      edges = jnp.asarray(np.stack([canny(im, self.config.input.canny_thresholds) for im in images]))
-    return np.asarray(self._logits(self.variables, jnp.asarray(images), edges))
-
-  def predict(self, images):
-    return self.logits(images).argmax(-1).astype(np.int32)
+from jaxseg.families.semantic import Segmenter  # noqa: F401  (what `load` returns for semantic work dirs)
+from jaxseg.state import state_factory, variables
 
 
 def workdir_config(workdir):
@@ -52,14 +23,12 @@ def workdir_config(workdir):
   if not os.path.exists(path):
     raise NoCheckpointError(f"{path} not found: is {workdir} a jaxseg work dir?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return upgrade(ml_collections.ConfigDict(json.load(f)))
 
 
-def load(workdir, config=None, step=None) -> Segmenter:
-  """The segmenter of checkpoint `step` (default: the latest) in `workdir`, built from
-  `config` (default: the work dir's config.json)."""
-  from jaxseg.train import state_factory  # train imports this module's users
-
+def restore(workdir, config=None, step=None):
+  """(config, family, variables, step, mesh) of checkpoint `step` (default: the
+  latest) in `workdir`, built from `config` (default: the work dir's config.json)."""
   if config is None:
     config = workdir_config(workdir)
   else:
@@ -74,9 +43,48 @@ def load(workdir, config=None, step=None) -> Segmenter:
     raise NoCheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
   # The training run's model axis where this machine's devices allow it, else a divisor.
   mesh = sharding.make_mesh(model=math.gcd(config.train.get("model_axis", 1), jax.device_count()))
-  _, abstract_state, _, _ = state_factory(config, build_model(config))
+  family = families.get(config)
+  _, abstract_state, _, _ = state_factory(config, family.build_model(train=True), family)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, sharding.state_shardings(abstract_state, mesh))
   state, _ = checkpoint.restore(mngr, step, abstract)
   mngr.close()
-  return Segmenter(config, {"params": state.params, "batch_stats": state.batch_stats}, step, mesh)
+  return config, family, variables(state), step, mesh
+
+
+def load(workdir, config=None, step=None):
+  """The predictor of checkpoint `step` (default: the latest) in `workdir`: for the
+  semantic family a `Segmenter` (`.logits(images)`, `.predict(images)`)."""
+  config, family, variables_, step, mesh = restore(workdir, config, step)
+  return family.predictor(family.build_model(train=False), variables_, step, mesh)
+
+
+def evaluate(workdir, config=None, step=None):
+  """--mode eval: restores checkpoint `step` (default: the latest), runs the family's
+  evaluators on config.dataset.eval_split, prints the report and appends a row to
+  WORKDIR/metrics.jsonl naming the checkpoint and the evaluation settings. Returns
+  the scores."""
+  from jaxseg.data import datasets, pipeline  # grain: `import jaxseg` does not need it
+  from jaxseg.evaluate import Evaluation
+
+  config, family, variables_, step, mesh = restore(workdir, config, step)
+  data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  model = family.build_model(train=False)
+  evaluation = Evaluation(lambda v, batch: family.predict(model, v, batch), family.evaluators(), repl)
+  source = datasets.source(family.builder, config.dataset.eval_split)
+  batches = pipeline.eval_batches(config, source, sharding.eval_batch_size(config), jax.process_index(),
+                                  jax.process_count(), family)
+  scores, _ = evaluation(variables_, batches, lambda b: sharding.global_batch(b, data_sh))
+  print(family.report(scores, step), flush=True)
+  if jax.process_index() == 0:
+    row = {"step": step, **scores, "mode": "eval",
+           "checkpoint": os.path.join(os.path.abspath(workdir), "checkpoints", str(step)),
+           "settings": {"split": config.dataset.eval_split, "evals": config.evals.to_dict(),
+                        "eval": config.eval.to_dict(),
+                        "input": {k: v for k, v in config.input.to_dict().items() if k.startswith("eval_")}}}
+    try:
+      with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    except OSError as e:  # a read-only work dir still evaluates
+      print(f"WARNING: cannot append to {workdir}/metrics.jsonl: {e.strerror or e}", flush=True)
+  return scores

@@ -1,7 +1,7 @@
 """orbax checkpoints of the training state and the data iterator position.
 
 Layout: WORKDIR/checkpoints/<step>/{state,data}. The latest `keep` checkpoints are
-kept, and the best by mIoU (checkpoints saved with metrics) is kept as well. Saves are
+kept, and the best by train.best_metric (checkpoints saved with metrics) is kept as well. Saves are
 asynchronous; orbax writes to a temporary directory and renames it when complete, so
 an interrupted save never replaces a good checkpoint.
 """
@@ -13,7 +13,7 @@ import os
 
 import orbax.checkpoint as ocp
 
-from jaxseg.config import base_config
+from jaxseg.config import base_config, inactive_model_keys
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
 
 
@@ -28,7 +28,7 @@ class _DropReadOnlyNotice(logging.Filter):
 logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
 
 
-def manager(workdir, keep=3, read_only=False):
+def manager(workdir, keep=3, read_only=False, metric="miou"):
   """The work dir's checkpoint manager. A writable one first names and then removes
   partially written checkpoints (left by a crash during an async save)."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -41,7 +41,8 @@ def manager(workdir, keep=3, read_only=False):
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(keep),
-          policies.BestN(get_metric_fn=lambda m: m["miou"], n=1, keep_checkpoints_without_metrics=False),
+          policies.BestN(get_metric_fn=lambda m: m.get(metric, float("-inf")), n=1,
+                         keep_checkpoints_without_metrics=False),
       ]),
       enable_async_checkpointing=True,
       save_interval_steps=0 if read_only else 1,
@@ -52,9 +53,10 @@ def manager(workdir, keep=3, read_only=False):
   return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
 
 
-def save(mngr, step, state, data_state, miou=None):
+def save(mngr, step, state, data_state, metrics=None):
+  """`metrics` {name: value}: what the manager's best-checkpoint choice reads."""
   args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
-  mngr.save(step, args=args, metrics=None if miou is None else {"miou": float(miou)})
+  mngr.save(step, args=args, metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()})
 
 
 def resume_point(mngr, restore_path=None):
@@ -111,16 +113,21 @@ def _flatten(tree, prefix=""):
 
 
 def check_same_model(workdir, config):
-  """Raises CheckpointMismatchError if WORKDIR/config.json describes another model."""
+  """Raises CheckpointMismatchError if WORKDIR/config.json describes another model:
+  another family, number of classes, or model key of the components in use (the keys
+  of heads and necks that neither config uses are not compared)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   defaults = _flatten(json.loads(base_config().to_json()))
   with open(path) as f:
     saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
-  current = _flatten(json.loads(config.to_json()))
+  current = {**defaults, **_flatten(json.loads(config.to_json()))}  # e.g. an upgraded older config
+  unused = inactive_model_keys(config.model)  # a different head or neck differs in decode_head / neck
   for key in sorted(set(saved) | set(current)):
-    if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key == "dataset.num_classes") \
+    if key in unused:
+      continue
+    if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key in ("dataset.num_classes", "family")) \
         and saved.get(key) != current.get(key):
       raise CheckpointMismatchError(
           f"work dir {workdir} holds a checkpoint of a different model ({key}: "

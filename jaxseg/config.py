@@ -8,10 +8,12 @@ running statistics (TensorFlow/Flax convention: PyTorch momentum 0.1 == 0.9 here
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
 
 import ml_collections
 
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, UserError, first_line
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -20,6 +22,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # The task family (jaxseg/families): "semantic", or the dotted path of a module with a
+  # Family class, e.g. one of another package.
+  c.family = "semantic"
 
   c.dataset = dict(
       name="shapes",
@@ -166,7 +171,8 @@ def base_config() -> ml_collections.ConfigDict:
       log_every=50,
       eval_every=2000,
       ckpt_every=2000,
-      keep_checkpoints=3,  # the latest K, plus the best by mIoU
+      keep_checkpoints=3,  # the latest K, plus the best by best_metric
+      best_metric="miou",  # the evaluation score (higher is better) that picks the best checkpoint and FINAL
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
       tensorboard_images=3,  # eval predictions drawn into TensorBoard at each evaluation; 0 = none
@@ -187,9 +193,38 @@ def base_config() -> ml_collections.ConfigDict:
       scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
       flip=False,
       batch_size=8,
-      boundary_f_tolerance=0,  # > 0: also report the boundary F-score at this tolerance (px)
   )
+
+  # Named evaluators of the family (semantic: "confusion" -> mIoU, aAcc, mAcc, per-class
+  # IoU/acc; "boundary_f" -> boundary F-score at `tolerance` px). Each has its cadence
+  # `every`: 0 = train.eval_every, N = every N steps, -1 = never during training
+  # (--mode eval runs it). {} evaluates nothing (e.g. pretraining without masks).
+  c.evals = dict(confusion=dict(every=0))
   return c
+
+
+# The model keys each component reads besides the shared ones (backbone, widths,
+# dropout, BN): a work dir of one head resumes whatever the keys of the other heads.
+HEAD_KEYS = {
+    "aspp": ("aspp_rates", "aspp_project_kernel", "aspp_extra_conv"),
+    "psp": ("psp_bins", "psp_pooling", "psp_reduction"),
+    "danet": ("danet_cam_variant", "danet_blocked_threshold", "danet_block_size"),
+    "encnet": ("encnet_codewords", "encnet_reduce_kernel"),
+    "mcibi": ("mcibi_channels", "mcibi_transform_channels", "mcibi_momentum", "mcibi_momentum_power",
+              "mcibi_update_at_label_size", "aspp_rates", "danet_blocked_threshold", "danet_block_size"),
+    "fcn": ("fcn_num_convs", "fcn_concat_input"),
+    "stdc": ("detail_head", "stdc_classifier_bias"),
+    "gscnn": ("gscnn_shape_channels", "gscnn_low_level_channels", "gscnn_shape_stream", "aspp_rates"),
+}
+NECK_KEYS = {"jpu": ("jpu_channels",)}
+
+
+def inactive_model_keys(model):
+  """The `model.*` keys (dotted) of the heads and necks that `model` does not use."""
+  head, neck = model.get("decode_head", "aspp"), model.get("neck", "")
+  active = set(HEAD_KEYS.get(head, ())) | set(NECK_KEYS.get(neck, ()))
+  every = {k for keys in (*HEAD_KEYS.values(), *NECK_KEYS.values()) for k in keys}
+  return {f"model.{k}" for k in every - active}
 
 
 def tiny_variant(c):
@@ -211,30 +246,126 @@ def tiny_variant(c):
 
 
 def check_keys(config, base=None, prefix=""):
-  """Raises ConfigError naming the first key of `config` that `base_config` lacks."""
-  base = base_config() if base is None else base
+  """Raises ConfigError naming the first key of `config` that `base_config` lacks
+  (with the near match), and checks `evals` against the family's evaluators."""
+  if base is None:
+    base = base_config()
+    if "evals" in config:
+      check_evals(config)
   for key in config.keys():
     name = prefix + key
+    if name == "evals":
+      continue
     if key not in base:
-      raise ConfigError(f"unknown config key '{name}'")
+      raise ConfigError(f"unknown config key '{name}'{_suggest(key, base.keys())}")
     if isinstance(config[key], ml_collections.ConfigDict):
       if not isinstance(base[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key '{name}' is a value, not a group")
       check_keys(config[key], base[key], name + ".")
 
 
-def check_override_keys(argv):
+def _suggest(key, known):
+  close = difflib.get_close_matches(key, list(known), 1)
+  return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_evals(config):
+  """Every entry of config.evals names an evaluator of the family, with its options."""
+  from jaxseg import families
+  known = families.get(config).EVALUATORS
+  for name, options in config.evals.items():
+    if name not in known:
+      raise ConfigError(f"config key evals.{name}: the family has no evaluator '{name}' "
+                        f"(known: {', '.join(known)}){_suggest(name, known)}")
+    if not isinstance(options, (dict, ml_collections.ConfigDict)):
+      raise ConfigError(f"config key evals.{name} must be a group of options, e.g. dict(every=0)")
+    for key in options:
+      if key not in known[name]:
+        raise ConfigError(f"unknown config key 'evals.{name}.{key}' (options of '{name}': "
+                          f"{', '.join(known[name])}){_suggest(key, known[name])}")
+
+
+def _fill_missing(config, base):
+  for key, value in base.items():
+    if key not in config:
+      config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    elif key == "evals":  # a choice of evaluators, not defaults to merge
+      continue
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
+      _fill_missing(config[key], value)
+
+
+def upgrade(config):
+  """A config saved by an earlier version (WORKDIR/config.json), in today's keys: keys
+  added since take their defaults; eval.boundary_f_tolerance > 0 ->
+  evals.boundary_f.tolerance."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  had_evals = "evals" in config
+  tolerance = config.get("eval", {}).get("boundary_f_tolerance", None)
+  if tolerance is not None:
+    del config.eval["boundary_f_tolerance"]
+  _fill_missing(config, base_config())  # keys added since: their defaults
+  if not had_evals and tolerance:
+    config.evals.boundary_f = dict(every=0, tolerance=tolerance)
+  return config
+
+
+def check_override_keys(argv, config=None):
   """Raises ConfigError for a `--config.a.b=v` argument whose key no config has,
-  before flag parsing turns it into a traceback."""
+  before flag parsing turns it into a traceback; `evals.NAME.KEY` against the
+  evaluators of the family of `config` (the --config file's)."""
   base = base_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
     key = arg[len("--config."):].split("=", 1)[0]
+    if key.startswith("evals.") and config is not None:
+      _check_eval_override(key, arg, config)
+      continue
     node = base
     for part in key.split("."):
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        close = difflib.get_close_matches(part, list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else [], 1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown config key '{key}' in {arg}{hint}")
+        known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ConfigError(f"unknown config key '{key}' in {arg}{_suggest(part, known)}")
       node = node[part]
+
+
+def _check_eval_override(key, arg, config):
+  from jaxseg import families
+  known = families.get(config).EVALUATORS
+  _, name, *rest = key.split(".")
+  if name not in known:
+    raise ConfigError(f"unknown evaluator in {arg} (known: {', '.join(known)}){_suggest(name, known)}")
+  if name not in config.evals:
+    raise ConfigError(f"{arg}: config.evals has no '{name}'; add it in the config file")
+  if rest and rest[0] not in known[name]:
+    raise ConfigError(f"unknown config key '{key}' in {arg} (options of '{name}': {', '.join(known[name])})"
+                      f"{_suggest(rest[0], known[name])}")
+
+
+def load_config_file(spec):
+  """The config of "path.py" or "path.py:variant", as --config reads it: the one loader
+  of the command line, the tools and the benchmarks. A missing file, or one whose
+  get_config raises, is a ConfigError of one line naming the file."""
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config {spec}: no config file {path}")
+  try:
+    module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+  except UserError:
+    raise
+  except Exception as e:
+    raise ConfigError(f"config file {spec} raised {type(e).__name__}: {first_line(e)}") from e
+
+
+def config_arg(argv):
+  """The value of --config in `argv`, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None

@@ -1,5 +1,6 @@
-"""Inference (whole image, sliding window, multi-scale + flip) and the evaluator that
-accumulates a confusion matrix on device over a whole split."""
+"""Inference on batch dicts (whole image, sliding window, multi-scale + flip), the
+evaluators of the semantic family (confusion matrix, boundary F), and `Evaluation`,
+which runs a family's predict over a split and feeds its evaluators on device."""
 from __future__ import annotations
 
 import time
@@ -28,19 +29,22 @@ def window_starts(size, crop, stride):
   return [min(i * stride, size - crop) for i in range(n)]
 
 
-def slide_logits(forward, images, crop, stride, num_classes):
-  """Average of the logits of overlapping `crop` windows (one compiled body, mapped
-  over the window offsets)."""
-  _, h, w, _ = images.shape
+def slide_logits(forward, batch, crop, stride, num_classes):
+  """Average of the logits of overlapping `crop` windows of every spatial entry of
+  `batch` (a dict with "image", or an image array; one compiled body, mapped over the
+  window offsets)."""
+  if not isinstance(batch, dict):
+    return slide_logits(lambda view: forward(view["image"]), {"image": batch}, crop, stride, num_classes)
+  b, h, w = batch["image"].shape[:3]
   ch, cw = min(crop[0], h), min(crop[1], w)
   offsets = [(y, x) for y in window_starts(h, ch, stride[0]) for x in window_starts(w, cw, stride[1])]
 
   def one(offset):
-    window = jax.lax.dynamic_slice(images, (0, offset[0], offset[1], 0), (images.shape[0], ch, cw, images.shape[3]))
-    return resize(forward(window), (ch, cw))
+    window = lambda x: jax.lax.dynamic_slice(x, (0, offset[0], offset[1], 0), (b, ch, cw, x.shape[3]))
+    return resize(forward(spatial_view(batch, window)), (ch, cw))
 
   windows = jax.lax.map(one, jnp.array(offsets, jnp.int32))  # (N, B, ch, cw, K)
-  total = jnp.zeros((images.shape[0], h, w, num_classes), jnp.float32)
+  total = jnp.zeros((b, h, w, num_classes), jnp.float32)
   count = jnp.zeros((1, h, w, 1), jnp.float32)
   for i, (y, x) in enumerate(offsets):
     total = total.at[:, y:y + ch, x:x + cw].add(windows[i])
@@ -48,44 +52,58 @@ def slide_logits(forward, images, crop, stride, num_classes):
   return total / count
 
 
-def predict_scores(model, variables, images, config, edges=None):
-  """Per-pixel class scores (B, H, W, K) at the size of the uint8 `images`.
+def spatial_view(batch, fn):
+  """`fn` applied alike to every spatial entry of `batch` (those with the image's
+  (B, H, W)), as float32 (B, H, W, C) arrays (a (B, H, W) map gets a channel and loses
+  it after); other entries pass unchanged. Inference views (windows, scales, flips)
+  of the whole batch, e.g. Gated-SCNN's edge map with its image."""
+  bhw = batch["image"].shape[:3]
+  out = {}
+  for key, value in batch.items():
+    if value.ndim >= 3 and value.shape[:3] == bhw:
+      x = value.astype(jnp.float32)
+      out[key] = fn(x[..., None])[..., 0] if x.ndim == 3 else fn(x)
+    else:
+      out[key] = value
+  return out
+
+
+def predict_scores(model, variables, batch, config):
+  """Per-pixel class scores (B, H, W, K) at the size of the batch's uint8 "image".
 
   One scale without flip gives logits; with several scales or flip, the softmax
-  probabilities of every (scale, flip) view, resized back, are averaged. `edges`
-  (B, H, W) in {0, 1}, Gated-SCNN's Canny map, travels as a fourth channel, so every
-  window, scale and flip sees it cropped, (bilinearly) resized and flipped with the
-  image.
+  probabilities of every (scale, flip) view, resized back, are averaged. Every
+  spatial entry of the batch other than the targets (Gated-SCNN's Canny "edges") is
+  cropped, (bilinearly) resized and flipped with the image, and the model reads it
+  from the view: `model.apply(variables, image, train=False, batch=view)`.
   """
   e = config.eval
   k = config.dataset.num_classes
-  x = normalize(images, config)
-  if edges is not None:
-    x = jnp.concatenate([x, edges[..., None].astype(jnp.float32)], axis=-1)
-  size = x.shape[1:3]
+  inputs = {key: v for key, v in batch.items() if key != "label"}
+  inputs["image"] = normalize(batch["image"], config)
+  size = inputs["image"].shape[1:3]
 
-  def forward(inputs):
-    kw = {"edges": inputs[..., 3]} if inputs.shape[-1] == 4 else {}
-    return model.apply(variables, inputs[..., :3], train=False, **kw)["seg"].astype(jnp.float32)
+  def forward(view):
+    return model.apply(variables, view["image"], train=False, batch=view)["seg"].astype(jnp.float32)
 
-  def logits_at(inputs):
+  def logits_at(view):
     if e.mode == "slide":
-      out = slide_logits(forward, inputs, tuple(e.crop_size), tuple(e.stride), k)
+      out = slide_logits(forward, view, tuple(e.crop_size), tuple(e.stride), k)
     elif e.mode == "whole":
-      out = forward(inputs)
+      out = forward(view)
     else:
       raise ValueError(f"config key eval.mode must be 'whole' or 'slide', got '{e.mode}'")
     return resize(out, size, align_corners=config.model.get("align_corners", False))
 
   views = [(s, f) for s in e.scales for f in ((False, True) if e.flip else (False,))]
   if len(views) == 1:
-    return logits_at(resize(x, _scaled(size, views[0][0])))
+    return logits_at(spatial_view(inputs, lambda x: resize(x, _scaled(size, views[0][0]))))
   probs = 0.0
   for scale, flip in views:
-    inputs = resize(x, _scaled(size, scale))
+    view = spatial_view(inputs, lambda x: resize(x, _scaled(size, scale)))
     if flip:
-      inputs = inputs[:, :, ::-1]
-    out = logits_at(inputs)
+      view = spatial_view(view, lambda x: x[:, :, ::-1])
+    out = logits_at(view)
     probs += jax.nn.softmax(out[:, :, ::-1] if flip else out, axis=-1)
   return probs / len(views)
 
@@ -94,39 +112,81 @@ def _scaled(size, scale):
   return (max(1, int(round(size[0] * scale))), max(1, int(round(size[1] * scale))))
 
 
-class SegEvaluator:
-  """Accumulates the confusion matrix of `predict` over batches, on device.
+class ConfusionMatrix:
+  """mIoU, aAcc, mAcc and the per-class IoU/accuracy (`metrics.segmentation_scores`)
+  of outputs["pred"] (B, H, W) class ids against batch["label"], from the (K, K)
+  confusion matrix accumulated on device."""
 
-  `predict(variables, images) -> (B, H, W)` class ids (given the batch's "edges" too
-  when it has them); predictions never leave the device, only the (K, K) matrix
-  does, once per split. With `boundary_tolerance` > 0 the per-class boundary counts
-  (`metrics.boundary_counts`) accumulate beside it and the scores include the
-  boundary F-score at that tolerance.
-  """
+  def __init__(self, num_classes, ignore_index=255):
+    self.num_classes, self.ignore_index = num_classes, ignore_index
 
-  def __init__(self, predict, num_classes, ignore_index, data_sharding, replicated, boundary_tolerance=0):
-    self.num_classes, self.tolerance = num_classes, boundary_tolerance
+  def init(self):
+    return jnp.zeros((self.num_classes,) * 2, jnp.int32)
 
-    def step(acc, variables, batch):
-      cm, bc = acc
-      pred = predict(variables, batch["image"], **({"edges": batch["edges"]} if "edges" in batch else {}))
-      cm = cm + metrics.confusion_matrix(pred, batch["label"], num_classes, ignore_index)
-      if boundary_tolerance > 0:
-        bc = bc + metrics.boundary_counts(pred, batch["label"], num_classes, boundary_tolerance, ignore_index)
-      return cm, bc
+  def update(self, cm, outputs, batch):
+    return cm + metrics.confusion_matrix(outputs["pred"], batch["label"], self.num_classes, self.ignore_index)
+
+  def result(self, cm):
+    return metrics.segmentation_scores(np.asarray(cm))
+
+
+class BoundaryF:
+  """The boundary F-score at `tolerance` px (`metrics.boundary_counts`, per class)."""
+
+  def __init__(self, num_classes, tolerance, ignore_index=255):
+    self.num_classes, self.tolerance, self.ignore_index = num_classes, tolerance, ignore_index
+
+  def init(self):
+    return jnp.zeros((self.num_classes, 4), jnp.int32)
+
+  def update(self, counts, outputs, batch):
+    return counts + metrics.boundary_counts(outputs["pred"], batch["label"], self.num_classes, self.tolerance,
+                                            self.ignore_index)
+
+  def result(self, counts):
+    return {**metrics.boundary_scores(np.asarray(counts)), "boundary_f_tolerance": self.tolerance}
+
+
+class Evaluation:
+  """Runs `predict(variables, batch) -> outputs` once per batch and feeds every
+  evaluator (`init() -> accumulator`, jittable `update(acc, outputs, batch)`,
+  `result(acc) -> scores` on the host). Outputs never leave the device, only the
+  accumulators do, once per split."""
+
+  def __init__(self, predict, evaluators, replicated):
+    self.evaluators, self.replicated = dict(evaluators), replicated
+
+    def step(accs, variables, batch):
+      outputs = predict(variables, batch)
+      return {name: ev.update(accs[name], outputs, batch) for name, ev in self.evaluators.items()}
 
     self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
-    self.data_sharding, self.replicated = data_sharding, replicated
 
   def __call__(self, variables, batches, to_device):
+    """(scores of every evaluator merged, with eval_seconds; {name: accumulator})."""
     start = time.time()
-    acc = jax.device_put((jnp.zeros((self.num_classes,) * 2, jnp.int32),
-                          jnp.zeros((self.num_classes, 4), jnp.int32)), self.replicated)
+    accs = jax.device_put({name: ev.init() for name, ev in self.evaluators.items()}, self.replicated)
     for batch in batches:
-      acc = self.step(acc, variables, to_device(batch))
-    cm, bc = (np.asarray(a) for a in jax.device_get(acc))
-    scores = metrics.segmentation_scores(cm)
-    if self.tolerance > 0:
-      scores.update(metrics.boundary_scores(bc), boundary_f_tolerance=self.tolerance)
+      accs = self.step(accs, variables, to_device(batch))
+    accs = {name: np.asarray(a) for name, a in jax.device_get(accs).items()}
+    scores = {}
+    for name, ev in self.evaluators.items():
+      scores.update(ev.result(accs[name]))
     scores["eval_seconds"] = time.time() - start
-    return scores, cm
+    return scores, accs
+
+
+class SegEvaluator(Evaluation):
+  """The semantic evaluation of `predict(variables, batch) -> (B, H, W)` class ids:
+  the confusion matrix, and with `boundary_tolerance` > 0 the boundary F-score.
+  Returns (scores, confusion matrix)."""
+
+  def __init__(self, predict, num_classes, ignore_index, data_sharding, replicated, boundary_tolerance=0):
+    evaluators = {"confusion": ConfusionMatrix(num_classes, ignore_index)}
+    if boundary_tolerance > 0:
+      evaluators["boundary_f"] = BoundaryF(num_classes, boundary_tolerance, ignore_index)
+    super().__init__(lambda v, batch: {"pred": predict(v, batch)}, evaluators, replicated)
+
+  def __call__(self, variables, batches, to_device):
+    scores, accs = super().__call__(variables, batches, to_device)
+    return scores, accs["confusion"]

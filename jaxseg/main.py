@@ -33,42 +33,15 @@ flags.DEFINE_integer("process_id", None, "Explicit multi-process launch: this pr
 
 
 def predict_folder(config, workdir, input_dir, output_dir):
-  """Writes <name>.png (class-id mask, palette PNG) and <name>_overlay.png per image."""
-  import cv2
-  import numpy as np
-  from PIL import Image
-
+  """--mode predict: the family's prediction files for every image of `input_dir`
+  (semantic: <name>.png class-id mask and <name>_overlay.png)."""
+  from jaxseg import families
   from jaxseg.api import load
-  from jaxseg.data import datasets
   from jaxseg.errors import InputDataError
 
   if not os.path.isdir(input_dir):
     raise InputDataError(f"--input {input_dir} is not a folder")
-  names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
-  if not names:
-    raise InputDataError(f"no images in {input_dir}")
-  seg = load(workdir, config)
-  try:
-    builder = datasets.load(config.dataset.name, config.dataset.data_dir)
-  except datasets.DatasetNotFoundError:
-    builder = None  # predicting needs no data; the palette then has default colours
-  palette = datasets.palette(config.dataset.num_classes, builder)
-  os.makedirs(output_dir, exist_ok=True)
-  for i, name in enumerate(names):
-    path = os.path.join(input_dir, name)
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-      raise InputDataError(f"cannot read image {path}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    mask = seg.predict(rgb[None])[0].astype(np.uint8)
-    stem = os.path.splitext(name)[0]
-    out = Image.fromarray(mask, mode="P")
-    out.putpalette(palette.reshape(-1).tolist())
-    out.save(os.path.join(output_dir, f"{stem}.png"))
-    overlay = (0.5 * rgb + 0.5 * palette[mask]).astype(np.uint8)
-    Image.fromarray(overlay).save(os.path.join(output_dir, f"{stem}_overlay.png"))
-    print(f"[{i + 1}/{len(names)}] {name}: classes {sorted(set(np.unique(mask).tolist()))}", flush=True)
-  print(f"wrote {len(names)} masks and overlays to {output_dir}")
+  families.get(config).write_predictions(load(workdir, config), input_dir, output_dir)
 
 
 def start_distributed():
@@ -104,7 +77,8 @@ def main(argv):
   if FLAGS.mode == "train":
     train.train_and_evaluate(config, workdir, restore=FLAGS.restore)
   elif FLAGS.mode == "eval":
-    train.evaluate_checkpoint(config, workdir)
+    from jaxseg.api import evaluate
+    evaluate(workdir, config)
   else:
     if not FLAGS.input:
       raise app.UsageError("--mode predict needs --input FOLDER")
@@ -133,10 +107,12 @@ def resolved_config(argv):
 def run(entry=None):
   """Entry point (of this CLI, or of a jaxseg.tools command given as `entry`): known
   failures become one line on stderr and a distinct exit code."""
-  from jaxseg.config import check_override_keys
+  from jaxseg.config import check_override_keys, config_arg, load_config_file
   from jaxseg.errors import NonFiniteError, Preempted, UserError
   try:
-    check_override_keys(sys.argv[1:])
+    # A missing or raising config file, or a bad override: one line, before flag parsing.
+    spec = config_arg(sys.argv[1:])
+    check_override_keys(sys.argv[1:], load_config_file(spec) if spec else None)
     app.run(entry or main)
   except Preempted as e:
     print(f"jaxseg: {e}", file=sys.stderr)

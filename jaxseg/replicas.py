@@ -16,8 +16,9 @@ staleness:
   The mean (one all-reduce) depends only on the snapshots, so XLA overlaps it with the
   step it is part of; with D = 0 it is plain periodic averaging, w_r <- mean(w).
   The staleness is bounded by H + D steps and the run is deterministic. BN statistics
-  are exchanged like parameters. An MCIBI memory row is averaged over the replicas
-  that have seen its class, since the others hold zeros there (`exchange`).
+  are exchanged like parameters, except entries with a merge rule of their own next
+  to their model (MCIBI's memory rows: averaged over the replicas that have seen the
+  class, `MERGE_RULES`).
 - Momentum stays local. At every evaluation and checkpoint the replicas synchronise
   exactly (parameters, BN statistics and optimizer state averaged), so a checkpoint
   holds one ordinary TrainState: eval, predict, `jaxseg.load` and resuming with any
@@ -33,6 +34,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jaxseg import sharding
 from jaxseg.errors import ConfigError
+from jaxseg.models.heads.mcibi import MemoryMerge
 
 
 def _mean_over_replicas(x):
@@ -40,31 +42,24 @@ def _mean_over_replicas(x):
   return jnp.mean(x, axis=0) if jnp.issubdtype(x.dtype, jnp.floating) else x[0]
 
 
-_MCIBI_MEMORY = {"memory", "seen"}  # the MCIBI head's batch_stats entries merged together
+# Merge rules of state entries that plain averaging would spoil (each next to its model).
+MERGE_RULES = (MemoryMerge,)
 
 
-def _memory_mean(memory, seen):
-  """MCIBI's class memory (R, K, C) with its (R, K) flags: a row is the mean over the
-  replicas that have seen its class (a replica that has not holds zeros there, which
-  must not pull the row towards 0); seen by any replica."""
-  count = jnp.sum(seen, axis=0)
-  mean = jnp.sum(jnp.where(seen[..., None], memory, 0.0), axis=0) / jnp.maximum(count, 1)[:, None]
-  return mean[None], (count > 0)[None]
+def _rule(tree):
+  """The merge rule whose keys all stand in the dict `tree`, or None."""
+  return next((r for r in MERGE_RULES if r.keys <= tree.keys()), None)
 
 
 def exchange(current, snapshot):
   """w_r <- w_r + mean(s) - s_r on stacked trees (leading replica axis). Counters
-  (MCIBI's step) are equal in every replica and stay. MCIBI's memory rows follow the
-  same rule where replica r had seen the class at the snapshot; where it had not, it
-  keeps a row it has filled since, or adopts the others' mean."""
+  (MCIBI's step) are equal in every replica and stay. Entries claimed by a merge
+  rule (MCIBI's memory rows) follow that rule."""
   if isinstance(current, dict):
-    memory = _MCIBI_MEMORY <= current.keys()
-    out = {k: exchange(current[k], snapshot[k]) for k in current if not (memory and k in _MCIBI_MEMORY)}
-    if memory:
-      (w, w_seen), (s, s_seen) = (current["memory"], current["seen"]), (snapshot["memory"], snapshot["seen"])
-      mean, any_seen = _memory_mean(s, s_seen)
-      out["memory"] = jnp.where(s_seen[..., None], w + mean - s, jnp.where(w_seen[..., None], w, mean))
-      out["seen"] = w_seen | any_seen
+    rule = _rule(current)
+    out = {k: exchange(current[k], snapshot[k]) for k in current if not (rule and k in rule.keys)}
+    if rule:
+      out.update(rule.exchange(current, snapshot))
     return out
   if jnp.issubdtype(current.dtype, jnp.floating):
     return current + jnp.mean(snapshot, axis=0, keepdims=True) - snapshot
@@ -73,13 +68,12 @@ def exchange(current, snapshot):
 
 def average(tree):
   """One tree from the stacked one: float leaves averaged, counters taken from replica
-  0, MCIBI's memory averaged over the replicas that have seen each class."""
+  0, entries claimed by a merge rule merged by it."""
   if isinstance(tree, dict):
-    memory = _MCIBI_MEMORY <= tree.keys()
-    out = {k: average(v) for k, v in tree.items() if not (memory and k in _MCIBI_MEMORY)}
-    if memory:
-      memory, seen = _memory_mean(tree["memory"], tree["seen"])
-      out.update(memory=memory[0], seen=seen[0])
+    rule = _rule(tree)
+    out = {k: average(v) for k, v in tree.items() if not (rule and k in rule.keys)}
+    if rule:
+      out.update(rule.average(tree))
     return out
   return _mean_over_replicas(tree)
 

@@ -8,69 +8,36 @@ import os
 import signal
 import threading
 import time
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxseg import checkpoint, sharding
+from jaxseg import checkpoint, families, sharding
 from jaxseg import tensorboard
 from jaxseg.data import datasets
 from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
-from jaxseg.evaluate import SegEvaluator, normalize, predict_scores
-from jaxseg.losses import segmentation_loss
-from jaxseg.metrics import format_table
-from jaxseg.models.segmentor import build_model
-from jaxseg.optim import make_optimizer
+from jaxseg.evaluate import Evaluation
 from jaxseg.replicas import Replicas
+from jaxseg.state import TrainState, state_factory, variables  # noqa: F401  (TrainState: for importers)
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-
-def state_factory(config, model):
-  """(init_fn, abstract_state, tx, schedule): `init_fn(key)` builds the TrainState;
-  the abstract state (shapes only, via eval_shape) drives shardings and restores."""
-  h, w = config.input.crop_size
-  dummy = jnp.zeros((1, h, w, 3), jnp.float32)
-
-  def init_variables(key):
-    return model.init({"params": key, "dropout": key}, dummy, train=True)
-
-  tx, schedule = make_optimizer(config, jax.eval_shape(init_variables, jax.random.key(0))["params"])
-
-  def init_fn(key):
-    variables = init_variables(key)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
-
-  return init_fn, jax.eval_shape(init_fn, jax.random.key(0)), tx, schedule
-
-
-def make_loss_fn(config, model):
-  """loss_fn(params, batch_stats, batch, dropout_key) -> (loss, (terms, new batch_stats))."""
+def make_loss_fn(config, model, family=None):
+  """loss_fn(params, batch_stats, batch, dropout_key) -> (loss, (terms, new batch_stats)):
+  the family's forward pass in training mode and its loss."""
+  family = family or families.get(config)
 
   def loss_fn(params, batch_stats, batch, dropout_key):
-    edges = {"edges": batch["edges"]} if "edges" in batch else {}  # Gated-SCNN's Canny map
-    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                   normalize(batch["image"], config), train=True, labels=batch["label"],
-                                   mutable=["batch_stats"], rngs={"dropout": dropout_key}, **edges)
-    loss, terms = segmentation_loss(outputs, batch["label"], config, jax.random.fold_in(dropout_key, 1))
-    return loss, (terms, updates["batch_stats"])
+    outputs, updates = family.apply(model, {"params": params, "batch_stats": batch_stats}, batch, train=True,
+                                    mutable=["batch_stats"], rngs={"dropout": dropout_key})
+    loss, terms = family.loss(outputs, batch, jax.random.fold_in(dropout_key, 1))
+    return loss, (terms, updates.get("batch_stats", {}))
 
   return loss_fn
 
 
-def make_train_step(config, model, tx, schedule):
+def make_train_step(config, model, tx, schedule, family=None):
   base_key = jax.random.key(config.seed)
-  grad_fn = jax.value_and_grad(make_loss_fn(config, model), has_aux=True)
+  grad_fn = jax.value_and_grad(make_loss_fn(config, model, family), has_aux=True)
 
   def train_step(state, batch, replica=None):
     dropout_key = jax.random.fold_in(base_key, state.step)
@@ -95,10 +62,10 @@ def make_train_step(config, model, tx, schedule):
   return train_step
 
 
-def make_predict(config, eval_model):
-  def predict(variables, images, edges=None):
-    return jnp.argmax(predict_scores(eval_model, variables, images, config, edges), axis=-1)
-  return predict
+def make_predict(config, eval_model, family=None):
+  """predict(variables, batch) -> the family's outputs (semantic: {"pred": class ids})."""
+  family = family or families.get(config)
+  return lambda variables, batch: family.predict(eval_model, variables, batch)
 
 
 def _append_jsonl(path, record):
@@ -199,23 +166,23 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   if config.train.model_axis > 1 and config.train.replicas > 1:
     raise ConfigError("config train.model_axis > 1 and train.replicas > 1 cannot be combined yet")
 
-  # Data.
-  builder = datasets.load(config.dataset.name, config.dataset.data_dir)
-  class_names = datasets.class_names(builder, config.dataset.num_classes)
+  # Task family (config.family), data.
+  family = families.get(config)
+  metric = config.train.get("best_metric", "miou")  # picks the best checkpoint and the FINAL line
+  builder = family.builder
   train_source = pipeline.CheckedSource(datasets.source(builder, config.dataset.train_split),
                                        config.dataset.train_split, config.input.skip_bad_records)
-  train_data = pipeline.train_dataset(config, train_source, jax.process_index(), jax.process_count())
+  train_data = pipeline.train_dataset(config, train_source, jax.process_index(), jax.process_count(), family)
   eval_source = pipeline.CheckedSource(datasets.source(builder, config.dataset.eval_split),
                                        config.dataset.eval_split)
 
   # Model and abstract state -> shardings (state replicated or split over `model`, batch on `data`).
-  model = build_model(config)
-  eval_model = build_model(config, config.model.eval_output_stride)
-  init_fn, abstract_state, tx, schedule = state_factory(config, model)
+  model, eval_model = family.build_model(train=True), family.build_model(train=False)
+  init_fn, abstract_state, tx, schedule = state_factory(config, model, family)
   state_sh = sharding.state_shardings(abstract_state, mesh)
 
   # Restore the latest checkpoint of this work dir, or initialise.
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints, metric=metric)
   iterator = pipeline.train_iterator(train_data, config)
   source_mngr, latest = checkpoint.resume_point(mngr, restore)
   if latest is not None:
@@ -227,57 +194,58 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     print(f"Resumed from {source_mngr.directory}/{latest}", flush=True)
   else:
     state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(config.seed))
-    if config.model.init_from:  # pretrained weights (python -m jaxseg.convert) into the fresh state
+    if config.model.get("init_from"):  # pretrained weights (python -m jaxseg.convert) into the fresh state
       from jaxseg.convert.init_from import init_from
       state = init_from(state, config, workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  b = config.model.backbone
-  backbone_name = f"ResNet-{b.depth}" if b.get("name", "resnet") == "resnet" else b.name.upper()
   model_axis = f" ({mesh.shape['model']} on the model axis)" if mesh.shape["model"] > 1 else ""
-  print(f"{config.model.decode_head} {backbone_name}: {num_params / 1e6:.2f}M "
+  print(f"{family.describe()}: {num_params / 1e6:.2f}M "
         f"params, {jax.device_count()} devices{model_axis}, global batch {config.train.batch_size}", flush=True)
   tb = tensorboard.Writer(os.path.join(workdir, "tensorboard"), enabled=jax.process_index() == 0)
 
-  # Jitted step (donated state) and evaluator.
-  train_step = jax.jit(make_train_step(config, model, tx, schedule),
+  # Jitted step (donated state) and evaluation.
+  train_step = jax.jit(make_train_step(config, model, tx, schedule, family),
                        in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl),
                        donate_argnums=0)
   replicas = None
   if config.train.replicas > 1:  # asynchronous replicas: `state` holds R stacked copies
-    replicas = Replicas(config, make_train_step(config, model, tx, schedule))
-  evaluator = SegEvaluator(make_predict(config, eval_model), config.dataset.num_classes,
-                           config.dataset.ignore_index, data_sh, repl, config.eval.boundary_f_tolerance)
+    replicas = Replicas(config, make_train_step(config, model, tx, schedule, family))
+  predict = make_predict(config, eval_model, family)
+  evaluators = family.evaluators()
+  evaluations = {}  # one compiled evaluation per set of evaluators due together
   to_device = lambda batch: sharding.global_batch(batch, data_sh)
-  predict_images = jax.jit(make_predict(config, eval_model), out_shardings=repl)
-  palette = datasets.palette(config.dataset.num_classes, builder)
+  predict_batch = jax.jit(predict, out_shardings=repl)
 
-  def run_eval(step, state):
+  def due(step):
+    """The evaluators whose cadence (config.evals.*.every) falls on `step`."""
+    every = lambda name: config.evals[name].get("every", 0) or config.train.eval_every
+    return tuple(n for n in evaluators if every(n) > 0 and (step % every(n) == 0 or step == config.train.steps))
+
+  def run_eval(step, state, names):
+    """Runs the evaluators `names`; the train.best_metric score, or None without it."""
+    if names not in evaluations:
+      evaluations[names] = Evaluation(predict, {n: evaluators[n] for n in names}, repl)
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
-                                    jax.process_index(), jax.process_count())
-    scores, _ = evaluator({"params": state.params, "batch_stats": state.batch_stats}, batches, to_device)
+                                    jax.process_index(), jax.process_count(), family)
+    scores, _ = evaluations[names](variables(state), batches, to_device)
     print(f"Evaluation on '{config.dataset.eval_split}' ({scores['eval_seconds']:.1f}s)")
-    print(format_table(scores, class_names, step), flush=True)
-    record = {"step": step, **{k: scores[k] for k in ("miou", "aacc", "macc", "per_class_iou",
-                                                       "per_class_acc", "eval_seconds")}}
-    record.update({k: scores[k] for k in ("boundary_f", "boundary_precision", "boundary_recall",
-                                          "per_class_boundary_f", "boundary_f_tolerance") if k in scores})
+    print(family.report(scores, step), flush=True)
     if jax.process_index() == 0:
-      _append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
-    tb.scalars(step, {k: scores[k] for k in ("miou", "aacc", "macc")}, "eval/")
-    tb.scalars(step, {n: v for n, v in zip(class_names, scores["per_class_iou"]) if v is not None}, "eval/iou/")
-    if config.train.tensorboard_images > 0:
-      log_predictions(tb, step, config, predict_images, state, eval_source, palette,
-                      config.train.tensorboard_images)
-    return scores["miou"]
+      _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": step, **scores, "evaluators": list(names)})
+    family.log_evaluation(tb, step, scores, lambda batch: predict_batch(variables(state), batch), eval_source)
+    if metric not in scores and set(names) == set(evaluators):
+      raise ConfigError(f"config key train.best_metric: no evaluator of config.evals gives '{metric}' "
+                        f"(they give: {', '.join(sorted(scores))})")
+    return scores.get(metric)
 
-  def save(step, state, miou=None):
+  def save(step, state, score=None):
     """An async checkpoint; a failed write (disk full, ...) is reported and retried at
     the next checkpoint, the state in memory and the earlier checkpoints untouched."""
     try:
-      checkpoint.save(mngr, step, state, iterator.get_state(), miou)
+      checkpoint.save(mngr, step, state, iterator.get_state(), None if score is None else {metric: score})
       return True
     except Exception as e:  # orbax surfaces a failed earlier async write here too
       print(f"WARNING: a checkpoint write to {mngr.directory} failed at step {step} "
@@ -324,7 +292,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         jax.block_until_ready(state)
         t_log, images, paused = time.time(), 0, 0.0
       is_log = step % c.log_every == 0 or step == c.steps
-      is_eval = step % c.eval_every == 0 or step == c.steps
+      eval_now = due(step)
+      is_eval = bool(eval_now)
       is_ckpt = step % c.ckpt_every == 0 or step == c.steps or is_eval
       if is_log or is_ckpt or signals.received or step == stop_after:
         guard.check(*pending)  # never log, evaluate or save past a fault
@@ -347,8 +316,8 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
         single, state = replicas.synchronise(state, state_sh)  # the one state to evaluate and save
       if is_ckpt:
         t_pause = time.time()
-        miou = run_eval(step, single) if is_eval else None
-        saved_ok = save(step, single, miou)
+        score = run_eval(step, single, eval_now) if is_eval else None
+        saved_ok = save(step, single, score)
         paused += time.time() - t_pause
       if signals.received and not is_ckpt:
         saved_ok = save(step, single)
@@ -359,56 +328,30 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
     raise WorkdirError(f"the last checkpoint (step {step}) could not be written to {mngr.directory}")
   if signals.received:
     raise Preempted(step, signals.received, mngr.directory)
-  best = best_evaluation(workdir)
+  best = best_evaluation(workdir, metric)
   if best and jax.process_index() == 0:
     where = best["checkpoint"] if os.path.isdir(best["checkpoint"]) else "its checkpoint was not kept"
-    print(f"FINAL best mIoU {best['miou']:.4f} at step {best['step']}: {where}", flush=True)
+    print(f"FINAL best {metric_name(metric)} {best[metric]:.4f} at step {best['step']}: {where}", flush=True)
   return replicas.synchronise(state, state_sh)[0] if replicas else state
 
 
-def best_evaluation(workdir):
-  """{step, miou, checkpoint} of the best evaluation in WORKDIR/metrics.jsonl (over
-  all runs in the work dir, resumed ones included), or None before any evaluation."""
+def metric_name(metric):
+  return {"miou": "mIoU"}.get(metric, metric)
+
+
+def best_evaluation(workdir, metric="miou"):
+  """{step, <metric>, checkpoint} of the training evaluation with the highest `metric`
+  in WORKDIR/metrics.jsonl (over all runs in the work dir, resumed ones included; rows
+  of --mode eval left out), or None before any evaluation."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return None
   with open(path) as f:
     evals = [json.loads(line) for line in f if line.strip()]
-  evals = [e for e in evals if e.get("miou") is not None and e["miou"] == e["miou"]]  # not NaN
+  evals = [e for e in evals if e.get("mode", "train") == "train" and isinstance(e.get(metric), (int, float))
+           and e[metric] == e[metric]]  # not NaN
   if not evals:
     return None
-  best = max(evals, key=lambda e: e["miou"])
-  return {"step": best["step"], "miou": best["miou"],
+  best = max(evals, key=lambda e: e[metric])
+  return {"step": best["step"], metric: best[metric],
           "checkpoint": os.path.join(os.path.abspath(workdir), "checkpoints", str(best["step"]))}
-
-
-def log_predictions(tb, step, config, predict, state, eval_source, palette, count):
-  """TensorBoard images of the first `count` eval images: image | ground truth |
-  prediction | errors. Every process predicts (the arrays may span hosts); the
-  writer of process 0 alone writes."""
-  from jaxseg.data import pipeline
-  from jaxseg.tools import draw
-  batch = next(pipeline.eval_batches(config, eval_source, min(count, len(eval_source))))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  preds = jax.device_get(predict(variables, batch["image"]))
-  for i, (image, label, pred) in enumerate(zip(batch["image"], batch["label"], preds)):
-    row = draw.prediction_row(image, label, pred, palette, config.dataset.ignore_index)
-    tb.image(step, f"eval/prediction_{i}", draw.grid([row], draw.PREDICTION_TITLES))
-
-
-def evaluate_checkpoint(config, workdir):
-  """--mode eval: restore the latest checkpoint of `workdir` and evaluate it."""
-  from jaxseg.api import load
-  from jaxseg.data import pipeline
-  seg = load(workdir, config)
-  builder = datasets.load(config.dataset.name, config.dataset.data_dir)
-  batches = pipeline.eval_batches(config, datasets.source(builder, config.dataset.eval_split),
-                                  sharding.eval_batch_size(config), jax.process_index(),
-                                  jax.process_count())
-  evaluator = SegEvaluator(make_predict(config, seg.model), config.dataset.num_classes,
-                           config.dataset.ignore_index, seg.data_sharding, seg.replicated,
-                           config.eval.boundary_f_tolerance)
-  scores, _ = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
-  print(format_table(scores, datasets.class_names(builder, config.dataset.num_classes), seg.step),
-        flush=True)
-  return scores

@@ -16,7 +16,8 @@ def test_keeps_the_latest_k_and_the_best(tmp_path):
   tree = {"w": jnp.arange(4.0)}
   mious = {2: 0.9, 4: 0.5}
   for step in range(1, 6):
-    checkpoint.save(mngr, step, jax.tree.map(lambda x: x + step, tree), {"next_index": step}, mious.get(step))
+    checkpoint.save(mngr, step, jax.tree.map(lambda x: x + step, tree), {"next_index": step},
+                    {"miou": mious[step]} if step in mious else None)
   mngr.wait_until_finished()
   assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) == [2, 4, 5]
   state, data = checkpoint.restore(mngr, 2, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree))
@@ -43,6 +44,22 @@ def test_check_same_model(tmp_path):
   checkpoint.check_same_model(str(tmp_path), config)
   config.dataset.num_classes = 7
   with pytest.raises(CheckpointMismatchError, match="dataset.num_classes: 6 there, 7 now"):
+    checkpoint.check_same_model(str(tmp_path), config)
+
+
+def test_resume_compares_only_the_components_in_use(tmp_path):
+  config = load_config("quickstart", "tiny")  # the ASPP head, no neck
+  saved = json.loads(config.to_json())
+  saved["model"]["psp_bins"] = [1, 2]  # another head's default changed since the run
+  saved["model"]["jpu_channels"] = 7
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_same_model(str(tmp_path), config)
+  config.model.aspp_rates = (3, 6, 9)  # a key of the head in use
+  with pytest.raises(CheckpointMismatchError, match="model.aspp_rates"):
+    checkpoint.check_same_model(str(tmp_path), config)
+  config.model.aspp_rates = tuple(saved["model"]["aspp_rates"])
+  config.model.decode_head = "psp"
+  with pytest.raises(CheckpointMismatchError, match="model.decode_head"):
     checkpoint.check_same_model(str(tmp_path), config)
 
 

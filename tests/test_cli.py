@@ -2,6 +2,8 @@
 one-line errors for bad input."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -39,6 +41,12 @@ def test_eval_reports_the_training_miou(trained):
   assert out.stderr.strip() == "", out.stderr[-3000:]  # a healthy work dir: no warnings
   line = f"step 4: mIoU {final['miou']:.4f}"
   assert line in train_stdout and line in out.stdout
+  # --mode eval appends its row, naming the checkpoint it restored and its settings.
+  row = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))][-1]
+  assert row["mode"] == "eval" and row["step"] == 4 and row["miou"] == pytest.approx(final["miou"], abs=1e-6)
+  assert row["checkpoint"] == os.path.join(os.path.abspath(workdir), "checkpoints", "4")
+  assert row["settings"]["evals"] == {"confusion": {"every": 0}} and row["settings"]["eval"]["mode"] == "whole"
+  assert final["evaluators"] == ["confusion"] and "mode" not in final
   assert "background" in out.stdout and "triangle" in out.stdout  # per-class table with names
 
 
@@ -88,6 +96,25 @@ def test_unknown_config_key_in_a_config_file(tmp_path):
                   "  c = base_config()\n  c.optim.learning_rate = 0.1\n  return c\n")
   out = run_cli("--config", str(path), "--workdir", str(tmp_path / "w"))
   one_line_error(out, "unknown config key 'optim.learning_rate'")
+
+
+def test_missing_or_raising_config_file_is_one_line(tmp_path):
+  out = run_cli("--config", "configs/nonexist.py", "--workdir", str(tmp_path / "w"))
+  one_line_error(out, "configs/nonexist.py")
+  path = tmp_path / "raises.py"
+  path.write_text("def get_config(variant=''):\n  raise ValueError('no such schedule')\n")
+  out = run_cli("--config", f"{path}:big", "--workdir", str(tmp_path / "w"))
+  one_line_error(out, str(path), "ValueError: no such schedule")
+  # The tools share the loader.
+  out = subprocess.run([sys.executable, "-m", "jaxseg.tools.print_config", "--config", "configs/nonexist.py:tiny"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  one_line_error(out, "configs/nonexist.py")
+
+
+def test_unknown_evaluator_suggests_the_near_match(tmp_path):
+  out = run_cli("--config", "configs/gscnn_cityscapes.py:tiny", "--workdir", str(tmp_path / "w"),
+                "--config.evals.boundary_f.tolerence=2")
+  one_line_error(out, "evals.boundary_f.tolerence", "did you mean 'tolerance'")
 
 
 def test_missing_dataset_names_it_and_the_prepare_command(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxseg.errors import ConfigError
-from jaxseg.losses import segmentation_loss
+from jaxseg.families.semantic import segmentation_loss
 from jaxseg.models.heads.danet import (ChannelAttention, PositionAttention, blocked_attention,
                                        naive_attention, use_blocked)
 from jaxseg.models.segmentor import build_model

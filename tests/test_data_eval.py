@@ -72,7 +72,7 @@ def test_eval_padding_is_never_counted(data_dir):
   assert len(batches) == 4 and all(b["image"].shape == (64, 160, 160, 3) for b in batches)
   labelled = sum(int(((r["label"][..., 0]) != 255).sum()) for r in (source[i] for i in range(len(source))))
   mesh = sharding.make_mesh()
-  evaluator = SegEvaluator(lambda v, images: jnp.zeros(images.shape[:3], jnp.int32), 6, 255,
+  evaluator = SegEvaluator(lambda v, batch: jnp.zeros(batch["image"].shape[:3], jnp.int32), 6, 255,
                            sharding.data_sharding(mesh), sharding.replicated(mesh))
   scores, cm = evaluator({}, iter(batches), lambda b: sharding.global_batch(b, sharding.data_sharding(mesh)))
   assert cm.sum() == labelled  # padded pixels and padded batch entries contribute nothing
@@ -110,7 +110,7 @@ def test_multi_scale_flip_averages_probabilities():
   from jaxseg.evaluate import predict_scores
 
   class Pointwise:  # a model whose "seg" logits are a per-pixel function of the image
-    def apply(self, variables, x, train):
+    def apply(self, variables, x, train, batch):
       return {"seg": jnp.concatenate([x, -x], -1)}
 
   config = ml_collections.ConfigDict({
@@ -119,6 +119,6 @@ def test_multi_scale_flip_averages_probabilities():
       "eval": {"mode": "whole", "scales": (1.0,), "flip": True, "crop_size": (8, 8), "stride": (4, 4)}})
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3)), jnp.uint8)
   x = images.astype(jnp.float32)
-  probs = predict_scores(Pointwise(), {}, images, config)
+  probs = predict_scores(Pointwise(), {}, {"image": images}, config)
   # flip of a pointwise model, flipped back, is the same view: the average is its softmax
   np.testing.assert_allclose(probs, jax.nn.softmax(jnp.concatenate([x, -x], -1)), rtol=1e-5)

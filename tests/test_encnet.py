@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.losses import class_presence, semantic_encoding_loss
+from jaxseg.models.heads.encnet import class_presence, semantic_encoding_loss
 from jaxseg.models.heads.encnet import Encoding
 from jaxseg.models.segmentor import build_model
 from jaxseg.train import make_loss_fn, state_factory

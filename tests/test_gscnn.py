@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxseg import metrics
-from jaxseg.losses import balanced_bce, boundary_targets, dual_task_loss, segmentation_loss
+from jaxseg.families.semantic import segmentation_loss
+from jaxseg.models.heads.gscnn import balanced_bce, boundary_targets, dual_task_loss
 from jaxseg.models.heads.gscnn import GatedConv
 from jaxseg.models.segmentor import build_model
 from tests.conftest import load_config
@@ -225,10 +226,10 @@ def test_model_outputs_and_the_noshape_variant():
   edges = jnp.zeros((1, 32, 40))
   full = build_model(load_config("gscnn_cityscapes", "tiny"))
   variables = jax.eval_shape(lambda: full.init(jax.random.key(0), x, train=False))
-  out = jax.eval_shape(lambda v: full.apply(v, x, train=True, edges=edges, mutable=["batch_stats"],
+  out = jax.eval_shape(lambda v: full.apply(v, x, train=True, batch={"edges": edges}, mutable=["batch_stats"],
                                             rngs={"dropout": jax.random.key(1)})[0], variables)
   assert out["seg"].shape == (1, 8, 10, 6) and out["edge"].shape == (1, 32, 40, 1)
-  assert set(jax.eval_shape(lambda v: full.apply(v, x, train=False, edges=edges), variables)) == {"seg"}
+  assert set(jax.eval_shape(lambda v: full.apply(v, x, train=False, batch={"edges": edges}), variables)) == {"seg"}
   with pytest.raises(ValueError, match="canny_edges"):
     jax.eval_shape(lambda v: full.apply(v, x, train=False), variables)
   plain = build_model(load_config("gscnn_cityscapes", "tiny_noshape"))
@@ -271,8 +272,9 @@ def test_inference_views_carry_the_edge_map_with_the_image():
   from jaxseg.evaluate import predict_scores
 
   class Pointwise:
-    def apply(self, variables, x, train, edges):
-      assert edges.shape == x.shape[:3]
+    def apply(self, variables, x, train, batch):
+      edges = batch["edges"]
+      assert edges.shape == x.shape[:3] and "label" not in batch
       return {"seg": jnp.concatenate([x[..., :2], 5 * edges[..., None]], -1)}
 
   rng = np.random.default_rng(5)
@@ -284,7 +286,8 @@ def test_inference_views_carry_the_edge_map_with_the_image():
       "dataset": {"num_classes": 3, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
       "model": {"align_corners": False},
       "eval": {"mode": "whole", "scales": (1.0,), "flip": False, "crop_size": (8, 8), "stride": (4, 5), **e}})
-  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(), edges), want, rtol=1e-6)
-  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(mode="slide"), edges), want, rtol=1e-5)
-  np.testing.assert_allclose(predict_scores(Pointwise(), {}, images, config(flip=True), edges),
+  batch = {"image": images, "edges": edges, "label": jnp.zeros(edges.shape, jnp.uint8)}
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, batch, config()), want, rtol=1e-6)
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, batch, config(mode="slide")), want, rtol=1e-5)
+  np.testing.assert_allclose(predict_scores(Pointwise(), {}, batch, config(flip=True)),
                              jax.nn.softmax(want), rtol=1e-5)

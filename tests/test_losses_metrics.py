@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from jaxseg import metrics
-from jaxseg.losses import cross_entropy, segmentation_loss
+from jaxseg.families.semantic import segmentation_loss
+from jaxseg.losses import cross_entropy
 from tests.conftest import load_config
 
 

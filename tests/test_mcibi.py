@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models.heads.mcibi import MCIBIHead, memory_momentum, update_memory
-from tests.conftest import ROOT, devices_env
+from jaxseg.losses import cross_entropy
+from jaxseg.models.heads.mcibi import MCIBIHead, memory_momentum, memory_terms, update_memory
+from tests.conftest import ROOT, devices_env, load_config
 
 
 def numpy_update(memory, seen, feats, labels, m, ignore=255):
@@ -56,13 +57,17 @@ def test_head_outputs_and_memory_state():
   head = make_head()
   feats = {"c4": jax.random.normal(jax.random.key(0), (2, 6, 6, 16))}
   labels = jax.random.randint(jax.random.key(1), (2, 24, 24), 0, 4).astype(jnp.uint8)
-  variables = head.init({"params": jax.random.key(2), "dropout": jax.random.key(3)}, feats, True, labels)
+  variables = head.init({"params": jax.random.key(2), "dropout": jax.random.key(3)}, feats, True, {"label": labels})
   assert variables["batch_stats"]["memory"].shape == (4, 8)
-  out, updates = head.apply(variables, feats, True, labels, mutable=["batch_stats"],
+  out, updates = head.apply(variables, feats, True, {"label": labels}, mutable=["batch_stats"],
                             rngs={"dropout": jax.random.key(4)})
   assert out["seg"].shape == (2, 6, 6, 4) and out["dataset_context"].shape == (2, 6, 6, 4)
-  logits, targets = out["memory"]
-  assert logits.shape == (1, 1, 4, 4) and targets.tolist() == [[[0, 1, 2, 3]]]
+  logits = out["memory"]
+  assert logits.shape == (1, 1, 4, 4)
+  # Its loss term: the memory row k is labelled k.
+  config = load_config("mcibi_ade20k", "tiny")
+  np.testing.assert_allclose(memory_terms(out, None, config)["memory"],
+                             cross_entropy(logits, jnp.arange(4).reshape(1, 1, 4)), rtol=1e-6)
   new = updates["batch_stats"]
   assert bool(new["seen"].all()) and int(new["step"]) == 1
   assert not np.allclose(new["memory"], 0)

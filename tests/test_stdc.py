@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from jaxseg.errors import ConfigError
-from jaxseg.losses import detail_loss, detail_targets, ohem_cross_entropy, ohem_keep, segmentation_loss
+from jaxseg.families.semantic import segmentation_loss
+from jaxseg.losses import ohem_cross_entropy, ohem_keep
+from jaxseg.models.heads.stdc import detail_loss, detail_targets
 from jaxseg.models.backbones.stdc import STDCClassifier, STDCModule, STDCNet
 from jaxseg.models.segmentor import build_model
 from jaxseg.optim import learning_rate_schedule

@@ -11,7 +11,6 @@ with its shape.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,23 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.config import load_config_file  # noqa: F401  (the --config of python -m jaxseg.convert)
 from jaxseg.convert import mmseg, timm, torchvision, transformers
 from jaxseg.convert.io import ConversionError, read_state_dict
 from jaxseg.convert.tables import check_against, map_tensors, strip_prefix
 
 # --from -> the module whose arch(name) gives the mapping
 SOURCES = {"torchvision": torchvision, "timm": timm, "mmseg": mmseg, "transformers": transformers}
-
-
-def load_config_file(spec):
-  """A config file "path.py" or "path.py:variant", as --config reads it."""
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("convert_base_config", path)
-  if module_spec is None or not os.path.isfile(path):
-    raise ConversionError(f"--config {spec}: no such config file")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
 
 
 def set_keys(config, keys):
@@ -98,7 +87,7 @@ def write_checkpoint(output, config, variables, report):
   directory renamed at the end, so a failure leaves no OUTPUT behind."""
   from jaxseg import checkpoint
   from jaxseg.models.segmentor import build_model
-  from jaxseg.train import TrainState, state_factory
+  from jaxseg.state import TrainState, state_factory
 
   output = os.path.abspath(output)
   if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):

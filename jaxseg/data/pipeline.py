@@ -6,12 +6,10 @@ The training stream is an infinite MapDataset: batch i is a pure function of
 """
 from __future__ import annotations
 
-import functools
-
 import grain
 import numpy as np
 
-from jaxseg.data import transforms
+from jaxseg import families
 from jaxseg.errors import ConfigError, InputDataError
 
 
@@ -55,23 +53,23 @@ class _Named:
     return self.fn(record, *rng, where=f"split '{self.split}' record {index} ({name})")
 
 
-def train_dataset(config, source, process_index=0, process_count=1):
-  """Infinite MapDataset of host-local training batches {"image", "label"}: uint8
-  (B/hosts, H, W, 3) and (B/hosts, H, W), plus "edges" (B/hosts, H, W) with
-  input.canny_edges. Reshuffled every epoch."""
+def train_dataset(config, source, process_index=0, process_count=1, family=None):
+  """Infinite MapDataset of host-local training batches: the family's
+  `train_transform` of each record (semantic: "image" uint8 (B/hosts, H, W, 3),
+  "label" (B/hosts, H, W), plus "edges" with input.canny_edges), stacked.
+  Reshuffled every epoch."""
+  family = family or families.get(config)
   batch = config.train.batch_size
   if batch % process_count:
     raise ConfigError(f"config train.batch_size {batch} is not divisible by {process_count} hosts")
-  transforms.check_train_input(config.input)
-  fn = functools.partial(transforms.train_transform, cfg=config.input,
-                         ignore_index=config.dataset.ignore_index)
+  family.check_train_input()
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
   ds = ds.seed(config.seed).shuffle().repeat()
   # Global batch s is records [s*B, (s+1)*B) of the stream and host p holds its p-th
   # contiguous block, so every record keeps its augmentation draw and its place in the
   # global batch (hence its dropout mask) whatever the number of hosts. MapDataset is
   # lazy: each host only reads and augments its own records.
-  ds = ds.random_map(_Named(fn, config.dataset.train_split))
+  ds = ds.random_map(_Named(family.train_transform, config.dataset.train_split))
   ds = ds.batch(batch // process_count, drop_remainder=True)
   return ds[process_index::process_count]
 
@@ -84,25 +82,19 @@ def train_iterator(dataset, config):
   return iter(it)
 
 
-def eval_batches(config, source, batch_size, process_index=0, process_count=1):
-  """Host-local eval batches of full images (resized to input.eval_short_side /
-  eval_long_side if set) padded to `input.eval_size`.
+def eval_batches(config, source, batch_size, process_index=0, process_count=1, family=None):
+  """Host-local eval batches of the family's `eval_transform` (semantic: full images,
+  resized to input.eval_short_side / eval_long_side if set, padded to
+  `input.eval_size`).
 
-  Every host yields the same number of batches; missing entries are filled with
-  all-ignore labels, so padding never reaches the confusion matrix.
+  Every host yields the same number of batches; missing entries are the family's
+  blank example (all-ignore labels), so padding never reaches the metrics.
   """
-  size = tuple(config.input.eval_size)
-  ignore = config.dataset.ignore_index
-  canny = tuple(config.input.canny_thresholds) if config.input.get("canny_edges", False) else None
-  fn = functools.partial(transforms.eval_transform, size=size, ignore_index=ignore,
-                         short_side=config.input.eval_short_side,
-                         long_side=config.input.eval_long_side, canny_thresholds=canny)
+  family = family or families.get(config)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
-  ds = ds[process_index::process_count].map(_Named(fn, config.dataset.eval_split))
+  ds = ds[process_index::process_count].map(_Named(family.eval_transform, config.dataset.eval_split))
   per_host = -(-len(source) // process_count)
-  blank = {"image": np.zeros((*size, 3), np.uint8), "label": np.full(size, ignore, np.uint8)}
-  if canny is not None:
-    blank["edges"] = np.zeros(size, np.uint8)
+  blank = family.example(train=False)
   for start in range(0, per_host, batch_size):
     items = [ds[i] if i < len(ds) else blank for i in range(start, start + batch_size)]
     yield {k: np.stack([it[k] for it in items]) for k in blank}

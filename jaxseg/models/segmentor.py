@@ -1,10 +1,13 @@
 """Segmentor = backbone (+ neck) + decode head + auxiliary heads.
 
-`Segmentor(...)(images, train)` takes normalised NHWC float images and returns a dict
-of logits at feature resolution: "seg" from the decode head, plus in training one entry
-per auxiliary head ("aux") and any extra output of the decode head (DANet's "pam",
-"cam", EncNet's class-presence logits "se", Gated-SCNN's boundary logits "edge"). Losses and inference resize them to the
-label/image size.
+`Segmentor(...)(images, train, batch)` takes normalised NHWC float images and the
+batch dict they came from, and returns a dict of logits at feature resolution: "seg"
+from the decode head, plus in training one entry per auxiliary head ("aux") and any
+extra output of the decode head (DANet's "pam", "cam", EncNet's class-presence logits
+"se", Gated-SCNN's boundary logits "edge"). Every decode head is called as
+`head(features, train, batch)` and reads the batch keys it needs (MCIBI the "label"
+for its memory update, Gated-SCNN the Canny "edges"). Losses and inference resize the
+outputs to the label/image size.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.backbones.stdc import STDC_LAYERS, STDCNet
+from jaxseg.models.heads import encnet, gscnn, mcibi, stdc
 from jaxseg.models.heads.aspp import DeepLabV3Head, scaled_rates
 from jaxseg.models.heads.danet import DANetHead
 from jaxseg.models.heads.encnet import EncNetHead
@@ -34,15 +38,11 @@ class Segmentor(nn.Module):
   neck: nn.Module | None = None  # rewrites the feature dict (FastFCN's JPU replaces c4)
 
   @nn.compact
-  def __call__(self, images, train: bool = False, labels=None, edges=None):
+  def __call__(self, images, train: bool = False, batch=None):
     features = self.backbone(images, train)
     if self.neck is not None:
       features = self.neck(features, train)
-    # A head with state learned from the ground truth (MCIBI's memory) gets the labels.
-    extra = {"labels": labels} if getattr(self.decode_head, "uses_labels", False) else {}
-    if getattr(self.decode_head, "uses_edges", False):  # Gated-SCNN: Canny map (B, H, W) in {0, 1}
-      extra["edges"] = edges
-    out = self.decode_head(features, train, **extra)  # logits, or a dict of logits with "seg"
+    out = self.decode_head(features, train, batch or {})  # logits, or a dict of logits with "seg"
     outputs = dict(out) if isinstance(out, dict) else {"seg": out}
     if not train:  # extra and auxiliary outputs only supervise training
       return {"seg": outputs["seg"]}
@@ -184,3 +184,11 @@ def _gscnn(config, os_, common):
 # model.decode_head -> (config, output stride of c4, BN/dtype kwargs) -> head
 HEADS = {"aspp": _aspp, "psp": _psp, "danet": _danet, "encnet": _encnet, "mcibi": _mcibi, "fcn": _fcn,
          "stdc": _stdc, "gscnn": _gscnn}
+
+# model.decode_head -> the losses of the extra outputs its head adds ({output: terms
+# function}, next to the head); every other output takes the cross-entropy.
+HEAD_LOSSES = {"encnet": encnet.LOSSES, "gscnn": gscnn.LOSSES, "mcibi": mcibi.LOSSES, "stdc": stdc.LOSSES}
+
+
+def output_losses(config):
+  return HEAD_LOSSES.get(config.model.decode_head, {})

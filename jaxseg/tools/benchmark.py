@@ -112,7 +112,7 @@ def measure_jax(config, size, batch, infer_batch=1, iters=5, warmup=1):
   memory, memory_how = peak_memory(train)
 
   variables = {"params": holder[0].params, "batch_stats": holder[0].batch_stats}
-  images = jax.device_put(synthetic_batch(config, infer_batch, size, seed=1)["image"], repl)
+  images = jax.device_put(synthetic_batch(config, infer_batch, size, seed=1), repl)
   predict = jax.jit(make_predict(config, build_model(config, config.model.eval_output_stride)))
   t = time.perf_counter()
   infer = predict.lower(variables, images).compile()

@@ -18,5 +18,8 @@ def timed(fn, iters, warmup):
 def synthetic_batch(config, batch, size, seed=0):
   """Random uint8 images and labels: the same numbers on both sides for one seed."""
   rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8),
-          "label": rng.integers(0, config.dataset.num_classes, (batch, *size), dtype=np.uint8)}
+  out = {"image": rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8),
+         "label": rng.integers(0, config.dataset.num_classes, (batch, *size), dtype=np.uint8)}
+  if config.input.get("canny_edges", False):  # Gated-SCNN reads the Canny map from the batch
+    out["edges"] = rng.integers(0, 2, (batch, *size), dtype=np.uint8)
+  return out

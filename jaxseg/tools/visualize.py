@@ -80,18 +80,18 @@ def confusion(ctx, max_images=0):
 
   from jaxseg import sharding
   from jaxseg.data import pipeline
-  from jaxseg.evaluate import SegEvaluator
-  from jaxseg.train import make_predict
+  from jaxseg.evaluate import ConfusionMatrix, Evaluation
 
   c, seg = ctx.config, ctx.seg
   size = sharding.eval_batch_size(c)
   batches = pipeline.eval_batches(c, ctx.source, size, jax.process_index(), jax.process_count())
   if max_images:
     batches = itertools.islice(batches, -(-max_images // size))
-  evaluator = SegEvaluator(make_predict(c, seg.model), c.dataset.num_classes, c.dataset.ignore_index,
-                           seg.data_sharding, seg.replicated)
-  scores, cm = evaluator(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
-  return cm, scores
+  evaluation = Evaluation(lambda v, batch: seg.family.predict(seg.model, v, batch),
+                          {"confusion": ConfusionMatrix(c.dataset.num_classes, c.dataset.ignore_index)},
+                          seg.replicated)
+  scores, accs = evaluation(seg.variables, batches, lambda b: sharding.global_batch(b, seg.data_sharding))
+  return accs["confusion"], scores
 
 
 def write_all(workdir, output=None, num=4, eval_images=0):

@@ -57,7 +57,7 @@ class DeepLabV3Head(nn.Module):
   extra_conv: bool = False  # torchvision: 3x3 conv + BN + ReLU after ASPP's dropout
 
   @nn.compact
-  def __call__(self, features, train: bool):
+  def __call__(self, features, train: bool, batch=None):
     x = ASPP(self.channels, self.rates, self.bn_momentum, self.dtype, self.project_kernel,
              name="aspp")(features["c4"], train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -168,7 +168,7 @@ class DANetHead(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, features, train: bool):
+  def __call__(self, features, train: bool, batch=None):
     x = features["c4"]
     inter = x.shape[-1] // 4  # 512 for ResNet's 2048 channels
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.losses import bce_with_logits
 from jaxseg.models.layers import ConvBN
 
 
@@ -52,7 +53,7 @@ class EncNetHead(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, features, train: bool):
+  def __call__(self, features, train: bool, batch=None):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = ConvBN(self.channels, self.conv_kernel, **kw, name="reduce")(features["c4"], train)
     e = ConvBN(self.channels, 1, **kw, name="encode_in")(x, train)
@@ -67,3 +68,25 @@ class EncNetHead(nn.Module):
     if not train:
       return seg
     return {"seg": seg, "se": nn.Dense(self.num_classes, name="se_classifier")(e)}
+
+
+def class_presence(labels, num_classes, ignore_index=255):
+  """(B, H, W) labels -> (B, K) float32: 1 where class k occurs in the image (ignored
+  pixels count for no class)."""
+  flat = labels.reshape(labels.shape[0], -1).astype(jnp.int32)
+  flat = jnp.where((flat == ignore_index) | (flat >= num_classes), num_classes, flat)
+  present = jax.vmap(lambda ids: jnp.zeros(num_classes + 1).at[ids].max(1.0))(flat)
+  return present[:, :num_classes]
+
+
+def semantic_encoding_loss(logits, labels, ignore_index=255):
+  """EncNet's SE loss: binary cross-entropy of the (B, K) class-presence logits against
+  the classes present in each label map, averaged over images and classes."""
+  return jnp.mean(bce_with_logits(logits, class_presence(labels, logits.shape[-1], ignore_index)))
+
+
+def se_terms(outputs, labels, config, key=None):
+  return {"se": semantic_encoding_loss(outputs["se"], labels, config.dataset.ignore_index)}
+
+
+LOSSES = {"se": se_terms}  # output -> its terms

@@ -25,7 +25,7 @@ class FCNHead(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, features, train: bool):
+  def __call__(self, features, train: bool, batch=None):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = inputs = features[self.in_feature]
     for i in range(self.num_convs):

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.losses import cross_entropy
 from jaxseg.models.heads.aspp import ASPP
 from jaxseg.models.heads.danet import blocked_attention, naive_attention, use_blocked
 from jaxseg.models.layers import ConvBN, resize
@@ -97,10 +98,10 @@ class MCIBIHead(nn.Module):
   ignore_index: int = 255
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
-  uses_labels = True  # Segmentor passes the labels in training (memory update)
 
   @nn.compact
-  def __call__(self, features, train: bool, labels=None):
+  def __call__(self, features, train: bool, batch=None):
+    labels = (batch or {}).get("label")  # the ground truth the memory update reads in training
     k, c, d = self.num_classes, self.channels, self.transform_channels
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     memory = self.variable("batch_stats", "memory", lambda: jnp.zeros((k, c), F32))
@@ -132,8 +133,7 @@ class MCIBIHead(nn.Module):
     if train and not self.is_initializing():
       # Representation-consistent learning: H2 classifies every memory row as its class.
       rows = memory.value.astype(self.dtype).reshape(k, 1, 1, c)
-      outputs["memory"] = (h2(rows, train, use_running_average=True).reshape(1, 1, k, k),
-                           jnp.arange(k, dtype=jnp.int32).reshape(1, 1, k))
+      outputs["memory"] = h2(rows, train, use_running_average=True).reshape(1, 1, k, k)  # row k -> class k
     if train and labels is not None and not self.is_initializing():
       feats = resize(r.astype(F32), labels.shape[1:3]) if self.update_at_label_size else r.astype(F32)
       lab = labels if self.update_at_label_size else resize(
@@ -143,3 +143,48 @@ class MCIBIHead(nn.Module):
                                                lab.reshape(-1), m, self.ignore_index)
       step.value = step.value + 1
     return outputs
+
+
+def memory_terms(outputs, labels, config, key=None):
+  """beta CE(O_M): H2's logits of the memory rows (1, 1, K, K), row k labelled k."""
+  logits = outputs["memory"]
+  k = logits.shape[-1]
+  weights = tuple(config.loss.class_weights) or None
+  return {"memory": cross_entropy(logits, jnp.arange(k, dtype=jnp.int32).reshape(1, 1, k),
+                                  config.dataset.ignore_index, weights, config.model.align_corners)}
+
+
+# output -> its terms; "dataset_context" (W) takes the cross-entropy on the labels
+LOSSES = {"memory": memory_terms}
+
+
+# Asynchronous replicas (jaxseg.replicas) hold one memory each. A replica that has not
+# seen class k holds zeros in row k, which must not pull the row towards 0: rows are
+# averaged over the replicas that have seen their class.
+
+def memory_mean(memory, seen):
+  """The class memory (R, K, C) with its (R, K) flags of R replicas: a row is the mean
+  over the replicas that have seen its class; seen by any replica."""
+  count = jnp.sum(seen, axis=0)
+  mean = jnp.sum(jnp.where(seen[..., None], memory, 0.0), axis=0) / jnp.maximum(count, 1)[:, None]
+  return mean[None], (count > 0)[None]
+
+
+class MemoryMerge:
+  """The replica merge rule of the head's batch_stats entries "memory" and "seen",
+  applied where both stand together (other keys named "memory" merge as usual)."""
+  keys = frozenset({"memory", "seen"})
+
+  @staticmethod
+  def exchange(current, snapshot):
+    """w_r <- w_r + mean(s) - s_r where replica r had seen the class at the snapshot;
+    where it had not, it keeps a row it has filled since, or adopts the others' mean."""
+    (w, w_seen), (s, s_seen) = (current["memory"], current["seen"]), (snapshot["memory"], snapshot["seen"])
+    mean, any_seen = memory_mean(s, s_seen)
+    return {"memory": jnp.where(s_seen[..., None], w + mean - s, jnp.where(w_seen[..., None], w, mean)),
+            "seen": w_seen | any_seen}
+
+  @staticmethod
+  def average(tree):
+    memory, seen = memory_mean(tree["memory"], tree["seen"])
+    return {"memory": memory[0], "seen": seen[0]}

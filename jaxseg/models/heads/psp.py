@@ -73,7 +73,7 @@ class PSPHead(nn.Module):
   align_corners: bool = False
 
   @nn.compact
-  def __call__(self, features, train: bool):
+  def __call__(self, features, train: bool, batch=None):
     kw = dict(bn_momentum=self.bn_momentum, dtype=self.dtype)
     x = PyramidPooling(tuple(self.bins), self.pooling, self.reduction, **kw,
                        align_corners=self.align_corners, name="ppm")(features["c4"], train)

@@ -1,0 +1,228 @@
+"""The semantic segmentation family: dense per-pixel class logits.
+
+Batches: "image" uint8 (B, H, W, 3), "label" uint8 (B, H, W) with ignore_index, and
+"edges" (B, H, W) in {0, 1} with input.canny_edges (Gated-SCNN). The Segmentor
+(jaxseg.models.segmentor) gets the normalised image and the batch, whose keys its
+heads read; the loss is the weighted sum of each output's terms (jaxseg.losses);
+evaluation scores the argmax of `predict_scores` (whole / slide / multi-scale + flip)
+by the evaluators of config.evals: the confusion matrix ("confusion") and the
+boundary F-score ("boundary_f").
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import sharding
+from jaxseg.data import transforms
+from jaxseg.errors import ConfigError, InputDataError
+from jaxseg.evaluate import BoundaryF, ConfusionMatrix, normalize, predict_scores
+from jaxseg.families import Base
+from jaxseg.losses import cross_entropy, ohem_cross_entropy
+from jaxseg.metrics import format_table
+from jaxseg.models.segmentor import build_model, output_losses
+
+
+def output_weight(name, config):
+  """Loss weight of the output `name`: 1 for "seg", `loss.<name>_weight` for the others
+  ("aux" -> loss.aux_weight, DANet's "pam" -> loss.pam_weight, ...)."""
+  if name == "seg":
+    return 1.0
+  key = f"{name}_weight"
+  if key not in config.loss:
+    raise ConfigError(f"config key loss.{key} is missing: the model has an output '{name}'")
+  return config.loss[key]
+
+
+def segmentation_loss(outputs, labels, config, key=None):
+  """The semantic loss: sum over the terms of every output of the output's weight x
+  the term. An output whose head brings its own terms (the head module's `LOSSES`:
+  STDC's detail loss, EncNet's SE loss, Gated-SCNN's edge / dual-task / boundary-CE
+  terms of "edge", MCIBI's memory rows) gets those, with `key` for their noise; every
+  other output the cross-entropy on the label map (OHEM with loss.ohem). Returns
+  (total, terms)."""
+  weights = tuple(config.loss.class_weights) or None
+  if weights is not None and len(weights) != config.dataset.num_classes:
+    raise ConfigError(f"config key loss.class_weights has {len(weights)} entries, "
+                      f"dataset.num_classes is {config.dataset.num_classes}")
+  ignore, lc, corners = config.dataset.ignore_index, config.loss, config.model.align_corners
+  if lc.ohem and not 0 < lc.ohem_thresh <= 1:
+    raise ConfigError(f"config key loss.ohem_thresh must be in (0, 1], got {lc.ohem_thresh}")
+
+  def label_ce(logits):
+    if lc.ohem:
+      return ohem_cross_entropy(logits, labels, ignore, weights, lc.ohem_thresh, lc.ohem_min_kept, corners)
+    return cross_entropy(logits, labels, ignore, weights, corners)
+
+  own = output_losses(config)
+  terms = {}
+  for name, out in outputs.items():
+    terms.update(own[name](outputs, labels, config, key) if name in own else {name: label_ce(out)})
+  total = sum(terms[n] * output_weight(n, config) for n in terms)
+  return total, terms
+
+
+class Family(Base):
+  # config.evals entries: evaluator -> its options with their defaults
+  EVALUATORS = {"confusion": {"every": 0}, "boundary_f": {"every": 0, "tolerance": 3}}
+
+  def build_model(self, train):
+    c = self.config
+    return build_model(c) if train else build_model(c, c.model.eval_output_stride)
+
+  def example(self, train):
+    c = self.config
+    size = tuple(c.input.crop_size if train else c.input.eval_size)
+    out = {"image": np.zeros((*size, 3), np.uint8), "label": np.full(size, c.dataset.ignore_index, np.uint8)}
+    if c.input.get("canny_edges", False):
+      out["edges"] = np.zeros(size, np.uint8)
+    return out
+
+  def init(self, model, key, batch):
+    return model.init({"params": key, "dropout": key}, normalize(batch["image"], self.config), train=True,
+                      batch=batch)
+
+  def apply(self, model, variables, batch, train, **kwargs):
+    return model.apply(variables, normalize(batch["image"], self.config), train=train, batch=batch, **kwargs)
+
+  def check_train_input(self):
+    transforms.check_train_input(self.config.input)
+
+  def train_transform(self, record, rng, where="record"):
+    return transforms.train_transform(record, rng, self.config.input, self.config.dataset.ignore_index, where)
+
+  def eval_transform(self, record, where="record"):
+    i = self.config.input
+    canny = tuple(i.canny_thresholds) if i.get("canny_edges", False) else None
+    return transforms.eval_transform(record, tuple(i.eval_size), self.config.dataset.ignore_index, where,
+                                     i.eval_short_side, i.eval_long_side, canny)
+
+  def images_batch(self, images):
+    """The batch of uint8 RGB `images` (B, H, W, 3) as inference needs it: with the
+    Canny maps of the raw images where the model reads them (computed on the host)."""
+    batch = {"image": images}
+    if self.config.input.get("canny_edges", False):
+      batch["edges"] = np.stack([transforms.canny(im, self.config.input.canny_thresholds) for im in images])
+    return batch
+
+  def loss(self, outputs, batch, rng):
+    return segmentation_loss(outputs, batch["label"], self.config, rng)
+
+  def scores(self, model, variables, batch):
+    """(B, H, W, K) class scores at the image size (jittable)."""
+    return predict_scores(model, variables, batch, self.config)
+
+  def predict(self, model, variables, batch):
+    return {"pred": jnp.argmax(self.scores(model, variables, batch), axis=-1)}
+
+  def evaluators(self):
+    d, out = self.config.dataset, {}
+    for name, options in self.config.evals.items():
+      if name == "confusion":
+        out[name] = ConfusionMatrix(d.num_classes, d.ignore_index)
+      elif name == "boundary_f":
+        out[name] = BoundaryF(d.num_classes, options.get("tolerance", 3), d.ignore_index)
+    return out
+
+  def class_names(self):
+    from jaxseg.data import datasets
+    return datasets.class_names(self.builder, self.config.dataset.num_classes)
+
+  def report(self, scores, step):
+    if "per_class_iou" in scores:
+      return format_table(scores, self.class_names(), step)
+    return f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
+
+  def log_evaluation(self, tb, step, scores, predict, eval_source):
+    """Scalars, per-class IoU and (train.tensorboard_images > 0) image | ground truth
+    | prediction | errors rows of the first eval images. Every process predicts (the
+    arrays may span hosts); the writer of process 0 alone writes."""
+    tb.scalars(step, {k: v for k, v in scores.items() if isinstance(v, float) and k != "eval_seconds"}, "eval/")
+    if "per_class_iou" in scores:
+      tb.scalars(step, {n: v for n, v in zip(self.class_names(), scores["per_class_iou"]) if v is not None},
+                 "eval/iou/")
+    count = self.config.train.tensorboard_images
+    if count <= 0:
+      return
+    from jaxseg.data import datasets, pipeline
+    from jaxseg.tools import draw
+    c = self.config
+    palette = datasets.palette(c.dataset.num_classes, self.builder)
+    batch = next(pipeline.eval_batches(c, eval_source, min(count, len(eval_source)), family=self))
+    preds = jax.device_get(predict(batch)["pred"])
+    for i, (image, label, pred) in enumerate(zip(batch["image"], batch["label"], preds)):
+      row = draw.prediction_row(image, label, pred, palette, c.dataset.ignore_index)
+      tb.image(step, f"eval/prediction_{i}", draw.grid([row], draw.PREDICTION_TITLES))
+
+  def predictor(self, model, variables, step, mesh):
+    return Segmenter(self.config, variables, step, mesh, family=self)
+
+  def write_predictions(self, seg, input_dir, output_dir):
+    """<name>.png (class-id mask, palette PNG) and <name>_overlay.png per image."""
+    import cv2
+    from PIL import Image
+
+    from jaxseg.data import datasets
+
+    if not os.path.isdir(input_dir):
+      raise InputDataError(f"--input {input_dir} is not a folder")
+    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
+    if not names:
+      raise InputDataError(f"no images in {input_dir}")
+    try:
+      builder = self.builder
+    except datasets.DatasetNotFoundError:
+      builder = None  # predicting needs no data; the palette then has default colours
+    palette = datasets.palette(self.config.dataset.num_classes, builder)
+    os.makedirs(output_dir, exist_ok=True)
+    for i, name in enumerate(names):
+      path = os.path.join(input_dir, name)
+      bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+      if bgr is None:
+        raise InputDataError(f"cannot read image {path}")
+      rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+      mask = seg.predict(rgb[None])[0].astype(np.uint8)
+      stem = os.path.splitext(name)[0]
+      out = Image.fromarray(mask, mode="P")
+      out.putpalette(palette.reshape(-1).tolist())
+      out.save(os.path.join(output_dir, f"{stem}.png"))
+      overlay = (0.5 * rgb + 0.5 * palette[mask]).astype(np.uint8)
+      Image.fromarray(overlay).save(os.path.join(output_dir, f"{stem}_overlay.png"))
+      print(f"[{i + 1}/{len(names)}] {name}: classes {sorted(set(np.unique(mask).tolist()))}", flush=True)
+    print(f"wrote {len(names)} masks and overlays to {output_dir}")
+
+  def describe(self):
+    m = self.config.model
+    b = m.backbone
+    backbone = f"ResNet-{b.depth}" if b.get("name", "resnet") == "resnet" else b.name.upper()
+    return f"{m.decode_head} {backbone}"
+
+
+class Segmenter:
+  """`.logits(images)` -> (B, H, W, K) float32 scores at the input resolution;
+  `.predict(images)` -> (B, H, W) int32 class ids. `images` are uint8 RGB (B, H, W, 3)
+  of any size; normalisation and the config's inference mode (whole / slide /
+  multi-scale + flip) happen inside."""
+
+  def __init__(self, config, variables, step, mesh, family=None):
+    self.config, self.variables, self.step = config, variables, step
+    self.family = family or Family(config)
+    self.model = self.family.build_model(train=False)
+    self.data_sharding, self.replicated = sharding.data_sharding(mesh), sharding.replicated(mesh)
+    self._logits = jax.jit(lambda v, batch: self.family.scores(self.model, v, batch))
+
+  def _check(self, images):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+      raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
+    return images
+
+  def logits(self, images):
+    batch = self.family.images_batch(self._check(images))
+    return np.asarray(self._logits(self.variables, jax.tree.map(jnp.asarray, batch)))
+
+  def predict(self, images):
+    return self.logits(images).argmax(-1).astype(np.int32)

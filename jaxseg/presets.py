@@ -1,0 +1,109 @@
+"""Blocks the paper configs share, so that each `configs/*.py` states only what its
+paper sets: a benchmark's dataset and evaluation protocol, the augmentation, the
+atrous ResNet, the SGD + poly schedule, the inference mode, and the variants
+(`:ms`, `:tiny`, ...). Each block writes the config keys it names, nothing else.
+"""
+from __future__ import annotations
+
+from jaxseg.config import tiny_variant
+
+MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # multi-scale evaluation of the toolboxes
+
+
+def dataset(c, name):
+  """The benchmark's splits, classes and evaluation canvas (jaxseg.prepare NAME)."""
+  if name == "ade20k":
+    c.dataset.update(dict(name="ade20k", train_split="train", eval_split="val", num_classes=150))
+    # ADE20K protocol: each val image resized to short side 512 (label: nearest), then
+    # padded to this canvas; the rare image more elongated than 2:1 is shrunk to fit it
+    # (the toolboxes cap the long side at 2048: eval_size (2048, 2048) matches that
+    # exactly, at about 4x the evaluation cost).
+    c.input.update(dict(eval_short_side=512, eval_size=(1024, 1024)))
+  elif name == "cityscapes":  # full-resolution evaluation
+    c.dataset.update(dict(name="cityscapes", train_split="train", eval_split="val", num_classes=19))
+    c.input.eval_size = (1024, 2048)
+  elif name == "voc_aug":  # train_aug: VOC train + SBD (10,582 images); VOC images are at most 500x500
+    c.dataset.update(dict(name="voc_aug", train_split="train_aug", eval_split="val", num_classes=21))
+    c.input.eval_size = (512, 512)
+  elif name == "pascal_context/59":
+    # 59 classes, everything else ignored, as the official code counts them;
+    # "pascal_context/60" keeps the rest as a background class 0 (num_classes 60).
+    c.dataset.update(dict(name="pascal_context/59", train_split="train", eval_split="val", num_classes=59))
+    c.input.eval_size = (512, 512)  # PASCAL Context images are at most 500x500
+  else:
+    raise ValueError(f"presets.dataset: no preset for '{name}'")
+  return c
+
+
+def augment(c, crop, scale_range=(0.5, 2.0), scale_step=0.0, photometric=False, cat_max_ratio=1.0):
+  """Random scale (continuous, or in steps), crop, flip, optional photometric distortion."""
+  c.input.update(dict(crop_size=tuple(crop), scale_range=tuple(scale_range), scale_step=scale_step,
+                      photometric=photometric, cat_max_ratio=cat_max_ratio))
+  return c
+
+
+def resnet(c, depth, output_stride=8, multi_grid=(), stem="deep", eval_output_stride=None):
+  """The atrous ResNet backbone, evaluated at `eval_output_stride` (default: the same)."""
+  c.model.backbone.update(dict(depth=depth, stem=stem, output_stride=output_stride, multi_grid=tuple(multi_grid)))
+  c.model.eval_output_stride = eval_output_stride or output_stride
+  return c
+
+
+def sgd_poly(c, lr, steps, eval_every, batch_size=16, ckpt_every=2000, power=0.9, momentum=0.9,
+             weight_decay=1e-4):
+  """SGD with momentum, lr * (1 - t / T) ** power, over `steps` of `batch_size`."""
+  c.optim.update(dict(lr=lr, power=power, momentum=momentum, weight_decay=weight_decay))
+  c.train.update(dict(batch_size=batch_size, steps=steps, eval_every=eval_every, ckpt_every=ckpt_every))
+  return c
+
+
+def slide(c, crop, stride, batch_size):
+  """Sliding-window inference of `crop` windows every `stride` pixels."""
+  c.eval.update(dict(mode="slide", crop_size=tuple(crop), stride=tuple(stride), batch_size=batch_size))
+  return c
+
+
+def variants(c, variant, path, extra=None):
+  """Applies the ','-separated tokens of `variant`: "ms" (multi-scale + flip), "tiny"
+  (jaxseg.config.tiny_variant, the smoke settings) and the config's own `extra`
+  {token: function(c)}, which may also replace "ms" or "tiny"."""
+  known = {"ms": lambda c: c.eval.update(dict(scales=MS_SCALES, flip=True)), "tiny": tiny_variant, **(extra or {})}
+  for token in filter(None, variant.split(",")):
+    if token not in known:
+      raise ValueError(f"unknown variant '{token}' of {path} (known: {', '.join(known)}; "
+                       "combine with ',', e.g. ms,tiny)")
+    known[token](c)
+  return c
+
+
+def fastfcn(c):
+  """FastFCN's model (Wu et al. 2019): ResNet-50, deep stem, NO dilation (output
+  stride 32, also at evaluation); the Joint Pyramid Upsampling neck on c2, c3, c4
+  (512 channels per level, 2048 out at OS8) replaces c4; the PSP head on it and the
+  FCN auxiliary head (weight 0.2, the official --aux default); neck and heads at
+  lr x10."""
+  resnet(c, 50, output_stride=32)  # the point of FastFCN: no dilated convolutions
+  c.model.update(dict(neck="jpu", jpu_channels=512, decode_head="psp", head_channels=512, psp_bins=(1, 2, 3, 6),
+                      aux_channels=256))
+  c.loss.aux_weight = 0.2
+  c.optim.head_lr_mult = 10.0  # everything outside params/backbone: the JPU and the heads
+  return c
+
+
+# FastFCN's other heads on the JPU, as variants.
+FASTFCN_HEADS = {
+    # the paper's main head: Context Encoding + SE loss 0.2
+    "encnet": lambda c: (c.model.update(dict(decode_head="encnet", encnet_codewords=32)),
+                         c.loss.update(dict(se_weight=0.2))),
+    # DeepLabv3's head (rates 12, 24, 36 at the JPU's OS8)
+    "aspp": lambda c: c.model.update(dict(decode_head="aspp", head_channels=256)),
+}
+
+
+def mcibi(c):
+  """DeepLabv3 + MCIBI (Jin et al. 2021): C = 512 pixel representations and memory
+  rows, the FCN auxiliary head at 0.4, alpha = 0.4 (CE of the class distribution W),
+  beta = 1 (CE of H2 on the memory rows)."""
+  c.model.update(dict(decode_head="mcibi", head_channels=512, mcibi_channels=512))
+  c.loss.update(dict(aux_weight=0.4, dataset_context_weight=0.4, memory_weight=1.0))
+  return c

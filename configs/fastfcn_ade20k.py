@@ -8,9 +8,8 @@ channels out at OS8) replaces c4; the PSP head on it, and the FCN auxiliary head
 c3 with weight 0.2 (the official code's --aux default); SGD momentum 0.9, lr 0.01 with
 poly 0.9, weight decay 1e-4, neck and heads at lr x10, batch 16, crop 480, random
 scale 0.5-2.0 and flip, 120 epochs on the 20,210 train images =
-120 * 20210 / 16 = 151,575 steps. Not reproduced: the official "base size 520"
-(scales are relative to each image here, as in the other configs) and the Gaussian
-blur with p = 0.5. Evaluation by sliding 480 windows on the 2,000 val images (150
+120 * 20210 / 16 = 151,575 steps. The official code's base size 520 (the random
+scale multiplies a short side of 520) and Gaussian blur (random sigma in (0, 1), p 0.5). Evaluation by sliding 480 windows on the 2,000 val images (150
 classes) resized to short side 512, the benchmark's standard protocol (the official
 code resizes the long side to 520 instead: --config.input.eval_short_side=0
 --config.input.eval_long_side=520). mIoU is counted on the labels resized alike.

@@ -8,9 +8,8 @@ channels out at OS8) replaces c4; the PSP head on it, and the FCN auxiliary head
 c3 with weight 0.2 (the official code's --aux default); SGD momentum 0.9, lr 0.001 with
 poly 0.9, weight decay 1e-4, neck and heads at lr x10, batch 16, crop 480, random
 scale 0.5-2.0 and flip, 80 epochs on the 4,998 train images =
-80 * 4998 / 16 = 24,990 steps. Not reproduced: the official "base size 520"
-(scales are relative to each image here, as in the other configs) and the Gaussian
-blur with p = 0.5. Evaluation by sliding 480 windows on the val images (59 classes).
+80 * 4998 / 16 = 24,990 steps. The official code's base size 520 (the random
+scale multiplies a short side of 520) and Gaussian blur (random sigma in (0, 1), p 0.5). Evaluation by sliding 480 windows on the val images (59 classes).
 Reported (R-50, mIoU / FPS): PSP 50.58 / 18.08 with the dilated OS8 backbone ->
 50.89 / 28.48 with JPU on OS32, the claim to reproduce: the same accuracy for less
 compute (EncNet 49.91 -> 51.05 with `:encnet`, DeepLabV3 49.19 -> 50.07 with `:aspp`).

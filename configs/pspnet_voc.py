@@ -5,8 +5,8 @@ dilated to output stride 8; pyramid pooling with average pools to bins (1, 2, 3,
 each reduced to 2048/4 = 512 channels; auxiliary FCN loss on layer3 with weight 0.4;
 SGD momentum 0.9, lr 0.01 with poly 0.9, weight decay 1e-4, batch 16 with SyncBN
 (global BN here), crop 473, 30K iterations on train_aug (10,582 images); random scale
-0.5-2.0 and flip. Not reproduced: the paper's random rotation (+-10 degrees) and
-Gaussian blur, which the pipeline does not implement. Evaluation by sliding 473
+0.5-2.0, flip, random rotation (+-10 degrees) and Gaussian blur (5x5, p 0.5 each,
+the author code's). Evaluation by sliding 473
 windows (stride 2/3 of the window) on the 1,449 val images.
 Reported val mIoU (author code, ss / ms): PSP-101 79.07 / 79.63 (PSP-50 77.05 / 78.02
 with --config.model.backbone.depth=50).
@@ -21,7 +21,8 @@ from jaxseg.config import base_config
 def get_config(variant=""):
   c = base_config()
   presets.dataset(c, "voc_aug")
-  presets.augment(c, (473, 473))  # continuous scales; not the paper's extra rotation and blur
+  presets.augment(c, (473, 473))
+  presets.pspnet_augment(c)  # rotation +-10 degrees, Gaussian blur
   presets.resnet(c, 101)  # PSPNet has no multi-grid
   c.model.decode_head = "psp"
   c.model.head_channels = 512

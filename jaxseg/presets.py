@@ -42,6 +42,14 @@ def augment(c, crop, scale_range=(0.5, 2.0), scale_step=0.0, photometric=False, 
   return c
 
 
+def pspnet_augment(c):
+  """PSPNet's extra augmentations (paper Sec. 5.1 and the authors' code): random
+  rotation within +-10 degrees (p 0.5, the label's uncovered canvas ignored) and a
+  5x5 Gaussian blur (p 0.5)."""
+  c.input.update(dict(rotate_degrees=10.0, rotate_prob=0.5, blur_prob=0.5, blur_kernel=5, blur_sigma=(0.0, 0.0)))
+  return c
+
+
 def resnet(c, depth, output_stride=8, multi_grid=(), stem="deep", eval_output_stride=None):
   """The atrous ResNet backbone, evaluated at `eval_output_stride` (default: the same)."""
   c.model.backbone.update(dict(depth=depth, stem=stem, output_stride=output_stride, multi_grid=tuple(multi_grid)))
@@ -87,6 +95,9 @@ def fastfcn(c):
                       aux_channels=256))
   c.loss.aux_weight = 0.2
   c.optim.head_lr_mult = 10.0  # everything outside params/backbone: the JPU and the heads
+  # The official code's augmentation: short side = 520 x the drawn ratio (base size
+  # 520), and a Gaussian blur of random sigma in (0, 1) with p 0.5.
+  c.input.update(dict(base_size=520, blur_prob=0.5, blur_kernel=0, blur_sigma=(0.0, 1.0)))
   return c
 
 

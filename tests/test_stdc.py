@@ -328,3 +328,19 @@ def test_tiny_config_trains_and_evaluates_from_the_cli(data_dir, tmp_path):
   metrics = [json.loads(l) for l in open(os.path.join(tmp_path, "metrics.jsonl"))]
   assert metrics[-1]["step"] == 4 and 0 <= metrics[-1]["miou"] <= 1
   assert "stdc STDC1" in out.stdout
+
+
+def test_heads_train_at_ten_times_the_context_path_lr():
+  """The authors' code: FFM and every output head at lr x10; backbone, ARMs and the
+  global context at x1."""
+  from jaxseg.optim import lr_multipliers
+  config = load_config("stdc1_cityscapes", "tiny")
+  model = build_model(config)
+  params = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                             jnp.zeros((1, 64, 64, 3)), train=True))["params"]
+  mults = lr_multipliers(params, config.optim)
+  for name in ("ffm", "seg_head", "aux16_head", "aux32_head", "detail_head"):
+    assert set(jax.tree.leaves(mults["decode_head"][name])) == {10.0}, name
+  for name in ("arm16", "arm32", "global_context", "up16", "up32"):
+    assert set(jax.tree.leaves(mults["decode_head"][name])) == {1.0}, name
+  assert set(jax.tree.leaves(mults["backbone"])) == {1.0}

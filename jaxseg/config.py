@@ -173,6 +173,11 @@ def base_config() -> ml_collections.ConfigDict:
       ckpt_every=2000,
       keep_checkpoints=3,  # the latest K, plus the best by best_metric
       best_metric="miou",  # the evaluation score (higher is better) that picks the best checkpoint and FINAL
+      # BatchNorm modules whose paths match these patterns (e.g. ("",) = all) normalise with
+      # their running statistics and never update them (jaxseg/models/frozen_bn.py);
+      # frozen_bn_affine: their scale and bias get no gradient either.
+      frozen_bn=(),
+      frozen_bn_affine=True,
       on_nonfinite="skip",  # non-finite loss/gradient: "skip" the update, or "stop"
       max_consecutive_skips=5,  # "skip" stops after this many non-finite steps in a row
       tensorboard_images=3,  # eval predictions drawn into TensorBoard at each evaluation; 0 = none

@@ -17,6 +17,7 @@ from jaxseg import tensorboard
 from jaxseg.data import datasets
 from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
 from jaxseg.evaluate import Evaluation
+from jaxseg.models.frozen_bn import frozen_batch_norm
 from jaxseg.replicas import Replicas
 from jaxseg.state import TrainState, state_factory, variables  # noqa: F401  (TrainState: for importers)
 
@@ -27,8 +28,9 @@ def make_loss_fn(config, model, family=None):
   family = family or families.get(config)
 
   def loss_fn(params, batch_stats, batch, dropout_key):
-    outputs, updates = family.apply(model, {"params": params, "batch_stats": batch_stats}, batch, train=True,
-                                    mutable=["batch_stats"], rngs={"dropout": dropout_key})
+    with frozen_batch_norm(config.train.frozen_bn, config.train.frozen_bn_affine):
+      outputs, updates = family.apply(model, {"params": params, "batch_stats": batch_stats}, batch, train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": dropout_key})
     loss, terms = family.loss(outputs, batch, jax.random.fold_in(dropout_key, 1))
     return loss, (terms, updates.get("batch_stats", {}))
 

@@ -1,5 +1,6 @@
 """Frozen BatchNorm (jaxseg/models/frozen_bn.py) against flax's own BatchNorm in
 inference mode, with randomised statistics and affine parameters."""
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -76,3 +77,27 @@ def test_affine_false_trains_scale_and_bias_as_inference_mode_would():
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert np.all(np.abs(grads["stem_bn"]["scale"]) > 0)
+
+
+def test_a_training_step_leaves_frozen_statistics_bit_exact():
+  """quickstart:tiny's jitted training step with the backbone's BatchNorm frozen: its
+  statistics, scales and biases stay bit for bit, everything else moves."""
+  from jaxseg import train
+  from jaxseg.families import get
+  from tests.conftest import load_config
+  config = load_config("quickstart", "tiny")
+  config.train.frozen_bn, config.train.frozen_bn_affine = ("^backbone/",), True
+  family = get(config)
+  model = family.build_model(train=True)
+  init_fn, _, tx, schedule = train.state_factory(config, model)
+  state = init_fn(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 6, (2, 64, 64)).astype(np.int32)}
+  new, _ = jax.jit(train.make_train_step(config, model, tx, schedule))(state, batch)
+  for part in ("batch_stats", "params"):
+    old, now = flax.traverse_util.flatten_dict(getattr(state, part)), flax.traverse_util.flatten_dict(getattr(new, part))
+    for key in old:
+      frozen = key[0] == "backbone" and (part == "batch_stats" or key[-1] in ("scale", "bias"))
+      same = np.array_equal(np.asarray(old[key]), np.asarray(now[key]))
+      assert same == frozen, ("/".join(key), part, frozen)

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import types
 
 def _threads_from_argv(argv):
@@ -59,6 +58,7 @@ except ImportError:  # no orbax/grain here: load jaxseg.models without the packa
   sys.modules["jaxseg"] = package
   from jaxseg.models.segmentor import build_model
 from jaxseg.models.layers import resize
+from jaxseg.tools.timing import timed
 
 PAPER_FPS = {("stdc1", (512, 1024)): 250.4, ("stdc2", (512, 1024)): 188.6,
              ("stdc1", (768, 1536)): 126.7, ("stdc2", (768, 1536)): 97.0}
@@ -222,17 +222,6 @@ def load_jax_weights(torch_model, variables):
     raise RuntimeError(f"weight transfer: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-# ---- timing ----
-
-def seconds_per_call(fn, iters, warmup):
-  for _ in range(warmup):
-    fn()
-  t = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  return (time.perf_counter() - t) / iters
-
-
 def jax_runner(name, size, batch, dtype):
   config = load_config(name, dtype)
   model = build_model(config)
@@ -329,7 +318,7 @@ def main():
               run = jax_runner(name, (h, w), batch, dtype)[0]
             else:
               run = torch_runner(name, (h, w), batch, dtype, device)[0]
-            fps[fw] = batch / seconds_per_call(run, a.iters, a.warmup)
+            fps[fw] = batch / timed(run, a.iters, a.warmup)
             ratio = fps["jaxseg"] / fps["pytorch"] if len(fps) == 2 else float("nan")
             paper = PAPER_FPS.get((name, (h, w)), float("nan"))
             row = dict(framework=fw, model=name.upper(), size=f"{w}x{h}", batch=batch, dtype=dtype,

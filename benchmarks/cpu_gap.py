@@ -22,8 +22,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpu_suite  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import gpu_suite  # noqa: E402
 
 SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", {"JAXSEG_DILATED_CONV": "xla"}),
          ("jaxseg after", "jax", {})]

@@ -40,8 +40,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, ROOT)  # jaxseg, and the sibling benchmarks as `benchmarks.NAME`
 
 STDC_SIZES = [(512, 1024), (768, 1536)]
 
@@ -81,7 +80,7 @@ def train_config(case, tiny):
   from jaxseg.config import tiny_variant
   h, w = case["size"]
   if case["config"] == "deeplabv3":
-    from deeplabv3_speed import load_config
+    from benchmarks.deeplabv3_speed import load_config
     c = load_config(case.get("depth", 101), h, case["batch"], case["dtype"])
   else:
     from jaxseg.convert import load_config_file
@@ -179,7 +178,7 @@ def jax_stdc(case, tiny, iters, warmup):
 
 
 def jax_pam(case, tiny, iters, warmup):
-  from context_heads import pam_memory
+  from benchmarks.context_heads import pam_memory
   n, mem = pam_memory(case["size"][0], 32 if tiny else 512)
   return {"positions": n, "blocked_gb": mem["blocked"], "naive_gb": mem["naive"],
           "matrix_gb": n * n * 4 / 2 ** 30}
@@ -270,7 +269,7 @@ def torch_stdc(case, tiny, iters, warmup):
   import torch
 
   from jaxseg.tools.timing import timed
-  from stdc_speed import torch_runner
+  from benchmarks.stdc_speed import torch_runner
 
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.backends.cudnn.benchmark = True

@@ -94,20 +94,7 @@ class CocoPanoptic(common.ArchiveBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
-            "panoptic": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-            "file_name": tfds.features.Text(),
-            "image_id": np.int64,
-            "segments": tfds.features.Sequence({
-                "id": np.int64, "category": np.int64, "iscrowd": np.int64, "area": np.int64,
-                "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32)}),
-            "instances": tfds.features.Sequence({
-                "category": np.int64, "iscrowd": np.int64, "area": np.float32,
-                "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "segmentation": tfds.features.Text()}),
-        }),
+        features=common.panoptic_features("jpeg"),
         # Filled from the annotation files' category list by _split_generators.
         metadata=tfds.core.MetadataDict(),
     )

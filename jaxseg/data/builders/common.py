@@ -121,6 +121,25 @@ def semantic_features(encoding_format: str):
   })
 
 
+def panoptic_features(encoding_format: str):
+  """The record of a panoptic dataset (COCO's layout): image, class-id label, panoptic
+  PNG (id = R + 256 G + 256^2 B), its segments, and the COCO instances with RLE masks."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(None, None, 3), encoding_format=encoding_format),
+      "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
+      "panoptic": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+      "file_name": tfds.features.Text(),
+      "image_id": np.int64,
+      "segments": tfds.features.Sequence({
+          "id": np.int64, "category": np.int64, "iscrowd": np.int64, "area": np.int64,
+          "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32)}),
+      "instances": tfds.features.Sequence({
+          "category": np.int64, "iscrowd": np.int64, "area": np.float32,
+          "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+          "segmentation": tfds.features.Text()}),
+  })
+
+
 def files_under(tree, prefix: str, suffix: str):
   """Sorted files under `prefix` ending in `suffix`; InputDataError if there are none
   (a split folder missing from the archive is an error, not an empty split)."""

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxseg.data.builders import shapes
+from jaxseg.data.builders import common, shapes
 
 CLASSES = shapes.CLASSES + ("floor", "panel")
 ISTHING = (False, True, True, True, True, True, False, False)
@@ -184,20 +184,7 @@ class ShapesPanoptic(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3)),
-            "label": tfds.features.Image(shape=(None, None, 1), use_colormap=False),
-            "panoptic": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-            "file_name": tfds.features.Text(),
-            "image_id": np.int64,
-            "segments": tfds.features.Sequence({
-                "id": np.int64, "category": np.int64, "iscrowd": np.int64, "area": np.int64,
-                "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32)}),
-            "instances": tfds.features.Sequence({
-                "category": np.int64, "iscrowd": np.int64, "area": np.float32,
-                "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "segmentation": tfds.features.Text()}),
-        }),
+        features=common.panoptic_features("png"),
         metadata=tfds.core.MetadataDict(classes=list(CLASSES), palette=[list(p) for p in PALETTE],
                                         category_ids=list(range(len(CLASSES))), isthing=list(ISTHING)),
     )

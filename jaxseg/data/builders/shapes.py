@@ -77,18 +77,13 @@ def _shape_mask(rng, cls, h, w):
   return mask.astype(bool)
 
 
-def make_example(split: str, index: int):
-  """The (image uint8 HxWx3, label uint8 HxW) pair number `index` of `split`."""
-  rng = np.random.default_rng([SPLITS[split][1], index])
-  h, w = (int(v) for v in rng.integers(14, 21, 2) * 8)  # 112..160
-
-  # Background: a muted colour gradient, noise, and clutter (thin lines, small dots)
-  # in any colour.
+def background(rng, h, w):
+  """A muted colour gradient, noise, and clutter (thin lines, small dots) in any
+  colour: the float (h, w, 3) canvas the shapes are drawn on."""
   yy, xx = np.mgrid[:h, :w] / max(h, w)
   c0, c1 = (_hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.35), rng.uniform(0.2, 0.9)) for _ in "ab")
   t = (xx * np.cos(rng.uniform(0, 6.3)) + yy * np.sin(rng.uniform(0, 6.3)))[..., None]
-  image = c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6) + rng.normal(0, 12, (h, w, 3))
-  image = np.ascontiguousarray(image)
+  image = np.ascontiguousarray(c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6) + rng.normal(0, 12, (h, w, 3)))
   for _ in range(rng.integers(3, 10)):
     p, q = rng.integers(0, (w, h)), rng.integers(0, (w, h))
     cv2.line(image, tuple(int(v) for v in p), tuple(int(v) for v in q),
@@ -96,6 +91,15 @@ def make_example(split: str, index: int):
   for _ in range(rng.integers(3, 12)):
     cv2.circle(image, tuple(int(v) for v in rng.integers(0, (w, h))), int(rng.integers(1, 4)),
                rng.uniform(0, 255, 3).tolist(), -1)
+  return image
+
+
+def make_example(split: str, index: int):
+  """The (image uint8 HxWx3, label uint8 HxW) pair number `index` of `split`."""
+  rng = np.random.default_rng([SPLITS[split][1], index])
+  h, w = (int(v) for v in rng.integers(14, 21, 2) * 8)  # 112..160
+
+  image = background(rng, h, w)
 
   label = np.zeros((h, w), np.uint8)
   for _ in range(rng.integers(2, 7)):

@@ -55,22 +55,6 @@ def rle_encode(mask):
   return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
-def _background(rng, h, w):
-  """A muted colour gradient with noise and clutter (lines, dots) of any colour."""
-  yy, xx = np.mgrid[:h, :w] / max(h, w)
-  c0, c1 = (shapes._hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.35), rng.uniform(0.2, 0.9)) for _ in "ab")
-  t = (xx * np.cos(rng.uniform(0, 6.3)) + yy * np.sin(rng.uniform(0, 6.3)))[..., None]
-  image = np.ascontiguousarray(c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6) + rng.normal(0, 12, (h, w, 3)))
-  for _ in range(rng.integers(3, 10)):
-    p, q = rng.integers(0, (w, h)), rng.integers(0, (w, h))
-    cv2.line(image, tuple(int(v) for v in p), tuple(int(v) for v in q), rng.uniform(0, 255, 3).tolist(),
-             int(rng.integers(1, 3)))
-  for _ in range(rng.integers(3, 12)):
-    cv2.circle(image, tuple(int(v) for v in rng.integers(0, (w, h))), int(rng.integers(1, 4)),
-               rng.uniform(0, 255, 3).tolist(), -1)
-  return image
-
-
 def _floor(rng, h, w):
   """(mask, texture): the image below a wavy horizon, low-saturation planks."""
   yy, xx = np.mgrid[:h, :w]
@@ -111,7 +95,7 @@ def make_example(split: str, index: int) -> dict:
   segments and instances (dicts of arrays, as the TFDS features)."""
   rng = np.random.default_rng([SPLITS[split][1], index])
   h, w = (int(v) for v in rng.integers(14, 21, 2) * 8)  # 112..160
-  image = _background(rng, h, w)
+  image = shapes.background(rng, h, w)
   ids = np.full((h, w), segment_id(BACKGROUND, 0), np.int64)
   drawn = [(segment_id(BACKGROUND, 0), BACKGROUND, 0)]  # (id, category, iscrowd) in drawing order
 

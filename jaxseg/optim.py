@@ -68,15 +68,6 @@ def _path_names(params):
   return flax.traverse_util.unflatten_dict({k: "/".join(k) for k in flat})
 
 
-def _first_match(rules, name, key):
-  for rule in rules:
-    if len(rule) != 2:
-      raise ConfigError(f"config key optim.{key} holds (pattern, multiplier) pairs, got {tuple(rule)}")
-    if re.search(rule[0], name):
-      return float(rule[1])
-  return None
-
-
 def decay_mask(params, decay_norm_and_bias, no_decay=()):
   """True for parameters that get weight decay: conv/dense kernels, and everything
   else (BN scales and biases, conv biases, embeddings) only with
@@ -91,9 +82,11 @@ def lr_multipliers(params, o):
   `optim.lr_mults` whose pattern its path matches; otherwise `optim.head_lr_mult`
   outside the backbone and 1 inside it."""
   def mult(name):
-    found = _first_match(o.lr_mults, name, "lr_mults")
-    if found is not None:
-      return found
+    for rule in o.lr_mults:
+      if len(rule) != 2:
+        raise ConfigError(f"config key optim.lr_mults holds (pattern, multiplier) pairs, got {tuple(rule)}")
+      if re.search(rule[0], name):
+        return float(rule[1])
     return 1.0 if name.startswith("backbone/") else float(o.head_lr_mult)
   return jax.tree.map(mult, _path_names(params))
 

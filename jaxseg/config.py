@@ -76,7 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
           dilations=(),  # () = from output_stride; else 4 stage rates on top of the strides (mmseg FastFCN)
-          name="resnet",  # "resnet", or "stdc1" / "stdc2" (width = base width 64; OS 32)
+          name="resnet",  # "resnet", "stdc1" / "stdc2" (width = base width 64; OS 32) or "swin"
+          # Swin (width = embed dim C; OS 32); models.backbones.swin.PRESETS holds Swin-T/S/B/L
+          swin_depths=(2, 2, 6, 2),  # blocks per stage
+          swin_heads=(3, 6, 12, 24),  # attention heads per stage
+          swin_window=7,  # M of the M x M windows
+          drop_path_rate=0.0,  # stochastic depth of the last block (linear from 0 over the blocks)
       ),
       neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
       jpu_channels=512,

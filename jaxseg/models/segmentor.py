@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
+from jaxseg.models.backbones import swin
 from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.backbones.stdc import STDC_LAYERS, STDCNet
 from jaxseg.models.heads import encnet, gscnn, mcibi, stdc
@@ -62,15 +63,21 @@ def build_model(config, output_stride: int | None = None) -> Segmentor:
   name = m.backbone.get("name", "resnet")  # work dirs saved before the key existed: ResNet
   if name in STDC_LAYERS:
     return build_stdc(config, common)
-  if name != "resnet":
+  if name == "swin":
+    if os_ != 32:
+      raise ConfigError(f"config keys model.backbone.output_stride / model.eval_output_stride: Swin "
+                        f"is not dilated, both must be 32 (got {os_})")
+    backbone = swin.from_config(m.backbone, dtype)
+  elif name == "resnet":
+    backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
+                      output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
+                      contract_dilation=m.backbone.contract_dilation,
+                      extra_blocks=m.backbone.extra_blocks,
+                      dilations=tuple(m.backbone.get("dilations", ())),  # work dirs saved before the key
+                      **common)
+  else:
     raise ConfigError(f"config key model.backbone.name: unknown backbone '{name}' "
-                     f"(known: resnet, {', '.join(STDC_LAYERS)})")
-  backbone = ResNet(depth=m.backbone.depth, width=m.backbone.width, stem=m.backbone.stem,
-                    output_stride=os_, multi_grid=tuple(m.backbone.multi_grid),
-                    contract_dilation=m.backbone.contract_dilation,
-                    extra_blocks=m.backbone.extra_blocks,
-                    dilations=tuple(m.backbone.get("dilations", ())),  # work dirs saved before the key
-                    **common)
+                     f"(known: resnet, swin, {', '.join(STDC_LAYERS)})")
   neck = build_neck(m, common)
   # The stride of the c4 the head sees: the JPU hands it c2's OS8 resolution.
   head_os = 8 if m.neck == "jpu" else os_

@@ -41,6 +41,7 @@ KINDS = {
     # Swin's relative position bias: the learned table; the index is recomputed from the window
     "rel_bias": {"relative_position_bias_table": ("params", "relative_position_bias_table", None),
                  "relative_position_index": None},
+    "level_embed": {"level_embed": ("params", "level_embed", None)},  # OneFormer pixel decoder's (L, d)
     # mmseg's Encoding: a = softmax(scale * |x - d|^2), ours softmax(-s * |x - d|^2)
     "encoding": {"codewords": ("params", "codewords", None), "scale": ("params", "smoothing", np.negative)},
 }

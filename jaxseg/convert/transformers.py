@@ -110,3 +110,26 @@ def swin_arch(name):
   return Arch(name, SWIN, swin_keys, fixup=swin_output_norms, backbone_only=True,
               skip=(r"classifier\..*", r"(swin\.)?layernorm\..*"),  # the classifier's head and final norm
               strip_prefix="model.pixel_level_module.encoder.")
+
+
+# OneFormerPixelDecoder (model.pixel_level_module.decoder.*) -> jaxseg's PixelDecoder: its
+# input projections per level (0 = 1/32), the encoder layers, the 1/4 FPN level ("adapter_1"
+# lateral, "layer_1" output) and the mask-feature projection.
+def oneformer_pixel_decoder_rows(src="model.pixel_level_module.decoder.", dst="pixel_decoder/"):
+  layer, ours = src + "encoder.layers.{i}.", dst + "encoder_layer{i}/"
+  return [
+      (src + "input_projections.{l}.0", dst + "proj{l}", "conv"),
+      (src + "input_projections.{l}.1", dst + "proj{l}_norm", "layernorm"),  # GroupNorm: weight, bias
+      (src[:-1], dst[:-1], "level_embed"),
+      *[(layer + f"self_attn.{name}", ours + f"attn/{name}", "linear")
+        for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")],
+      (layer + "self_attn_layer_norm", ours + "norm1", "layernorm"),
+      (layer + "fc1", ours + "fc1", "linear"),
+      (layer + "fc2", ours + "fc2", "linear"),
+      (layer + "final_layer_norm", ours + "norm2", "layernorm"),
+      (src + "adapter_1.0", dst + "lateral", "conv"),
+      (src + "adapter_1.1", dst + "lateral_norm", "layernorm"),
+      (src + "layer_1.0", dst + "output", "conv"),
+      (src + "layer_1.1", dst + "output_norm", "layernorm"),
+      (src + "mask_projection", dst + "mask_features", "conv"),
+  ]

@@ -1,0 +1,141 @@
+"""OneFormer's multi-scale deformable attention and pixel decoder against transformers'
+own modules (random weights, randomised GroupNorm/LayerNorm affines and level
+embedding), and the bilinear sampler against torch's grid_sample, out-of-range points
+included. The weights go through jaxseg.convert's OneFormer pixel-decoder table.
+"""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jaxseg.convert.tables import Arch, map_tensors
+from jaxseg.convert.transformers import oneformer_pixel_decoder_rows
+from jaxseg.models.heads.oneformer import deformable_attention as da
+from jaxseg.models.heads.oneformer.pixel_decoder import PixelDecoder
+from tests import torch_reference as R
+
+transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
+from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
+
+TOL = 1e-4
+
+
+def report(name, ours, theirs):
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
+  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
+  assert diff <= TOL * max(1.0, scale)
+
+
+def test_bilinear_sample_is_grid_sample_with_zero_padding():
+  rng = np.random.RandomState(0)
+  n, c, h, w, k = 3, 5, 6, 7, 400
+  value = rng.randn(n, c, h, w).astype(np.float32)
+  loc = rng.uniform(-0.3, 1.3, (n, k, 2)).astype(np.float32)  # a third of the points outside
+  # and exactly on the borders, pixel centres and beyond the half-pixel margin
+  edges = np.array([[0, 0], [1, 1], [0, 1], [1, 0], [0.5 / w, 0.5 / h], [1 - 0.5 / w, 1 - 0.5 / h],
+                    [-0.5 / w, 0.3], [1 + 0.5 / w, 0.3], [0.3, -0.5 / h], [0.3, 1 + 0.5 / h],
+                    [-1 / w, 0.5], [1 + 1 / w, 0.5]], np.float32)
+  loc[:, :len(edges)] = edges
+  theirs = F.grid_sample(torch.from_numpy(value), torch.from_numpy(2 * loc - 1)[:, :, None],
+                         mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
+  flat = jnp.asarray(value.transpose(0, 2, 3, 1).reshape(n, h * w, c))
+  ours = jax.jit(da.bilinear_sample, static_argnums=(1, 2))(flat, h, w, jnp.asarray(loc))
+  report("bilinear_sample vs grid_sample", ours, theirs.permute(0, 2, 1).numpy())
+  assert np.abs(np.asarray(ours)[:, 6:10]).max() == 0  # half a pixel beyond the border: all zero padding
+  # Gradients reach the locations (through the bilinear weights) and the values.
+  g_loc, g_val = jax.grad(lambda l, v: da.bilinear_sample(v, h, w, l).sum(), argnums=(0, 1))(jnp.asarray(loc), flat)
+  t_loc = torch.from_numpy(2 * loc - 1).requires_grad_()
+  t_val = torch.from_numpy(value).requires_grad_()
+  F.grid_sample(t_val, t_loc[:, :, None], mode="bilinear", padding_mode="zeros", align_corners=False).sum().backward()
+  report("d/d value", g_val, t_val.grad.permute(0, 2, 3, 1).reshape(n, h * w, c).numpy())
+  inner = (np.abs(loc - 0.5) < 0.45).all(-1)  # random points inside: the bilinear kinks at pixel
+  inner[:, :len(edges)] = False  # centres, where rounding picks one side or the other, are left out
+  report("d/d location", np.asarray(g_loc)[inner], 2 * t_loc.grad.numpy()[inner])
+
+
+SHAPES = ((3, 4), (5, 7), (9, 13))  # 1/32, 1/16, 1/8 of a 72x104 image, and odd
+
+
+def torch_attention(seed, dim=32, heads=2, points=4):
+  torch.manual_seed(seed)
+  module = M.OneFormerPixelDecoderEncoderMultiscaleDeformableAttention(dim, heads, len(SHAPES), points)
+  return R.randomize(module, seed=seed)
+
+
+def test_ms_deform_attn_matches_transformers():
+  ref = torch_attention(3)
+  with torch.no_grad():  # offsets of several pixels: many points fall between and outside the maps
+    ref.sampling_offsets.weight.mul_(3.0)
+    ref.sampling_offsets.bias.mul_(3.0)
+  rng = np.random.RandomState(1)
+  s = sum(h * w for h, w in SHAPES)
+  x = rng.randn(2, s, 32).astype(np.float32)
+  pos = rng.randn(2, s, 32).astype(np.float32)
+  refs = np.broadcast_to(rng.uniform(0, 1, (2, s, 1, 2)), (2, s, 3, 2)).astype(np.float32)
+  shapes = torch.as_tensor(SHAPES)
+  with torch.no_grad():
+    theirs, _ = ref(torch.from_numpy(x), encoder_hidden_states=torch.from_numpy(x),
+                    position_embeddings=torch.from_numpy(pos), reference_points=torch.from_numpy(refs),
+                    spatial_shapes=shapes, spatial_shapes_list=list(SHAPES),
+                    level_start_index=torch.as_tensor([0, 12, 47]))
+  params = {name: {"kernel": getattr(ref, name).weight.detach().numpy().T,
+                   "bias": getattr(ref, name).bias.detach().numpy()}
+            for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")}
+  for remat in (False, True):
+    model = da.MSDeformAttn(32, 2, 3, 4, remat=remat)
+    ours = jax.jit(lambda p, q, v, r: model.apply({"params": p}, q, v, r, SHAPES))(params, x + pos, x, refs)
+    report(f"MSDeformAttn (remat={remat})", ours, theirs.numpy())
+
+
+def test_ms_deform_attn_initialisation_is_the_reference():
+  ours = da.MSDeformAttn(32, 2, 3, 4).init(jax.random.key(0), jnp.zeros((1, 5, 32)), jnp.zeros((1, 12 + 35 + 117, 32)),
+                                            jnp.zeros((1, 5, 3, 2)), SHAPES)["params"]
+  ref = M.OneFormerPixelDecoderEncoderMultiscaleDeformableAttention(32, 2, 3, 4)
+  M.OneFormerPreTrainedModel._init_weights(
+      M.OneFormerPreTrainedModel(transformers.OneFormerConfig()), ref)
+  np.testing.assert_allclose(ours["sampling_offsets"]["bias"], ref.sampling_offsets.bias.detach().numpy(), atol=1e-6)
+  for name in ("sampling_offsets", "attention_weights"):
+    assert not np.asarray(ours[name]["kernel"]).any()
+  assert not np.asarray(ours["attention_weights"]["bias"]).any()
+  for name in ("value_proj", "output_proj"):  # xavier uniform: bound sqrt(6 / (fan_in + fan_out))
+    kernel = np.asarray(ours[name]["kernel"])
+    assert np.abs(kernel).max() <= np.sqrt(6 / 64) and np.abs(kernel).max() > 0.8 * np.sqrt(6 / 64)
+    assert not np.asarray(ours[name]["bias"]).any()
+
+
+def tiny_config():
+  return transformers.OneFormerConfig(conv_dim=32, mask_dim=16, num_attention_heads=2, encoder_layers=2,
+                                      encoder_feedforward_dim=64, dropout=0.0)
+
+
+def test_pixel_decoder_matches_transformers():
+  config = tiny_config()
+  channels = [8, 16, 24, 40]  # c1..c4
+  torch.manual_seed(4)
+  ref = R.randomize(M.OneFormerPixelDecoder(config, feature_channels=channels), seed=4)
+  rng = np.random.RandomState(2)
+  sizes = [(18, 26), (9, 13), (5, 7), (3, 4)]  # a 72x104 input at strides 4..32, ceil-rounded
+  feats = [rng.randn(2, h, w, c).astype(np.float32) for (h, w), c in zip(sizes, channels)]
+  with torch.no_grad():
+    out = ref([torch.from_numpy(f).permute(0, 3, 1, 2) for f in feats])
+
+  sd = {f"model.pixel_level_module.decoder.{k}": v.numpy() for k, v in ref.state_dict().items()}
+  arch = Arch("oneformer pixel decoder", oneformer_pixel_decoder_rows(), lambda sd: {})
+  mapped, skipped = map_tensors(sd, arch)
+  assert not skipped
+  params = flax.traverse_util.unflatten_dict({k: v for k, (v, _) in mapped.items()}, sep="/")["params"]
+  model = PixelDecoder(dim=32, mask_dim=16, heads=2, layers=2, points=4, ffn_dim=64)
+  inputs = {f"c{i + 1}": jnp.asarray(f) for i, f in enumerate(feats)}
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs))["params"]
+  assert jax.tree.map(np.shape, params["pixel_decoder"]) == jax.tree.map(lambda s: s.shape, expected)
+  ours = jax.jit(lambda p, f: model.apply({"params": p}, f))(params["pixel_decoder"], inputs)
+
+  nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
+  for name, o, t in zip(("1/32", "1/16", "1/8"), ours["multi_scale"], out.multi_scale_features):
+    report(f"pixel decoder {name}", o, nhwc(t))
+  report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.mask_features))

@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jaxseg.convert import convert_state_dict
 from jaxseg.convert.tables import Arch, map_tensors
 from jaxseg.convert.transformers import oneformer_pixel_decoder_rows
+from jaxseg.models.backbones.swin import SwinTransformer
 from jaxseg.models.heads.oneformer import deformable_attention as da
 from jaxseg.models.heads.oneformer.pixel_decoder import PixelDecoder
 from tests import torch_reference as R
@@ -108,34 +110,41 @@ def test_ms_deform_attn_initialisation_is_the_reference():
     assert not np.asarray(ours[name]["bias"]).any()
 
 
-def tiny_config():
-  return transformers.OneFormerConfig(conv_dim=32, mask_dim=16, num_attention_heads=2, encoder_layers=2,
-                                      encoder_feedforward_dim=64, dropout=0.0)
-
-
-def test_pixel_decoder_matches_transformers():
-  config = tiny_config()
-  channels = [8, 16, 24, 40]  # c1..c4
+def test_pixel_level_module_matches_transformers():
+  """Swin backbone + pixel decoder on a random image, against OneFormerPixelLevelModule
+  (its SwinBackbone and OneFormerPixelDecoder); the weights of both through the converter
+  tables, from the keys a OneFormerForUniversalSegmentation state dict has."""
+  swin_config = transformers.SwinConfig(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=4,
+                                        out_features=["stage1", "stage2", "stage3", "stage4"])
+  config = transformers.OneFormerConfig(backbone_config=swin_config, conv_dim=32, mask_dim=16, num_attention_heads=2,
+                                        encoder_layers=2, encoder_feedforward_dim=64, dropout=0.0)
   torch.manual_seed(4)
-  ref = R.randomize(M.OneFormerPixelDecoder(config, feature_channels=channels), seed=4)
-  rng = np.random.RandomState(2)
-  sizes = [(18, 26), (9, 13), (5, 7), (3, 4)]  # a 72x104 input at strides 4..32, ceil-rounded
-  feats = [rng.randn(2, h, w, c).astype(np.float32) for (h, w), c in zip(sizes, channels)]
+  ref = R.randomize(M.OneFormerPixelLevelModule(config), seed=4)
+  image = np.random.RandomState(2).randn(2, 72, 104, 3).astype(np.float32)  # 1/32: 3x4 (ceil-rounded)
   with torch.no_grad():
-    out = ref([torch.from_numpy(f).permute(0, 3, 1, 2) for f in feats])
+    out = ref(torch.from_numpy(image).permute(0, 3, 1, 2))
 
-  sd = {f"model.pixel_level_module.decoder.{k}": v.numpy() for k, v in ref.state_dict().items()}
-  arch = Arch("oneformer pixel decoder", oneformer_pixel_decoder_rows(), lambda sd: {})
-  mapped, skipped = map_tensors(sd, arch)
-  assert not skipped
+  sd = {f"model.pixel_level_module.{k}": v.numpy() for k, v in ref.state_dict().items()}
+  _, backbone, _ = convert_state_dict(sd, "transformers", "oneformer-swin")
+  arch = Arch("oneformer pixel decoder", oneformer_pixel_decoder_rows(), lambda sd: {},
+              skip=(r"model\.pixel_level_module\.encoder\..*",))
+  mapped, _ = map_tensors(sd, arch)
   params = flax.traverse_util.unflatten_dict({k: v for k, (v, _) in mapped.items()}, sep="/")["params"]
-  model = PixelDecoder(dim=32, mask_dim=16, heads=2, layers=2, points=4, ffn_dim=64)
-  inputs = {f"c{i + 1}": jnp.asarray(f) for i, f in enumerate(feats)}
-  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs))["params"]
-  assert jax.tree.map(np.shape, params["pixel_decoder"]) == jax.tree.map(lambda s: s.shape, expected)
-  ours = jax.jit(lambda p, f: model.apply({"params": p}, f))(params["pixel_decoder"], inputs)
+  backbone_model = SwinTransformer(width=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), window=4)
+  decoder = PixelDecoder(dim=32, mask_dim=16, heads=2, layers=2, points=4, ffn_dim=64)
+  feats = jax.eval_shape(lambda: backbone_model.init(jax.random.key(0), image[:1]))
+  expected = jax.eval_shape(lambda v: decoder.init(jax.random.key(0), backbone_model.apply(v, image[:1])), feats)
+  assert jax.tree.map(np.shape, params["pixel_decoder"]) == jax.tree.map(lambda s: s.shape, expected["params"])
+
+  @jax.jit
+  def forward(pb, pd, x):
+    features = backbone_model.apply({"params": pb}, x)
+    return features, decoder.apply({"params": pd}, features)
+  features, ours = forward(backbone["params"]["backbone"], params["pixel_decoder"], jnp.asarray(image))
 
   nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
-  for name, o, t in zip(("1/32", "1/16", "1/8"), ours["multi_scale"], out.multi_scale_features):
+  for i, t in enumerate(out.encoder_features, 1):
+    report(f"Swin c{i}", features[f"c{i}"], nhwc(t))
+  for name, o, t in zip(("1/32", "1/16", "1/8"), ours["multi_scale"], out.decoder_features):
     report(f"pixel decoder {name}", o, nhwc(t))
-  report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.mask_features))
+  report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.decoder_last_feature))

@@ -3,6 +3,8 @@ LayerNorm affines and relative position bias tables) converted with python -m
 jaxseg.convert computes the same four stage features, on an input whose size is a
 multiple of neither the patch nor any stage's window (so every padding path runs).
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,6 +101,68 @@ def test_swin_key_generations_and_classification_checkpoints_convert_alike(tmp_p
   bad = dict(sd, **{"swin.embeddings.patch_embeddings.projection.weight": np.zeros((32, 3, 2, 2), np.float32)})
   with pytest.raises(ConversionError, match="patch size 2"):
     convert_state_dict(bad, "transformers", "swin")
+
+
+def timm_layout(sd, new_merging):
+  """transformers' SwinBackbone state dict under timm's names (timm.models.swin_transformer):
+  q, k, v fused into one qkv (C -> 3C); the merging under the next stage (timm >= 0.9) or
+  its own (the original release)."""
+  out = {}
+  for k, v in sd.items():
+    m = re.fullmatch(r"swin\.encoder\.layers\.(\d)\.blocks\.(\d)\.(.*)", k)
+    if m:
+      s, b, rest = m.groups()
+      if rest.startswith(("attention.k_proj", "attention.v_proj")):
+        continue
+      if rest.startswith("attention.q_proj"):
+        leaf = rest.rsplit(".", 1)[1]
+        parts = [sd[f"swin.encoder.layers.{s}.blocks.{b}.attention.{n}_proj.{leaf}"] for n in "qkv"]
+        out[f"layers.{s}.blocks.{b}.attn.qkv.{leaf}"] = np.concatenate(parts, 0)
+        continue
+      for new, old in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.o_proj", "attn.proj"),
+                       ("attention.relative_position_bias.", "attn.")):
+        rest = rest.replace(new, old)
+      out[f"layers.{s}.blocks.{b}.{rest}"] = v
+      continue
+    m = re.fullmatch(r"swin\.encoder\.layers\.(\d)\.downsample\.(.*)", k)
+    if m:
+      out[f"layers.{int(m.group(1)) + new_merging}.downsample.{m.group(2)}"] = v
+      continue
+    k = k.replace("swin.embeddings.patch_embeddings.projection", "patch_embed.proj")
+    k = k.replace("swin.embeddings.norm", "patch_embed.norm").replace("swin.layernorm", "norm")
+    out[k] = v
+  return out
+
+
+def test_timm_microsoft_and_authors_swin_keys_convert_to_the_same_variables():
+  ref = tiny_backbone(seed=3)
+  sd = {k: v.numpy() for k, v in ref.state_dict().items()}
+  flat = lambda t: {"/".join(map(str, p)): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(t)}
+  _, expected, _ = convert_state_dict(sd, "transformers", "swin")
+  expected = flat(expected)
+  norms = {k: v for k, v in sd.items() if k.startswith("hidden_states_norms")}
+  layout = {k: v for k, v in timm_layout(sd, True).items() if not k.startswith("hidden_states_norms")}
+  layout["head.fc.weight"] = np.zeros((10, 256), np.float32)
+  # timm >= 0.9 (an ImageNet classifier: new stage norms), the Microsoft release (buffers
+  # stored), and the authors' OneFormer checkpoint (backbone.*, norm0..norm3, a head)
+  original = {k: v for k, v in timm_layout(sd, False).items() if not k.startswith("hidden_states_norms")}
+  original["layers.0.blocks.1.attn_mask"] = np.zeros((16, 16, 16), np.float32)
+  original["layers.0.blocks.0.attn.relative_position_index"] = np.zeros((16, 16), np.int64)
+  d2 = {f"backbone.{k}": v for k, v in original.items() if not k.startswith("norm.")}
+  d2.update({f"backbone.norm{int(k[len('hidden_states_norms.stage')]) - 1}.{k.rsplit('.', 1)[1]}": v
+             for k, v in norms.items()})
+  d2["sem_seg_head.predictor.class_embed.weight"] = np.zeros((3, 32), np.float32)
+  for name, state, new_norms in (("swin_tiny_patch4_window7_224.ms_in1k", layout, True),
+                                 ("swin_large_patch4_window12_384", original, True), ("swin_l_oneformer", d2, False)):
+    config, got, report = convert_state_dict(state, "timm", name)
+    assert tuple(config.model.backbone.swin_heads) == (1, 2, 4, 8) and config.model.backbone.swin_window == 4
+    got = flat(got)
+    assert sorted(got) == sorted(expected), name
+    for k in expected:
+      if new_norms and "'norm" in k and "block" not in k and "merge" not in k:
+        np.testing.assert_array_equal(got[k], np.ones_like(got[k]) if "scale" in k else np.zeros_like(got[k]))
+      else:
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=f"{name}: {k}")
 
 
 def test_shifted_window_mask_and_relative_index():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxseg.convert import convert_state_dict
 from jaxseg.convert.tables import Arch, map_tensors
 from jaxseg.convert.transformers import oneformer_pixel_decoder_rows
-from jaxseg.models.backbones.swin import SwinTransformer
+from jaxseg.models.backbones.swin import SwinBlock, SwinTransformer
 from jaxseg.models.heads.oneformer import deformable_attention as da
 from jaxseg.models.heads.oneformer.pixel_decoder import PixelDecoder
 from tests import torch_reference as R
@@ -148,3 +148,43 @@ def test_pixel_level_module_matches_transformers():
   for name, o, t in zip(("1/32", "1/16", "1/8"), ours["multi_scale"], out.decoder_features):
     report(f"pixel decoder {name}", o, nhwc(t))
   report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.decoder_last_feature))
+
+
+def random_variables(module, *args):
+  """Random fp32 variables of `module` in the shapes its init gives (no init compiled)."""
+  rng = np.random.RandomState(0)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args))
+  def draw(path, s):
+    name = jax.tree_util.keystr(path)
+    if "scale" in name:
+      return jnp.asarray(1 + 0.1 * rng.randn(*s.shape), s.dtype)
+    return jnp.asarray(rng.randn(*s.shape) * (0.1 if len(s.shape) == 1 else 1 / np.sqrt(np.prod(s.shape[:-1]))),
+                       s.dtype)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def test_bfloat16_compute_keeps_fp32_params_and_stays_close():
+  """Compute dtype bfloat16 (the GPU/TPU setting) with fp32 parameters, in the two
+  attention modules: the sampling locations and the softmaxes stay fp32 and the outputs
+  follow the fp32 ones."""
+  rng = np.random.RandomState(0)
+  s = sum(h * w for h, w in SHAPES)
+  x = jnp.asarray(rng.randn(2, s, 32), jnp.float32)
+  refs = jnp.asarray(rng.uniform(0, 1, (2, s, 3, 2)), jnp.float32)
+  image = jnp.asarray(rng.randn(2, 10, 14, 16), jnp.float32)
+  attn = da.MSDeformAttn(32, 2, 3, 4)
+  block = SwinBlock(16, 2, 4, shift=2)
+  va = random_variables(attn, x, x, refs, SHAPES)
+  va["params"]["sampling_offsets"]["bias"] = va["params"]["sampling_offsets"]["bias"] * 20  # a few pixels
+  vb = random_variables(block, image, False)
+
+  @jax.jit
+  def run(va, vb, x, refs, image):
+    return [(attn.clone(dtype=dtype).apply(va, x, x, refs, SHAPES), block.clone(dtype=dtype).apply(vb, image.astype(dtype), False))
+            for dtype in (jnp.float32, jnp.bfloat16)]
+  (a, b), (a16, b16) = run(va, vb, x, refs, image)
+  assert a16.dtype == b16.dtype == jnp.bfloat16
+  for name, ref, low in (("MSDeformAttn", a, a16), ("shifted-window Swin block", b, b16)):
+    rel = float(jnp.abs(ref - low.astype(jnp.float32)).max() / jnp.abs(ref).max())
+    print(f"\n[bf16 vs fp32 {name}] max abs diff relative to max |fp32| {rel:.2e}")
+    assert rel < 0.05

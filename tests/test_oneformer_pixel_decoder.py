@@ -95,8 +95,8 @@ def test_ms_deform_attn_matches_transformers():
 
 
 def test_ms_deform_attn_initialisation_is_the_reference():
-  ours = da.MSDeformAttn(32, 2, 3, 4).init(jax.random.key(0), jnp.zeros((1, 5, 32)), jnp.zeros((1, 12 + 35 + 117, 32)),
-                                            jnp.zeros((1, 5, 3, 2)), SHAPES)["params"]
+  init = jax.jit(lambda q, v, r: da.MSDeformAttn(32, 2, 3, 4).init(jax.random.key(0), q, v, r, SHAPES))
+  ours = init(jnp.zeros((1, 5, 32)), jnp.zeros((1, 12 + 35 + 117, 32)), jnp.zeros((1, 5, 3, 2)))["params"]
   ref = M.OneFormerPixelDecoderEncoderMultiscaleDeformableAttention(32, 2, 3, 4)
   M.OneFormerPreTrainedModel._init_weights(
       M.OneFormerPreTrainedModel(transformers.OneFormerConfig()), ref)

@@ -39,9 +39,8 @@ def bilinear_sample(value, height, width, loc):
                      for cy, cx, _ in corners], -1)  # (N, K, 4)
   weight = jnp.stack([w * ((cx >= 0) & (cx < width) & (cy >= 0) & (cy < height))
                       for cy, cx, w in corners], -1)  # zero padding: outside neighbours weigh 0
-  n, k, _ = index.shape
-  gathered = jnp.take_along_axis(value, index.reshape(n, k * 4, 1), axis=1)  # the one gather
-  gathered = gathered.reshape(n, k, 4, value.shape[-1])
+  # the one gather: rows of C values by (N, K, 4) indices
+  gathered = jax.vmap(lambda v, i: jnp.take(v, i, axis=0))(value, index)  # (N, K, 4, C)
   return jnp.einsum("nkjc,nkj->nkc", gathered, weight.astype(value.dtype))
 
 

@@ -62,13 +62,12 @@ class EncoderLayer(nn.Module):
   points: int = 4
   ffn_dim: int = 1024
   dropout: float = 0.0
-  remat: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, pos, ref, shapes, train: bool):
     drop = lambda t: nn.Dropout(self.dropout, deterministic=not train)(t)
-    y = MSDeformAttn(self.dim, self.heads, self.levels, self.points, self.remat, self.dtype, name="attn")(
+    y = MSDeformAttn(self.dim, self.heads, self.levels, self.points, dtype=self.dtype, name="attn")(
         x + pos, x, ref, shapes)
     x = nn.LayerNorm(1e-5, dtype=self.dtype, name="norm1")(x + drop(y))  # z = LN(x + MSDeformAttn(...))
     y = nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name="fc1")(x))
@@ -85,7 +84,8 @@ class PixelDecoder(nn.Module):
   ffn_dim: int = 1024
   groups: int = 32  # of every GroupNorm
   dropout: float = 0.0
-  remat: bool = False  # recompute the deformable sampling in the backward pass
+  remat: bool = False  # recompute each encoder layer in the backward pass: one layer's
+  # sampled values live at a time instead of every layer's
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -105,9 +105,10 @@ class PixelDecoder(nn.Module):
       pos.append(jnp.asarray(pe) + level_embed[l])  # sine encoding + level embedding
     x, pos = jnp.concatenate(tokens, 1), jnp.concatenate(pos, 1).astype(self.dtype)
     ref = jnp.broadcast_to(jnp.asarray(reference_points(shapes))[None, :, None], (b, x.shape[1], len(maps), 2))
+    layer = nn.remat(EncoderLayer, static_argnums=(4, 5)) if self.remat else EncoderLayer  # (shapes, train)
     for i in range(self.layers):
-      x = EncoderLayer(self.dim, self.heads, len(maps), self.points, self.ffn_dim, self.dropout, self.remat,
-                       self.dtype, name=f"encoder_layer{i}")(x, pos, ref, shapes, train)
+      x = layer(self.dim, self.heads, len(maps), self.points, self.ffn_dim, self.dropout, self.dtype,
+                name=f"encoder_layer{i}")(x, pos, ref, shapes, train)
 
     out, start = [], 0
     for h, w in shapes:

@@ -63,7 +63,7 @@ ARCHIVES = {
     ),
 }
 ARCHIVES["pascal_context/59"] = ARCHIVES["pascal_context/60"] = ARCHIVES["pascal_context"]
-ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/fine"]
+ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/panoptic"] = ARCHIVES["cityscapes/fine"]
 # The builder config a bare NAME stands for.
 DEFAULT_CONFIG = {"cityscapes": "fine", "pascal_context": "59"}
 

@@ -313,3 +313,30 @@ def make_cityscapes_panoptic():
   images["leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png"] = png(np.zeros((16, 32, 3), np.uint8))
   return ({"leftImg8bit_trainvaltest.zip": images, "gtFine_trainvaltest.zip": fine},
           {"counts": {"train": 2, "val": 1}, "segments": expected})
+
+
+def make_ade20k_panoptic():
+  """ADEChallengeData2016.zip (semantic, 1..150 with 0 = other) and
+  annotations_instance.tar (R = instance-challenge class, G = instance number): train
+  2 images, val 1. Per image: wall and floor (stuff), two persons (instance class 4 ->
+  SceneParsing 13), a car (9 -> 21) covering half of the car pixels of the semantic map
+  (the rest void), a chair (8 -> 20) pasted over floor, "other" (0, void).
+  Expected: {stem: [(segment id, category, area)]}."""
+  zip_files, tar_files, expected = {}, {}, {}
+  root = "ADEChallengeData2016/"
+  for split, folder, prefix, n in (("train", "training", "ADE_train", 2), ("val", "validation", "ADE_val", 1)):
+    for i in range(1, n + 1):
+      stem = f"{prefix}_{i:08d}"
+      sem, r, g = (np.zeros((20, 24), np.uint8) for _ in range(3))
+      sem[0:5], sem[5:10], sem[10:, :12], sem[10:, 12:] = 1, 4, 13, 21  # wall, floor, person, car
+      sem[0:3, 20:] = 0  # other
+      r[10:, :12], g[10:, :6], g[10:, 6:12] = 4, i, i + 1  # two persons
+      r[10:, 12:18], g[10:, 12:18] = 9, 7  # a car
+      r[5:10, :4], g[5:10, :4] = 8, 9  # a chair over the floor of the semantic map
+      zip_files[f"{root}images/{folder}/{stem}.jpg"] = jpeg(20, 24, seed=i)
+      zip_files[f"{root}annotations/{folder}/{stem}.png"] = png(sem)
+      tar_files[f"annotations_instance/{folder}/{stem}.png"] = png(np.stack([r, g, np.zeros_like(r)], -1))
+      expected[stem] = sorted([(1, 0, 5 * 24 - 12), (4, 3, 5 * 20), (13000 + i, 12, 60), (13000 + i + 1, 12, 60),
+                               (21007, 20, 60), (20009, 19, 20)])
+  return ({"ADEChallengeData2016.zip": zip_files, "annotations_instance.tar": tar_files},
+          {"counts": {"train": 2, "val": 1}, "segments": expected})

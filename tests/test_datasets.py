@@ -381,3 +381,40 @@ def test_cityscapes_panoptic_segments_from_instance_ids(tmp_path):
       out = instances.eval_targets(r, config, np.array(meta["isthing"]), "things", panoptic=True)
       assert out["instance_valid"].sum() == 5 and out["instance_iscrowd"].sum() == 1
       np.testing.assert_array_equal(out["panoptic"], ids)
+
+
+def test_ade20k_panoptic_stuff_then_instances(tmp_path):
+  """Mask2Former's rules: stuff segments from the semantic map, instances (R class, G
+  number) pasted over them; thing pixels without an instance and "other" are void."""
+  from jaxseg.panoptic_quality import rgb_to_id
+  archives, expected = fake.make_ade20k_panoptic()
+  splits, builder = prepare("ade20k_panoptic", tmp_path, archives)
+  assert {s: len(r) for s, r in splits.items()} == expected["counts"]
+  meta = builder.info.metadata
+  assert sum(meta["isthing"]) == 100 and len(meta["isthing"]) == 150 and meta["isthing"][12]  # person
+  for records in splits.values():
+    for stem, r in by_name(records).items():
+      s = {k: np.asarray(v) for k, v in r["segments"].items()}
+      assert sorted(zip(s["id"].tolist(), s["category"].tolist(), s["area"].tolist())) == expected["segments"][stem]
+      assert not s["iscrowd"].any()
+      ids = rgb_to_id(r["panoptic"])
+      assert (ids[10:, 18:] == 0).all() and (ids[0:3, 20:] == 0).all() and (ids[5:10, :4] == 20009).all()
+      assert sorted(np.asarray(r["instances"]["category"]).tolist()) == [12, 12, 19, 20]
+
+
+def test_ade20k_panoptic_missing_instance_archive_names_it(tmp_path):
+  from jaxseg.prepare import prepare as run
+  archives, _ = fake.make_ade20k_panoptic()
+  manual = fake.write({"ADEChallengeData2016.zip": archives["ADEChallengeData2016.zip"]}, tmp_path / "manual")
+  with pytest.raises(DatasetNotFoundError, match=r"missing: annotations_instance.tar(.|\n)*sceneparsing.csail"):
+    run("ade20k_panoptic", str(tmp_path / "tfds"), str(manual), False)
+
+
+def test_ade20k_panoptic_instance_of_two_classes_names_the_file(tmp_path):
+  archives, _ = fake.make_ade20k_panoptic()
+  name = "annotations_instance/validation/ADE_val_00000001.png"
+  r = np.zeros((20, 24), np.uint8)
+  r[:, :12], r[:, 12:] = 4, 9
+  archives["annotations_instance.tar"][name] = fake.png(np.stack([r, np.full_like(r, 3), r * 0], -1))
+  with pytest.raises(InputDataError, match=rf"{name}: instance 3 has class values \(R\) \[4, 9\]"):
+    prepare("ade20k_panoptic", tmp_path, archives)

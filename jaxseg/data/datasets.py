@@ -43,6 +43,13 @@ ARCHIVES = {
         ("ADEChallengeData2016.zip", "ADEChallengeData2016/annotations/validation",
          "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip (SceneParsing)"),
     ),
+    "ade20k_panoptic": (
+        ("ADEChallengeData2016.zip", "ADEChallengeData2016/annotations/validation",
+         "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip (SceneParsing)"),
+        ("annotations_instance.tar", "annotations_instance/validation",
+         "http://sceneparsing.csail.mit.edu/data/ChallengeData2017/annotations_instance.tar (the 2017 Places "
+         "Challenge instance annotations)"),
+    ),
     "pascal_context": (
         ("VOCtrainval_03-May-2010.tar", "VOCdevkit/VOC2010/ImageSets/Main/train.txt",
          _VOC + "voc2010/VOCtrainval_03-May-2010.tar"),

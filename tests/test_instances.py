@@ -82,6 +82,8 @@ def check_consistent(out, record, which, max_instances, colours=None):
     if sid:
       expected_label[pan == sid] = info[int(sid)][0]
   np.testing.assert_array_equal(label, expected_label)
+  crowd = np.isin(pan, [i for i, (_, z) in info.items() if z])
+  np.testing.assert_array_equal(out["panoptic_crowd"], crowd)
   ids, counts = np.unique(pan[pan != 0], return_counts=True)
   qualify = [(c, int(i)) for i, c in zip(ids, counts) if which == "all" or ISTHING[info[int(i)][0]]]
   valid = out["instance_valid"]

@@ -15,7 +15,8 @@ Instances cropped to nothing are gone with their pixels.
 Batch entries of one record (M = input.max_instances, s = input.instance_mask_stride):
   image             (h, w, 3) uint8
   label             (h, w) uint8: each pixel's segment category; ignore on void and padding
-  panoptic          (h, w) int32 segment ids, 0 on void and padding (only with panoptic=True)
+  panoptic          (h, w) int32 segment ids, 0 on void and padding  } only with
+  panoptic_crowd    (h, w) uint8: 1 on the pixels of crowd segments     } panoptic=True
   instance_classes  (M,) int32 categories (0 in unused entries)
   instance_masks    (M, h / s, w / s) uint8 in {0, 1}: the index map read at the centre
                     pixel (s // 2, s // 2) of every s x s cell, so each low-resolution
@@ -166,6 +167,7 @@ def targets(index, segments, isthing, max_instances, stride=1, which="things", p
   out = {"label": np.concatenate([[ignore_index], category]).astype(np.uint8)[index]}
   if panoptic:
     out["panoptic"] = np.concatenate([[VOID], segments["id"]]).astype(np.int32)[index]
+    out["panoptic_crowd"] = np.concatenate([[0], segments["iscrowd"]]).astype(np.uint8)[index]
   areas = np.bincount(index.ravel(), minlength=n + 1)[1:]
   candidates = areas > 0
   if which == "things":

@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
       blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
-      skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
+      skip_bad_records=False,  # replace an unreadable record by the next one (and count it); leave bad
+                               # panoptic segments out (counted as bad_segments in train_log.jsonl)
       # Eval images (bilinear) and labels (nearest) resized, keeping their aspect, so the
       # short side is eval_short_side and the long side at most eval_long_side (0 = no
       # bound; both 0 = as stored), and never beyond eval_size, before the padding. ADE20K:

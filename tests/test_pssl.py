@@ -1,0 +1,121 @@
+"""PSSL: the explanation rules against numpy references (SmoothGrad differentiated by
+hand on a 2-layer MLP, deciles by ranks, the ensemble and the top-decile label), the
+chunk store's crash safety, and the generation end to end (kill -9 and resume, 2
+processes x 2 devices) on the fake ImageNet of tests/fake_archives.py."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.errors import InputDataError, UserError
+from jaxseg.pssl import explain
+from jaxseg.pssl.chunks import ChunkStore
+
+
+# ----------------------------------------------------------------- numpy references
+def mlp(params, x):
+  """logits of a 2-layer ReLU MLP on the flattened image (jax)."""
+  w1, b1, w2, b2 = params
+  return jnp.maximum(x.reshape(x.shape[0], -1) @ w1 + b1, 0) @ w2 + b2
+
+
+def mlp_prob_grad(params, x, y):
+  """d softmax(z)_y / dx of the MLP, by hand in numpy, for one image x (H, W, C)."""
+  w1, b1, w2, b2 = (np.asarray(p, np.float64) for p in params)
+  a = x.reshape(-1) @ w1 + b1
+  z = np.maximum(a, 0) @ w2 + b2
+  p = np.exp(z - z.max())
+  p /= p.sum()
+  dz = p[y] * ((np.arange(len(p)) == y) - p)  # d p_y / d z
+  da = (w2 @ dz) * (a > 0)
+  return (w1 @ da).reshape(x.shape)
+
+
+def test_smoothgrad_matches_a_hand_differentiated_numpy_reference():
+  rng = np.random.default_rng(0)
+  b, h, w, c, hidden, k, samples = 3, 4, 5, 3, 16, 6, 7
+  params = [rng.normal(0, 0.5, (h * w * c, hidden)), rng.normal(0, 0.1, hidden), rng.normal(0, 0.5, (hidden, k)),
+            rng.normal(0, 0.1, k)]
+  params = [jnp.asarray(p, jnp.float32) for p in params]
+  x = rng.normal(0, 1, (b, h, w, c)).astype(np.float32) * np.array([1.0, 2.0, 0.5], np.float32)
+  labels = np.array([0, 3, 5])
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(b))
+  ours = np.asarray(explain.smoothgrad(lambda xn: mlp(params, xn), jnp.asarray(x), jnp.asarray(labels), keys,
+                                       samples, noise=0.1))
+
+  want = np.zeros((b, h, w))
+  for i in range(b):
+    sigma = 0.1 * (x[i].max() - x[i].min())  # noise 0.1 x (max - min) of this image
+    total = np.zeros(x.shape[1:])
+    for s in range(samples):  # the same normal draws: fold_in(image key, sample)
+      eps = np.asarray(jax.random.normal(jax.random.fold_in(keys[i], s), x.shape[1:], jnp.float32))
+      total += mlp_prob_grad(params, x[i] + sigma * eps, labels[i])
+    want[i] = np.abs(total / samples).sum(-1)  # mean signed gradient, then |.| summed over channels
+  np.testing.assert_allclose(ours, want, rtol=2e-4, atol=1e-6 * want.max())
+  assert want.min() >= 0 and np.ptp(want) > 0
+
+
+def numpy_deciles(score):
+  b, h, w = score.shape
+  flat = score.reshape(b, -1)
+  ranks = np.empty_like(flat, dtype=np.int64)
+  for i in range(b):
+    ranks[i, np.argsort(flat[i], kind="stable")] = np.arange(flat.shape[1])
+  return (ranks * 10 // flat.shape[1]).reshape(b, h, w).astype(np.uint8)
+
+
+def test_deciles_are_ranks_in_tenths_ties_in_pixel_order():
+  rng = np.random.default_rng(1)
+  score = rng.random((2, 7, 9)).astype(np.float32)
+  score[0, :2] = 0.5  # ties
+  ours = np.asarray(explain.deciles(jnp.asarray(score)))
+  np.testing.assert_array_equal(ours, numpy_deciles(score))
+  assert ours.dtype == np.uint8 and ours.min() == 0 and ours.max() == 9
+  n = 63
+  for i in range(2):  # each decile holds floor/ceil of a tenth of the pixels
+    counts = np.bincount(ours[i].ravel(), minlength=10)
+    assert counts.sum() == n and counts.min() >= n // 10 and counts.max() <= -(-n // 10)
+
+
+def test_ensemble_normalises_each_model_then_averages_and_top_decile_gets_the_class():
+  rng = np.random.default_rng(2)
+  maps = rng.random((3, 2, 6, 10)).astype(np.float32) * np.array([1.0, 50.0, 0.01], np.float32)[:, None, None, None]
+  ours = np.asarray(explain.ensemble(jnp.asarray(maps)))
+  want = np.mean(maps / maps.max(axis=(2, 3), keepdims=True), axis=0)  # scale-free: each model counts alike
+  np.testing.assert_allclose(ours, want, rtol=1e-6)
+  d = np.asarray(explain.deciles(jnp.asarray(ours)))
+  label = np.asarray(explain.pseudo_label(jnp.asarray(d), jnp.asarray([7, 999]), background=1000))
+  for i, cls in enumerate([7, 999]):
+    top = want[i] >= np.sort(want[i].ravel())[-6]  # 60 pixels: the 6 largest are D9
+    np.testing.assert_array_equal(label[i] == cls, top)
+    assert set(np.unique(label[i])) == {cls, 1000}
+
+
+# --------------------------------------------------------------------- chunk store
+def test_chunks_a_reader_accepts_only_complete_listed_chunks(tmp_path):
+  settings = {"seed": 0, "members": ["a"]}
+  store = ChunkStore(tmp_path, settings)
+  deciles = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) % 10
+  store.write(0, 0, [0, 1], [5, 6], deciles)
+  # A killed writer: a half-written temporary file, and a chunk renamed but never listed.
+  (tmp_path / "chunks" / "00001.npz.tmp-123").write_bytes(b"half")
+  (tmp_path / "chunks" / "00001.npz").write_bytes(b"not listed")
+  again = ChunkStore(tmp_path, settings)
+  assert again.done() == 1 and not (tmp_path / "chunks" / "00001.npz.tmp-123").exists()
+  np.testing.assert_array_equal(again.read(0)["deciles"], deciles)
+  with pytest.raises(InputDataError, match="00001.npz: not listed"):
+    again.read(1)
+  data = bytearray((tmp_path / "chunks" / "00000.npz").read_bytes())
+  data[-5] ^= 1
+  (tmp_path / "chunks" / "00000.npz").write_bytes(bytes(data))
+  with pytest.raises(InputDataError, match="00000.npz: its bytes do not match the sha256"):
+    ChunkStore(tmp_path, settings).read(0)
+  with pytest.raises(UserError, match="seed: 0 there, 1 now"):
+    ChunkStore(tmp_path, {**settings, "seed": 1})

@@ -119,3 +119,37 @@ def test_chunks_a_reader_accepts_only_complete_listed_chunks(tmp_path):
     ChunkStore(tmp_path, settings).read(0)
   with pytest.raises(UserError, match="seed: 0 there, 1 now"):
     ChunkStore(tmp_path, {**settings, "seed": 1})
+
+
+# ------------------------------------------------------------------- fine-tuning
+def test_init_from_a_1001_class_pretraining_drops_only_the_classifiers(tmp_path):
+  import flax
+  from jaxseg.convert.init_from import merge
+  from jaxseg.errors import CheckpointMismatchError
+  from jaxseg.models.segmentor import build_model
+  from tests.conftest import load_config
+
+  def variables(config):
+    tree = jax.eval_shape(lambda: build_model(config).init(
+        {"params": jax.random.key(0), "dropout": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)), train=True))
+    return {c: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree[c]) for c in ("params", "batch_stats")}
+
+  pretrained = load_config("pssl_pspnet_imagenet", "tiny")
+  finetune = load_config("pssl_pspnet_imagenet", "tiny")
+  finetune.dataset.num_classes = 21
+  source = jax.tree.map(lambda a: np.ones(a.shape, np.float32), variables(pretrained))
+  merged, report = merge(variables(finetune), source)
+  flat = flax.traverse_util.flatten_dict(source, sep="/")
+  classifiers = sorted(k for k in flat if k.split("/")[-2] == "classifier")
+  assert classifiers == ["params/aux_heads_aux/classifier/bias", "params/aux_heads_aux/classifier/kernel",
+                         "params/decode_head/classifier/bias", "params/decode_head/classifier/kernel"]
+  assert sorted(k.split(" ")[0] for k in report["skipped"]) == classifiers
+  assert all("classifier for 1001 classes, the model has 21" in s for s in report["skipped"])
+  assert sorted(report["loaded"]) == sorted(set(flat) - set(classifiers)) and report["missing"] == []
+  out = flax.traverse_util.flatten_dict(merged, sep="/")
+  assert float(out["params/decode_head/classifier/kernel"].sum()) == 0  # kept at initialisation
+  assert all(float(out[k].min()) == 1 for k in report["loaded"])
+  other = next(k for k in sorted(report["loaded"]) if k.startswith("params/decode_head/") and k.endswith("kernel"))
+  flat[other] = np.ones((*flat[other].shape[:-1], 5), np.float32)  # another layer of another width: an error
+  with pytest.raises(CheckpointMismatchError, match=f"{other} has shape"):
+    merge(variables(finetune), flax.traverse_util.unflatten_dict(flat, sep="/"))

@@ -350,3 +350,21 @@ def test_imagenet_skips_a_truncated_image_inside_a_class_tar(tmp_path, capsys):
   splits, _ = prepare("imagenet_pssl", tmp_path, archives, extracted=("ILSVRC2012_img_val.tar",), skip=True)
   assert len(splits["train"]) == expected["counts"]["train"] - 1
   assert "ILSVRC2012_img_train.tar:n01440764.tar:n01440764_0.JPEG" in capsys.readouterr().out
+
+
+def test_imagenet_pssl_released_labels_become_the_1001_class_label(tmp_path, capsys):
+  imagenet = fake.make_imagenet()
+  released, expected = fake.make_pssl_released(imagenet)
+  archives = {**imagenet[0], **released}
+  splits, builder = prepare("imagenet_pssl/released", tmp_path, archives, extracted=("pssl2.1_consensus.tar",))
+  assert list(splits) == ["train"] and len(splits["train"]) == 5  # the one unlabelled image left out
+  assert "5 labelled train images; 1 without a released label left out" in capsys.readouterr().out
+  wnids = imagenet[1]["wnids"]
+  assert builder.info.metadata["classes"] == wnids + ["background"]
+  records = by_name(splits["train"])
+  assert sorted(records) == sorted(expected["masks"]) and expected["left_out"] not in records
+  for name, record in records.items():
+    cls = wnids.index(imagenet[1]["class_of"][name])
+    assert int(record["class"]) == cls and record["label"].dtype == np.uint16
+    np.testing.assert_array_equal(record["label"][..., 0], np.where(expected["masks"][name] == 1, cls, 1000))
+    assert record["image"].shape[:2] == record["label"].shape[:2]

@@ -153,3 +153,126 @@ def test_init_from_a_1001_class_pretraining_drops_only_the_classifiers(tmp_path)
   flat[other] = np.ones((*flat[other].shape[:-1], 5), np.float32)  # another layer of another width: an error
   with pytest.raises(CheckpointMismatchError, match=f"{other} has shape"):
     merge(variables(finetune), flax.traverse_util.unflatten_dict(flat, sep="/"))
+
+
+# ------------------------------------------------------------- generation end to end
+GENERATION_CONFIG = """
+from jaxseg.pssl.generate import default_config
+
+def get_config():
+  c = default_config()
+  c.source.update(dict(name="imagenet_pssl", data_dir={data_dir!r}, split="train"))
+  c.members = {members!r}
+  c.input_size = (32, 32)
+  c.samples = 3
+  c.batch_size = {batch}
+  c.chunk_batches = 1
+  c.build_dataset = {build}
+  return c
+"""
+
+
+def random_member(path, depth, seed):
+  """A classifier directory (what convert --classifier writes) with random weights and
+  random BN statistics."""
+  from jaxseg.config import base_config
+  from jaxseg.convert import write_checkpoint
+  c = base_config()
+  c.model.backbone.update(dict(depth=depth, width=8, stem="7x7"))
+  c.dataset.num_classes = 1000
+  tree = jax.eval_shape(lambda: explain.classifier_from_config(c).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  rng = np.random.default_rng(seed)
+  draw = lambda s: rng.uniform(0.5, 1.5, s.shape) if s.ndim < 2 else rng.normal(0, (2 / np.prod(s.shape[:-1])) ** 0.5, s.shape)
+  variables = {col: jax.tree.map(lambda s: draw(s).astype(np.float32), tree[col]) for col in ("params", "batch_stats")}
+  write_checkpoint(str(path), c, variables, {"backbone_only": False, "classifier": True})
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory):
+  """The fake ImageNet prepared (6 train images of 10-11 x 12) and two members."""
+  from jaxseg.prepare import prepare
+  from tests import fake_archives as fake
+  root = tmp_path_factory.mktemp("pssl")
+  archives, expected = fake.make_imagenet()
+  prepare("imagenet_pssl", str(root / "tfds"), str(fake.write(archives, root / "manual")))
+  members = (random_member(root / "m0", 10, 0), random_member(root / "m1", 14, 1))
+  return {"root": root, "members": members, "expected": expected}
+
+
+def generation(imagenet, workdir, devices, batch, build=True, processes=1):
+  from tests.conftest import ROOT, devices_env
+  from tests.test_multihost import free_port
+  config = workdir.parent / f"{workdir.name}_config.py"
+  config.write_text(GENERATION_CONFIG.format(data_dir=str(imagenet["root"] / "tfds"), members=imagenet["members"],
+                                             batch=batch, build=build))
+  address = f"localhost:{free_port()}"
+  launch = lambda i: ([f"--coordinator_address={address}", f"--num_processes={processes}", f"--process_id={i}"]
+                      if processes > 1 else [])
+  env = {**os.environ, **devices_env(devices, optimized=True)}
+  return [subprocess.Popen([sys.executable, "-m", "jaxseg.pssl.generate", "--config", str(config), "--workdir",
+                            str(workdir), *launch(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True) for i in range(processes)]
+
+
+def finish(procs):
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return outs[0]
+
+
+def records(workdir):
+  from jaxseg.data import datasets
+  source = datasets.source(datasets.load("pssl_generated", str(workdir / "tfds")), "train")
+  return sorted((source[i] for i in range(len(source))), key=lambda r: r["file_name"])
+
+
+def deciles_by_record(workdir):
+  store = ChunkStore(workdir, json.load(open(workdir / "manifest.json"))["settings"], writer=False)
+  chunks = [store.read(n) for n in range(store.done())]
+  return dict(zip(np.concatenate([c["index"] for c in chunks]).tolist(), np.concatenate([c["deciles"] for c in chunks])))
+
+
+def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agrees(imagenet, tmp_path):
+  full = tmp_path / "full"
+  out = finish(generation(imagenet, full, 2, 2))
+  assert "chunk 3/3: 6/6 images" in out and "images/s, ETA" in out
+  want = records(full)
+  assert len(want) == 6
+  by_name = imagenet["expected"]["class_of"]
+  wnids = imagenet["expected"]["wnids"]
+  for r in want:  # the top decile carries the image's class, the rest the background
+    cls = wnids.index(by_name[r["file_name"].decode()])
+    assert r["class"] == cls and r["label"].dtype == np.uint16 and r["label"].shape == r["deciles"].shape
+    np.testing.assert_array_equal(r["label"][..., 0], np.where(r["deciles"][..., 0] == 9, cls, 1000))
+    assert r["deciles"].max() == 9 and r["deciles"].min() == 0
+
+  # kill -9 once the first chunk is listed, then rerun: the same dataset, record for record.
+  resumed = tmp_path / "resumed"
+  (proc,) = generation(imagenet, resumed, 2, 2)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    manifest = resumed / "manifest.json"
+    if manifest.exists() and json.load(open(manifest))["chunks"]:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  done = len(json.load(open(resumed / "manifest.json"))["chunks"])
+  assert 1 <= done < 3 and not (resumed / "tfds").exists()
+  out = finish(generation(imagenet, resumed, 2, 2))
+  assert f"{done} already done" in out
+  got = records(resumed)
+  assert [sorted(r) for r in got] == [sorted(r) for r in want]
+  for a, b in zip(got, want):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+  # 2 processes x 2 devices: the same deciles for every record as one process.
+  two = tmp_path / "two"
+  finish(generation(imagenet, two, 2, 4, build=False, processes=2))
+  one, many = deciles_by_record(full), deciles_by_record(two)
+  assert sorted(one) == sorted(many) == list(range(6))
+  for i in one:
+    np.testing.assert_array_equal(many[i], one[i], err_msg=f"record {i}")

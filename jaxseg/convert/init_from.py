@@ -36,11 +36,22 @@ def checkpoint_dir(path):
   return os.path.join(ckpts, str(steps[-1]), "state")
 
 
-def read_variables(path):
-  """{"params": tree, "batch_stats": tree} of numpy arrays from checkpoint `path`."""
+def read_variables(path, process_local=False):
+  """{"params": tree, "batch_stats": tree} of numpy arrays from checkpoint `path`;
+  `process_local`: read by this process alone, with no collective (every host of a
+  multi-host job reading the same small checkpoint on its own schedule)."""
   state_dir = checkpoint_dir(path)
+  options = {}
+  if process_local:
+    me = jax.process_index()
+    options["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
   try:
-    restored = ocp.StandardCheckpointer().restore(state_dir)
+    checkpointer = ocp.StandardCheckpointer(**options)
+    if process_local:  # restored as numpy: the saved device layout need not exist on this host
+      tree = checkpointer.metadata(state_dir).item_metadata.tree
+      restored = checkpointer.restore(state_dir, jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree))
+    else:
+      restored = checkpointer.restore(state_dir)
   except Exception as e:
     raise CheckpointMismatchError(f"config key model.init_from: cannot read {state_dir} "
                                   f"({first_line(e, 200)})") from e

@@ -248,6 +248,19 @@ def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agr
     np.testing.assert_array_equal(r["label"][..., 0], np.where(r["deciles"][..., 0] == 9, cls, 1000))
     assert r["deciles"].max() == 9 and r["deciles"].min() == 0
 
+  # The semantic pipeline reads it as a 1001-class dataset (uint16 labels, ignore 1001).
+  from jaxseg import families
+  from jaxseg.data import datasets, pipeline
+  from tests.conftest import load_config
+  config = load_config("pssl_pspnet_imagenet", "tiny")
+  config.dataset.data_dir = str(full / "tfds")
+  family = families.get(config)
+  source = datasets.source(family.builder, "train")
+  batch = pipeline.train_dataset(config, source, family=family)[0]
+  assert batch["label"].dtype == np.uint16 == family.example(train=True)["label"].dtype
+  assert batch["label"].shape == (8, 64, 64) and set(np.unique(batch["label"])) <= {*range(3), 1000, 1001}
+  assert 1000 in batch["label"] and (batch["label"] < 3).any()
+
   # kill -9 once the first chunk is listed, then rerun: the same dataset, record for record.
   resumed = tmp_path / "resumed"
   (proc,) = generation(imagenet, resumed, 2, 2)

@@ -95,7 +95,7 @@ def settings_of(config, source_dir, num_records, num_classes):
           "background": num_classes}
 
 
-def load_rows(source, indices, size, where, pool):
+def load_rows(source, indices, size, num_classes, where, pool):
   """uint8 (n, h, w, 3) images resized to `size` and int32 (n,) classes of `indices`."""
   import cv2
 
@@ -107,6 +107,9 @@ def load_rows(source, indices, size, where, pool):
     image = np.asarray(record["image"])
     if image.ndim != 3 or image.shape[2] != 3:
       raise InputDataError(f"{where} record {i}: image of shape {image.shape}, expected (H, W, 3)")
+    if not 0 <= int(record["label"]) < num_classes:
+      raise InputDataError(f"{where} record {i}: class {int(record['label'])} outside the members' "
+                           f"{num_classes} classes")
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR), int(record["label"])
 
   rows = list(pool.map(one, indices))
@@ -166,7 +169,7 @@ def generate(config, workdir):
   def launch(start):
     """Dispatches global batch [start, start + b) (indices past n repeat the last one)."""
     indices = np.minimum(np.arange(start, start + b), n - 1).astype(np.int32)
-    images, classes = load_rows(source, indices[rows], size, where, pool)
+    images, classes = load_rows(source, indices[rows], size, num_classes, where, pool)
     batch = sharding.global_batch({"images": images, "classes": classes, "indices": indices[rows]}, data_sh)
     return indices, batch["classes"], explain(variables, batch["images"], batch["classes"], batch["indices"])
 

@@ -5,7 +5,8 @@ the background).
 The manual dir is the generation work dir (manifest.json + chunks/); jaxseg.pssl.generate
 builds this dataset itself under WORKDIR/tfds when its last chunk is done. Every
 chunk must be complete and match the manifest's sha256, or the preparation stops
-naming the chunk. Split train: one record per source record, in the source's order.
+naming the chunk. Split train: one record per source record (keyed by its index in
+the source, record `index`).
 
 Records: image (the source record's encoded bytes, as stored), label (uint16 PNG: the
 image's class on the top decile D9, the background class elsewhere), deciles (uint8
@@ -39,6 +40,7 @@ class PsslGenerated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "label": tfds.features.Image(shape=(None, None, 1), dtype=np.uint16, encoding_format="png"),
             "deciles": tfds.features.Image(shape=(None, None, 1), encoding_format="png", use_colormap=False),
             "class": np.int64,
+            "index": np.int64,
             "file_name": tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(),
@@ -85,4 +87,4 @@ class PsslGenerated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         name = record.get("file_name", b"")
         name = name.decode() if isinstance(name, bytes) else str(name)
         yield int(index), {"image": data, "label": label[..., None], "deciles": d[..., None],
-                           "class": int(cls), "file_name": name or str(int(index))}
+                           "class": int(cls), "index": int(index), "file_name": name or str(int(index))}

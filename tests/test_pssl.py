@@ -289,3 +289,24 @@ def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agr
   assert sorted(one) == sorted(many) == list(range(6))
   for i in one:
     np.testing.assert_array_equal(many[i], one[i], err_msg=f"record {i}")
+
+
+def test_generation_config_and_member_errors_name_the_key_or_directory(tmp_path):
+  from jaxseg.convert import write_checkpoint
+  from jaxseg.errors import ConfigError
+  from jaxseg.pssl.generate import check_config, default_config, load_member
+  c = default_config()
+  with pytest.raises(ConfigError, match="members is empty"):
+    check_config(c)
+  c.members = ("x",)
+  c.source.splt = "train"
+  with pytest.raises(ConfigError, match="'source.splt'"):
+    check_config(c)
+  backbone_only = random_member(tmp_path / "full", 10, 0)
+  from jaxseg.convert.init_from import read_variables
+  from jaxseg.api import workdir_config
+  variables = read_variables(backbone_only)
+  del variables["params"]["fc"]
+  write_checkpoint(str(tmp_path / "nofc"), workdir_config(backbone_only), variables, {"backbone_only": True})
+  with pytest.raises(InputDataError, match=f"member {tmp_path / 'nofc'}: not a classifier"):
+    load_member(str(tmp_path / "nofc"))

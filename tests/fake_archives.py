@@ -340,3 +340,32 @@ def make_ade20k_panoptic():
                                (21007, 20, 60), (20009, 19, 20)])
   return ({"ADEChallengeData2016.zip": zip_files, "annotations_instance.tar": tar_files},
           {"counts": {"train": 2, "val": 1}, "segments": expected})
+
+
+def npz(**arrays):
+  out = io.BytesIO()
+  np.savez_compressed(out, **arrays)
+  return out.getvalue()
+
+
+def make_pssl_released(imagenet):
+  """PaddleSeg's PSSL label release for the images of make_imagenet() (`imagenet`: its
+  (archives, expected)): train.txt, the synsets list and one
+  train/<wnid>/<image>.JPEG_eiseg.npz (arr_0: 1 on the object, 0 elsewhere) per
+  image, but for the last image, which the release leaves out."""
+  archives, expected = imagenet
+  files, masks = {}, {}
+  rng = np.random.default_rng(7)
+  names = []
+  for wnid, inner in sorted(archives["ILSVRC2012_img_train.tar"].items()):
+    with tarfile.open(fileobj=io.BytesIO(inner)) as t:
+      for member in t.getmembers():
+        h, w = Image.open(io.BytesIO(t.extractfile(member).read())).size[::-1]
+        names.append((wnid[:-4], member.name, (h, w)))
+  for wnid, image, (h, w) in names[:-1]:
+    mask = (rng.random((h, w)) < 0.3).astype(np.uint8)
+    files[f"train/{wnid}/{image}_eiseg.npz"] = npz(arr_0=mask)
+    masks[image.rsplit(".", 1)[0]] = mask
+  files["train.txt"] = "".join(f"{n}\n" for n in sorted(k for k in files if k.endswith(".npz"))).encode()
+  files["imagenet_lsvrc_2015_synsets.txt"] = "".join(f"{w}\n" for w in expected["wnids"]).encode()
+  return {"pssl2.1_consensus.tar": files}, {"masks": masks, "left_out": names[-1][1].rsplit(".", 1)[0]}

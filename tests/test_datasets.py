@@ -418,3 +418,21 @@ def test_ade20k_panoptic_instance_of_two_classes_names_the_file(tmp_path):
   archives["annotations_instance.tar"][name] = fake.png(np.stack([r, np.full_like(r, 3), r * 0], -1))
   with pytest.raises(InputDataError, match=rf"{name}: instance 3 has class values \(R\) \[4, 9\]"):
     prepare("ade20k_panoptic", tmp_path, archives)
+
+
+def test_imagenet_pssl_released_labels_become_the_1001_class_label(tmp_path, capsys):
+  imagenet = fake.make_imagenet()
+  released, expected = fake.make_pssl_released(imagenet)
+  archives = {**imagenet[0], **released}
+  splits, builder = prepare("imagenet_pssl/released", tmp_path, archives, extracted=("pssl2.1_consensus.tar",))
+  assert list(splits) == ["train"] and len(splits["train"]) == 5  # the one unlabelled image left out
+  assert "5 labelled train images; 1 without a released label left out" in capsys.readouterr().out
+  wnids = imagenet[1]["wnids"]
+  assert builder.info.metadata["classes"] == wnids + ["background"]
+  records = by_name(splits["train"])
+  assert sorted(records) == sorted(expected["masks"]) and expected["left_out"] not in records
+  for name, record in records.items():
+    cls = wnids.index(imagenet[1]["class_of"][name])
+    assert int(record["class"]) == cls and record["label"].dtype == np.uint16
+    np.testing.assert_array_equal(record["label"][..., 0], np.where(expected["masks"][name] == 1, cls, 1000))
+    assert record["image"].shape[:2] == record["label"].shape[:2]

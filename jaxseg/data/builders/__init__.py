@@ -7,6 +7,7 @@ from jaxseg.data.builders.cityscapes import Cityscapes
 from jaxseg.data.builders.coco_panoptic import CocoPanoptic
 from jaxseg.data.builders.imagenet_pssl import ImagenetPssl
 from jaxseg.data.builders.pascal_context import PascalContext
+from jaxseg.data.builders.pssl_generated import PsslGenerated
 from jaxseg.data.builders.shapes import Shapes
 from jaxseg.data.builders.shapes_panoptic import ShapesPanoptic
 from jaxseg.data.builders.voc_aug import VocAug
@@ -21,4 +22,5 @@ BUILDERS = {
     "pascal_context": PascalContext,
     "coco_panoptic": CocoPanoptic,
     "imagenet_pssl": ImagenetPssl,
+    "pssl_generated": PsslGenerated,
 }

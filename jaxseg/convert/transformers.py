@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from jaxseg.convert.io import ConversionError
-from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, shape
+from jaxseg.convert.tables import Arch, backbone_keys, classifier_arch, parse_depth, shape
 
 RESNET = [
     ("embedder.embedder.convolution", "backbone/stem/conv", "conv"),
@@ -27,14 +27,17 @@ RESNET = [
 ]
 
 
-def arch(name):
+def arch(name, classifier=False):
   if re.fullmatch(r"(microsoft/)?swin.*|(shi-labs/)?oneformer.*swin.*", name):
+    if classifier:
+      raise ConversionError(f"--classifier: --arch {name}: only ImageNet ResNets convert with their classifier")
     return swin_arch(name)
   m = re.fullmatch(r"(microsoft/)?resnet-?(?P<depth>\d+)", name)
   depth = parse_depth(name, m, "resnet-18/34/50/101/152 (as microsoft/resnet-50)")
-  return Arch(name, RESNET,
-              lambda sd: backbone_keys(depth, shape(sd, "embedder.embedder.convolution.weight")[0], "7x7"),
-              skip=(r"classifier\..*",), strip_prefix="resnet.", backbone_only=True)
+  keys = lambda sd: backbone_keys(depth, shape(sd, "embedder.embedder.convolution.weight")[0], "7x7")
+  if classifier:  # ResNetForImageClassification: classifier = Sequential(Flatten, Linear)
+    return classifier_arch(name, RESNET, "classifier.1", keys, strip_prefix="resnet.")
+  return Arch(name, RESNET, keys, skip=(r"classifier\..*",), strip_prefix="resnet.", backbone_only=True)
 
 
 # transformers' Swin (SwinModel, SwinBackbone, SwinForImageClassification; OneFormer's

@@ -1,0 +1,148 @@
+"""OneFormer's task conditioning and transformer decoder against transformers' own
+modules (random weights, randomised LayerNorm affines and embeddings): the CLIP BPE
+tokeniser against transformers' CLIPTokenizer built from the same merge file, the task
+MLP against OneFormerTaskModel, and the query transformer + masked-attention decoder
+(every layer's class and mask predictions) against OneFormerTransformerModule.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxseg.models.heads.oneformer import clip_tokenizer as C
+from jaxseg.models.heads.oneformer.task_encoder import TaskEncoder
+from jaxseg.models.heads.oneformer.transformer_decoder import TransformerDecoder
+from tests import torch_reference as R
+
+transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
+from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
+
+TOL = 1e-4
+
+
+def report(name, ours, theirs):
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
+  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
+  assert diff <= TOL * max(1.0, scale)
+
+
+def test_clip_tokenizer_matches_transformers():
+  merges = C.read_merges(C.default_vocab_path())
+  vocab = C.build_vocab(merges)
+  assert len(vocab) == 49408 and vocab[C.START] == 49406 and vocab[C.END] == 49407
+  assert transformers.OneFormerConfig().task_seq_len == 77
+  ref = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+  texts = ["the task is semantic", "the task is instance", "the task is panoptic",
+           "a photo with a traffic light", "an instance photo", "A/An PANOPTIC   photo",
+           "Hello,  World! it's 2024, café naïve 3.5x", "x " * 100]  # the last one is truncated
+  ours = C.CLIPTokenizer()(texts)
+  t = ref(texts, padding="max_length", max_length=77, truncation=True)
+  theirs = np.asarray(t["input_ids"]) * np.asarray(t["attention_mask"])  # OneFormerProcessor's zero padding
+  np.testing.assert_array_equal(ours, theirs)
+  assert ours[-1, -1] == 49407 and (ours[:3, 7:] == 0).all()
+  np.testing.assert_array_equal(C.task_ids(["semantic", "instance", "panoptic"]), ours[:3])
+  with pytest.raises(ValueError, match="unknown task 'stuff'"):
+    C.task_ids(["stuff"])
+
+
+def test_task_encoder_matches_transformers():
+  config = transformers.OneFormerConfig(hidden_dim=32)
+  torch.manual_seed(0)
+  ref = R.randomize(M.OneFormerTaskModel(config), seed=0)
+  ids = C.task_ids(["semantic", "instance", "panoptic"])
+  with torch.no_grad():
+    theirs = ref(torch.from_numpy(ids).float()).numpy()
+  layers = ref.task_mlp.layers
+  params = {f"fc{i + 1}": {"kernel": layers[i].layers[0].weight.detach().numpy().T, "bias": layers[i].layers[0].bias.detach().numpy()}
+            for i in range(2)}
+  ours = jax.jit(lambda p, x: TaskEncoder(32).apply({"params": p}, x))(params, jnp.asarray(ids))
+  report("task token", ours, theirs)
+
+
+def t2n(t):
+  return t.detach().numpy()
+
+
+def mha(m):
+  """torch.nn.MultiheadAttention -> our MultiHeadAttention."""
+  return {"in_proj_kernel": t2n(m.in_proj_weight).T, "in_proj_bias": t2n(m.in_proj_bias),
+          "out_proj": {"kernel": t2n(m.out_proj.weight).T, "bias": t2n(m.out_proj.bias)}}
+
+
+def qkv(m):
+  """transformers' OneFormerAttention (separate q, k, v projections) -> ours."""
+  return {"in_proj_kernel": np.concatenate([t2n(p.weight).T for p in (m.q_proj, m.k_proj, m.v_proj)], 1),
+          "in_proj_bias": np.concatenate([t2n(p.bias) for p in (m.q_proj, m.k_proj, m.v_proj)]),
+          "out_proj": {"kernel": t2n(m.out_proj.weight).T, "bias": t2n(m.out_proj.bias)}}
+
+
+def dense(m):
+  return {"kernel": t2n(m.weight).T, "bias": t2n(m.bias)}
+
+
+def ln(m):
+  return {"scale": t2n(m.weight), "bias": t2n(m.bias)}
+
+
+def conv1x1(m):
+  return {"kernel": t2n(m.weight).transpose(2, 3, 1, 0), "bias": t2n(m.bias)}
+
+
+def decoder_params(ref):
+  dec = ref.decoder
+  qt = dec.query_transformer.decoder
+  p = {"level_embed": t2n(ref.level_embed.weight), "query_embed": t2n(ref.queries_embedder.weight),
+       "decoder_norm": ln(dec.decoder_norm), "class_embed": dense(dec.class_embed),
+       **{f"mask_embed{i}": dense(dec.mask_embed.layers[i].layers[0]) for i in range(3)},
+       **{f"input_proj{l}": conv1x1(ref.input_projections[l]) for l in range(3)}}
+  p["query_transformer"] = {"input_proj": conv1x1(dec.query_input_projection), "norm": ln(qt.norm)}
+  for i, layer in enumerate(qt.layers):
+    p["query_transformer"][f"layer{i}"] = {
+        "self_attn": mha(layer.self_attn), "cross_attn": mha(layer.multihead_attn),
+        "fc1": dense(layer.linear1), "fc2": dense(layer.linear2),
+        **{f"norm{k}": ln(getattr(layer, f"norm{k}")) for k in (1, 2, 3)}}
+  for i, layer in enumerate(dec.layers):
+    p[f"layer{i}"] = {"cross_attn": mha(layer.cross_attn.multihead_attn), "cross_norm": ln(layer.cross_attn.norm),
+                      "self_attn": qkv(layer.self_attn.self_attn), "self_norm": ln(layer.self_attn.norm),
+                      "fc1": dense(layer.ffn.linear1), "fc2": dense(layer.ffn.linear2), "ffn_norm": ln(layer.ffn.norm)}
+  return p
+
+
+SHAPES = ((3, 4), (5, 7), (9, 13))  # 1/32, 1/16, 1/8 (odd sizes); the 1/4 map is 18x26
+
+
+def test_transformer_decoder_matches_transformers():
+  """Query transformer + 3 masked-attention layers (hidden 32, 2 heads, 6 queries, K 5)
+  on random multi-scale maps and a random task token: every layer's class and mask
+  predictions, the initial queries and the last layer's queries."""
+  config = transformers.OneFormerConfig(hidden_dim=32, num_attention_heads=2, decoder_layers=4, num_queries=6,
+                                        num_labels=5, conv_dim=16, mask_dim=16, dim_feedforward=64, dropout=0.0)
+  torch.manual_seed(1)
+  ref = R.randomize(M.OneFormerTransformerModule(in_features=16, config=config), seed=1)
+  rng = np.random.RandomState(0)
+  b = 2
+  maps = [rng.randn(b, h, w, 16).astype(np.float32) for h, w in SHAPES]
+  mask_features = rng.randn(b, 18, 26, 16).astype(np.float32)
+  task_token = rng.randn(b, 32).astype(np.float32)
+  nchw = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    out = ref(multi_scale_features=[nchw(m) for m in maps], mask_features=nchw(mask_features),
+              task_token=torch.from_numpy(task_token))
+  theirs_class = [a["class_queries_logits"] for a in out.auxiliary_predictions] + [out.prediction_class]
+  theirs_mask = [a["masks_queries_logits"] for a in out.auxiliary_predictions] + [out.prediction_masks]
+
+  model = TransformerDecoder(num_classes=5, dim=32, mask_dim=16, heads=2, layers=3, queries=6, ffn_dim=64, dropout=0.0)
+  ours = jax.jit(lambda p, ms, mf, t: model.apply({"params": p}, ms, mf, t))(
+      decoder_params(ref), maps, mask_features, task_token)
+  assert len(ours["class_logits"]) == len(theirs_class) == 4
+  for i, (c, m, tc, tm) in enumerate(zip(ours["class_logits"], ours["mask_logits"], theirs_class, theirs_mask)):
+    # how close the masks come to the 0.5 attention threshold (a value there could flip the next mask)
+    margin = float(np.abs(tm.numpy()).min())
+    print(f"\n[layer {i}] smallest |mask logit| at 1/4 (threshold at 0): {margin:.2e}")
+    report(f"class logits after {i} layers", c, tc.numpy())
+    report(f"mask logits after {i} layers", m, tm.permute(0, 2, 3, 1).numpy())
+  report("initial queries (query transformer + task token)", ours["queries"], out.contrastive_logits.numpy())
+  report("object queries after the last layer", ours["object_queries"], out.object_queries.numpy())

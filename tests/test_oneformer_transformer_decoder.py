@@ -12,7 +12,8 @@ import torch
 
 from jaxseg.models.heads.oneformer import clip_tokenizer as C
 from jaxseg.models.heads.oneformer.task_encoder import TaskEncoder
-from jaxseg.models.heads.oneformer.transformer_decoder import TransformerDecoder
+from jaxseg.models.heads.oneformer.transformer_decoder import TransformerDecoder, attention_mask
+from jaxseg.models.layers import resize
 from tests import torch_reference as R
 
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
@@ -139,10 +140,23 @@ def test_transformer_decoder_matches_transformers():
       decoder_params(ref), maps, mask_features, task_token)
   assert len(ours["class_logits"]) == len(theirs_class) == 4
   for i, (c, m, tc, tm) in enumerate(zip(ours["class_logits"], ours["mask_logits"], theirs_class, theirs_mask)):
-    # how close the masks come to the 0.5 attention threshold (a value there could flip the next mask)
-    margin = float(np.abs(tm.numpy()).min())
-    print(f"\n[layer {i}] smallest |mask logit| at 1/4 (threshold at 0): {margin:.2e}")
+    if i < 3:  # the mask the next layer attends with: not trivial, and no value at the threshold
+      size = SHAPES[(i + 1) % 3]
+      resized = np.asarray(resize(jnp.asarray(tm.permute(0, 2, 3, 1).numpy()), size))
+      blocked = np.asarray(attention_mask(jnp.asarray(tm.permute(0, 2, 3, 1).numpy()), size))
+      print(f"\n[mask for layer {i}] {blocked.mean():.0%} of query-pixel pairs masked; smallest |logit| "
+            f"at {size}: {np.abs(resized).min():.2e} (the 0.5 threshold is logit 0)")
+      assert 0.1 < blocked.mean() < 0.9 and np.abs(resized).min() > 1e-5
     report(f"class logits after {i} layers", c, tc.numpy())
     report(f"mask logits after {i} layers", m, tm.permute(0, 2, 3, 1).numpy())
   report("initial queries (query transformer + task token)", ours["queries"], out.contrastive_logits.numpy())
   report("object queries after the last layer", ours["object_queries"], out.object_queries.numpy())
+
+
+def test_attention_mask_unmasks_fully_masked_queries():
+  logits = np.full((1, 4, 4, 3), -5.0, np.float32)  # query 0: nowhere; query 1: everywhere
+  logits[..., 1] = 5.0
+  logits[0, :2, :2, 2] = 5.0  # query 2: the top-left 2x2 corner (at 1/2: its top-left pixel)
+  blocked = np.asarray(attention_mask(jnp.asarray(logits), (2, 2)))
+  assert not blocked[0, 0].any() and not blocked[0, 1].any()  # all masked -> attends everywhere
+  np.testing.assert_array_equal(blocked[0, 2], [False, True, True, True])

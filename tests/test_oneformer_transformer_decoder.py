@@ -4,12 +4,15 @@ tokeniser against transformers' CLIPTokenizer built from the same merge file, th
 MLP against OneFormerTaskModel, and the query transformer + masked-attention decoder
 (every layer's class and mask predictions) against OneFormerTransformerModule.
 """
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
+from jaxseg.convert.tables import Arch, map_tensors
+from jaxseg.convert.transformers import fuse_qkv, oneformer_transformer_rows
 from jaxseg.models.heads.oneformer import clip_tokenizer as C
 from jaxseg.models.heads.oneformer.task_encoder import TaskEncoder
 from jaxseg.models.heads.oneformer.transformer_decoder import TransformerDecoder, attention_mask
@@ -56,60 +59,17 @@ def test_task_encoder_matches_transformers():
   ids = C.task_ids(["semantic", "instance", "panoptic"])
   with torch.no_grad():
     theirs = ref(torch.from_numpy(ids).float()).numpy()
-  layers = ref.task_mlp.layers
-  params = {f"fc{i + 1}": {"kernel": layers[i].layers[0].weight.detach().numpy().T, "bias": layers[i].layers[0].bias.detach().numpy()}
-            for i in range(2)}
+  sd = {f"model.task_encoder.{k}": v.numpy() for k, v in ref.state_dict().items()}
+  params = converted(sd, oneformer_transformer_rows())["task_encoder"]
   ours = jax.jit(lambda p, x: TaskEncoder(32).apply({"params": p}, x))(params, jnp.asarray(ids))
   report("task token", ours, theirs)
 
 
-def t2n(t):
-  return t.detach().numpy()
-
-
-def mha(m):
-  """torch.nn.MultiheadAttention -> our MultiHeadAttention."""
-  return {"in_proj_kernel": t2n(m.in_proj_weight).T, "in_proj_bias": t2n(m.in_proj_bias),
-          "out_proj": {"kernel": t2n(m.out_proj.weight).T, "bias": t2n(m.out_proj.bias)}}
-
-
-def qkv(m):
-  """transformers' OneFormerAttention (separate q, k, v projections) -> ours."""
-  return {"in_proj_kernel": np.concatenate([t2n(p.weight).T for p in (m.q_proj, m.k_proj, m.v_proj)], 1),
-          "in_proj_bias": np.concatenate([t2n(p.bias) for p in (m.q_proj, m.k_proj, m.v_proj)]),
-          "out_proj": {"kernel": t2n(m.out_proj.weight).T, "bias": t2n(m.out_proj.bias)}}
-
-
-def dense(m):
-  return {"kernel": t2n(m.weight).T, "bias": t2n(m.bias)}
-
-
-def ln(m):
-  return {"scale": t2n(m.weight), "bias": t2n(m.bias)}
-
-
-def conv1x1(m):
-  return {"kernel": t2n(m.weight).transpose(2, 3, 1, 0), "bias": t2n(m.bias)}
-
-
-def decoder_params(ref):
-  dec = ref.decoder
-  qt = dec.query_transformer.decoder
-  p = {"level_embed": t2n(ref.level_embed.weight), "query_embed": t2n(ref.queries_embedder.weight),
-       "decoder_norm": ln(dec.decoder_norm), "class_embed": dense(dec.class_embed),
-       **{f"mask_embed{i}": dense(dec.mask_embed.layers[i].layers[0]) for i in range(3)},
-       **{f"input_proj{l}": conv1x1(ref.input_projections[l]) for l in range(3)}}
-  p["query_transformer"] = {"input_proj": conv1x1(dec.query_input_projection), "norm": ln(qt.norm)}
-  for i, layer in enumerate(qt.layers):
-    p["query_transformer"][f"layer{i}"] = {
-        "self_attn": mha(layer.self_attn), "cross_attn": mha(layer.multihead_attn),
-        "fc1": dense(layer.linear1), "fc2": dense(layer.linear2),
-        **{f"norm{k}": ln(getattr(layer, f"norm{k}")) for k in (1, 2, 3)}}
-  for i, layer in enumerate(dec.layers):
-    p[f"layer{i}"] = {"cross_attn": mha(layer.cross_attn.multihead_attn), "cross_norm": ln(layer.cross_attn.norm),
-                      "self_attn": qkv(layer.self_attn.self_attn), "self_norm": ln(layer.self_attn.norm),
-                      "fc1": dense(layer.ffn.linear1), "fc2": dense(layer.ffn.linear2), "ffn_norm": ln(layer.ffn.norm)}
-  return p
+def converted(sd, rows):
+  """Our params from a transformers state dict through jaxseg.convert's OneFormer rows."""
+  mapped, _ = map_tensors(sd, Arch("oneformer transformer", rows, lambda sd: {}))
+  fuse_qkv(mapped)
+  return flax.traverse_util.unflatten_dict({k: v for k, (v, _) in mapped.items()}, sep="/")["params"]
 
 
 SHAPES = ((3, 4), (5, 7), (9, 13))  # 1/32, 1/16, 1/8 (odd sizes); the 1/4 map is 18x26
@@ -135,9 +95,16 @@ def test_transformer_decoder_matches_transformers():
   theirs_class = [a["class_queries_logits"] for a in out.auxiliary_predictions] + [out.prediction_class]
   theirs_mask = [a["masks_queries_logits"] for a in out.auxiliary_predictions] + [out.prediction_masks]
 
+  sd = {f"model.transformer_module.{k}": v.numpy() for k, v in ref.state_dict().items()}
+  params = converted(sd, oneformer_transformer_rows())["transformer_decoder"]
+  for l, proj in enumerate(ref.input_projections):  # a plain list in transformers: not in its state dict
+    params[f"input_proj{l}"] = {"kernel": proj.weight.detach().numpy().transpose(2, 3, 1, 0),
+                                "bias": proj.bias.detach().numpy()}
   model = TransformerDecoder(num_classes=5, dim=32, mask_dim=16, heads=2, layers=3, queries=6, ffn_dim=64, dropout=0.0)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), maps, mask_features, task_token))["params"]
+  assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, expected)
   ours = jax.jit(lambda p, ms, mf, t: model.apply({"params": p}, ms, mf, t))(
-      decoder_params(ref), maps, mask_features, task_token)
+      params, maps, mask_features, task_token)
   assert len(ours["class_logits"]) == len(theirs_class) == 4
   for i, (c, m, tc, tm) in enumerate(zip(ours["class_logits"], ours["mask_logits"], theirs_class, theirs_mask)):
     if i < 3:  # the mask the next layer attends with: not trivial, and no value at the threshold

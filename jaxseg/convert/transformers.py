@@ -136,3 +136,51 @@ def oneformer_pixel_decoder_rows(src="model.pixel_level_module.decoder.", dst="p
       (src + "layer_1.1", dst + "output_norm", "layernorm"),
       (src + "mask_projection", dst + "mask_features", "conv"),
   ]
+
+
+# OneFormerTaskModel (model.task_encoder.*) and OneFormerTransformerModule
+# (model.transformer_module.*) -> jaxseg's TaskEncoder and TransformerDecoder. Every
+# attention is torch's MultiheadAttention (fused in_proj) except the decoder layers'
+# self-attention, which transformers splits into q/k/v projections: fuse_qkv joins them.
+# transformers keeps the decoder's per-level input projections in a plain list (not in the
+# state dict); with conv_dim == hidden_dim, every released config, they are identities.
+def oneformer_transformer_rows(src="model.", task_dst="task_encoder/", dst="transformer_decoder/"):
+  t, q = src + "transformer_module.", src + "transformer_module.decoder.query_transformer.decoder."
+  d = src + "transformer_module.decoder."
+  qlayer, qours = q + "layers.{i}.", dst + "query_transformer/layer{i}/"
+  layer, ours = d + "layers.{i}.", dst + "layer{i}/"
+  return [
+      (src + "task_encoder.task_mlp.layers.{i}.0", task_dst + "fc{i+1}", "linear"),
+      (t + "queries_embedder", dst[:-1], "query_embedding"),
+      (t + "level_embed", dst[:-1], "level_embedding"),
+      (t + "input_projections.{l}", dst + "input_proj{l}", "conv"),
+      (d + "query_input_projection", dst + "query_transformer/input_proj", "conv"),
+      *[(qlayer + name, qours + ours_name, "mha") for name, ours_name in (("self_attn", "self_attn"),
+                                                                          ("multihead_attn", "cross_attn"))],
+      *[(qlayer + name + ".out_proj", qours + ours_name + "/out_proj", "linear")
+        for name, ours_name in (("self_attn", "self_attn"), ("multihead_attn", "cross_attn"))],
+      (qlayer + "linear{k}", qours + "fc{k}", "linear"),
+      (qlayer + "norm{k}", qours + "norm{k}", "layernorm"),
+      (q + "norm", dst + "query_transformer/norm", "layernorm"),
+      (d + "decoder_norm", dst + "decoder_norm", "layernorm"),
+      (d + "class_embed", dst + "class_embed", "linear"),
+      (d + "mask_embed.layers.{i}.0", dst + "mask_embed{i}", "linear"),
+      (layer + "cross_attn.multihead_attn", ours + "cross_attn", "mha"),
+      (layer + "cross_attn.multihead_attn.out_proj", ours + "cross_attn/out_proj", "linear"),
+      (layer + "cross_attn.norm", ours + "cross_norm", "layernorm"),
+      *[(layer + f"self_attn.self_attn.{p}_proj", ours + f"self_attn/{p}_proj", "linear") for p in "qkv"],
+      (layer + "self_attn.self_attn.out_proj", ours + "self_attn/out_proj", "linear"),
+      (layer + "self_attn.norm", ours + "self_norm", "layernorm"),
+      (layer + "ffn.linear{k}", ours + "fc{k}", "linear"),
+      (layer + "ffn.norm", ours + "ffn_norm", "layernorm"),
+  ]
+
+
+def fuse_qkv(out):
+  """Separate q/k/v projections (converted as .../q_proj/kernel, ...) -> one fused
+  in_proj_kernel (d, 3d) and in_proj_bias (3d,), in q, k, v order as torch fuses them."""
+  for key in [k for k in out if k.endswith("/q_proj/kernel")]:
+    base = key[:-len("/q_proj/kernel")]
+    for leaf, axis in (("kernel", 1), ("bias", 0)):
+      parts = [out.pop(f"{base}/{p}_proj/{leaf}") for p in "qkv"]
+      out[f"{base}/in_proj_{leaf}"] = (np.concatenate([v for v, _ in parts], axis), " + ".join(s for _, s in parts))

@@ -80,6 +80,12 @@ def restore(mngr, step, abstract_state):
   try:
     restored = mngr.restore(step, args=args)
   except (ValueError, KeyError, TypeError) as e:
+    if _weights_fit(f"{path}/state", abstract_state):  # only the optimizer state differs
+      workdir = os.path.dirname(os.path.normpath(str(mngr.directory)))
+      raise CheckpointMismatchError(
+          f"checkpoint {path} holds the optimizer state of another optimizer (its parameter groups or "
+          f"optim.* differ from this config's), so it cannot be resumed; start from its weights in a new "
+          f"work dir with --config.model.init_from={workdir}") from e
     if "shape" in str(e).lower() or isinstance(e, KeyError):
       raise CheckpointMismatchError(f"checkpoint {path} does not match the model of this config "
                                     f"({first_line(e, 200)})") from e
@@ -87,6 +93,19 @@ def restore(mngr, step, abstract_state):
   except Exception as e:  # tensorstore/OS errors of damaged files
     raise _unreadable(mngr, step, e) from e
   return restored.state, restored.data
+
+
+def _weights_fit(state_path, abstract_state):
+  """Whether the checkpoint at `state_path` holds the params and batch_stats (names and
+  shapes) of `abstract_state`."""
+  import jax
+  try:
+    saved = ocp.StandardCheckpointer().metadata(state_path).item_metadata
+    shapes = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape)
+                           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return all(shapes(saved[part]) == shapes(getattr(abstract_state, part)) for part in ("params", "batch_stats"))
+  except Exception:  # no readable metadata: not a question of the optimizer
+    return False
 
 
 def _unreadable(mngr, step, error):

@@ -217,21 +217,6 @@ def _checked(where, keys, defaults, name=None):
   return keys
 
 
-def component_defaults(path, config):
-  """The keys and defaults of the component at `path` ("model.head", "model.neck" or
-  "model.aux_heads.NAME") of `config`, as its module defines them; None elsewhere."""
-  from jaxseg.models.heads.fcn import AUX_CONFIG
-  from jaxseg.models.segmentor import HEADS, NECKS
-  parts = path.split(".")
-  if parts[:2] == ["model", "aux_heads"] and len(parts) == 3:
-    return AUX_CONFIG
-  if parts in (["model", "head"], ["model", "neck"]):
-    name = config.model[parts[1]].get("name", "")
-    known = HEADS if parts[1] == "head" else NECKS
-    return known[name].CONFIG if name in known else {}
-  return None
-
-
 def tiny_variant(c):
   """The smoke settings of a paper config's `:tiny` variant, in place: ResNet-10 at
   width 8 on `shapes`, 64x64 crops, 4 steps, whole-image single-scale evaluation.
@@ -394,7 +379,7 @@ def upgrade(config):
   their defaults, a component's from its own module; eval.boundary_f_tolerance > 0 ->
   evals.boundary_f.tolerance."""
   config = ml_collections.ConfigDict(config.to_dict())
-  if "model" in config and "decode_head" in config.model:
+  if "model" in config and "head" not in config.model:  # the flat layout
     from_flat_keys(config)
   had_evals = "evals" in config
   tolerance = config.get("eval", {}).get("boundary_f_tolerance", None)

@@ -258,7 +258,8 @@ def test_init_from_reports_keys_and_training_starts_from_the_loaded_weights(data
   src = run_convert(tmp_path, "torchvision", "resnet10", save(ref.state_dict(), tmp_path / "r10.pth"))
   config = load_config("quickstart", "tiny")  # ResNet-10 at width 8
   config.model.backbone.stem = "7x7"
-  config.model.update(dict(init_from=src, init_from_prefix="backbone", head=head("fcn"), aux_heads={}))
+  config.model.update(dict(init_from=src, init_from_prefix="backbone"))
+  config.model.head, config.model.aux_heads = head("fcn"), {}  # assigned: update() would merge the dicts
   config.optim.lr = 0.0  # the one step taken leaves the parameters as they started
   config.train.update(dict(steps=2, log_every=1, eval_every=100, ckpt_every=100))
   workdir = tmp_path / "run"

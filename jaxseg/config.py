@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
       blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes; 0 = augment in the training process
-      skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
+      skip_bad_records=False,  # replace an unreadable record by the next one (and count it); leave bad
+                               # panoptic segments out (counted as bad_segments in train_log.jsonl)
       # Eval images (bilinear) and labels (nearest) resized, keeping their aspect, so the
       # short side is eval_short_side and the long side at most eval_long_side (0 = no
       # bound; both 0 = as stored), and never beyond eval_size, before the padding. ADE20K:
@@ -64,6 +65,19 @@ def base_config() -> ml_collections.ConfigDict:
       eval_long_side=0,
       canny_edges=False,  # batches carry "edges": Canny of the un-normalised image (Gated-SCNN)
       canny_thresholds=(10, 100),  # cv2.Canny low/high thresholds on the grey image
+      # Panoptic / instance targets (jaxseg/data/instances.py) of the families that read them.
+      # How a record is scaled before the crop: "ratio" = scale_range x the record (or
+      # base_size, as above); "short_side" = the short side drawn from short_side_range
+      # (steps of short_side_step, 0 = continuous), the long side at most max_long_side
+      # (0 = unbounded), e.g. PANet's multi-scale training 400..1200 under 1333;
+      # "fit" = large-scale jitter: scale_range (e.g. 0.1..2.0) x the fit into crop_size.
+      scale_mode="ratio",
+      short_side_range=(400, 1200),
+      short_side_step=0,
+      max_long_side=0,
+      crop_image_fill=IMAGENET_MEAN,  # RGB of the image padding of their crops (label 255, panoptic void)
+      max_instances=100,  # instances per image in a batch (padded, with a validity mask); extra ones are counted
+      instance_mask_stride=1,  # instance masks at crop size / this (e.g. 4: the 1/4 scale of mask heads)
   )
 
   c.model = dict(

@@ -198,6 +198,50 @@ def test_transformers_resnet_backbone(tmp_path):
   compare_backbone(out, features, "transformers-resnet")
 
 
+# ------------------------------------------------------------- whole classifiers
+def classifier_logits(out, images):
+  """The logits of the converted classifier in OUT (jaxseg.pssl's ensemble member)."""
+  from jaxseg.pssl.generate import load_member
+  model, variables, _ = load_member(out)
+  x = (jnp.asarray(images, jnp.float32) - jnp.float32(IMAGENET_MEAN)) / jnp.float32(IMAGENET_STD)
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+
+
+def test_transformers_resnet_classifier_with_its_fc(tmp_path):
+  transformers = pytest.importorskip("transformers", reason="the reference is the real ResNetForImageClassification")
+  config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                                     layer_type="bottleneck", num_labels=10)
+  torch.manual_seed(0)
+  ref = R.randomize(transformers.ResNetForImageClassification(config), seed=7)
+  ref.save_pretrained(tmp_path / "hf")
+  path = str(tmp_path / "hf" / "model.safetensors")
+  out = str(tmp_path / "out")
+  assert convert_main(["--from", "transformers", "--arch", "resnet-14", "--classifier", "--input", path,
+                       "--output", out]) == 0
+  converted = json.load(open(os.path.join(out, "converted.json")))
+  assert converted["classifier"] and all(k.endswith("num_batches_tracked") for k in converted["skipped"])
+  assert converted["loaded"]["classifier.1.weight"] == "params/fc/kernel"
+  with torch.no_grad():
+    theirs = ref(torch_input(IMAGES)).logits.numpy()
+  diff = max_diff(classifier_logits(out, IMAGES), theirs)
+  report("transformers-resnet-classifier", diff, float(np.abs(theirs).max()))
+  assert diff <= TOL
+
+
+def test_torchvision_resnet_classifier_with_its_fc(tmp_path):
+  ref = R.randomize(R.ResNet(14, 8, num_classes=12), seed=9)
+  out = str(tmp_path / "out")
+  assert convert_main(["--from", "torchvision", "--arch", "resnet14", "--classifier", "--input",
+                       save(ref.state_dict(), tmp_path / "r14.pth"), "--output", out]) == 0
+  with torch.no_grad():
+    theirs = ref.fc(ref.features(torch_input(IMAGES))[-1].mean((2, 3))).numpy()
+  diff = max_diff(classifier_logits(out, IMAGES), theirs)
+  report("torchvision-resnet-classifier", diff, float(np.abs(theirs).max()))
+  assert diff <= TOL
+  assert convert_main(["--from", "mmseg", "--arch", "resnet14_v1c", "--classifier", "--input",
+                       str(tmp_path / "r14.pth"), "--output", str(tmp_path / "no")]) == 2
+
+
 # ------------------------------------------------------------------------ mismatch
 def test_mismatch_names_the_key_and_both_shapes_and_writes_nothing(tmp_path, capsys):
   sd = R.randomize(R.ResNet(14, 8)).state_dict()

@@ -184,3 +184,21 @@ def fuse_qkv(out):
     for leaf, axis in (("kernel", 1), ("bias", 0)):
       parts = [out.pop(f"{base}/{p}_proj/{leaf}") for p in "qkv"]
       out[f"{base}/in_proj_{leaf}"] = (np.concatenate([v for v, _ in parts], axis), " + ".join(s for _, s in parts))
+
+
+def oneformer_swin_rows():
+  """Every key of transformers' OneFormerModel (or OneFormerForUniversalSegmentation's
+  "model.*") with a Swin backbone -> jaxseg's OneFormer (backbone/, pixel_decoder/,
+  task_encoder/, transformer_decoder/); fixed up by oneformer_fixup."""
+  return [*[("model.pixel_level_module.encoder." + src, dst, kind) for src, dst, kind in SWIN],
+          *oneformer_pixel_decoder_rows(), *oneformer_transformer_rows()]
+
+
+# the final LayerNorm of the Swin model (unused by SwinBackbone) and, in a training
+# checkpoint, the text mapper (jaxseg has no text side yet)
+ONEFORMER_SKIP = (r"model\.pixel_level_module\.encoder\.(swin\.)?layernorm\..*", r"model\.text_mapper\..*")
+
+
+def oneformer_fixup(out):
+  swin_output_norms(out)
+  fuse_qkv(out)

@@ -36,14 +36,14 @@ def report(name, ours, theirs):
 
 
 def test_oneformer_model_matches_transformers():
-  swin = transformers.SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4,
+  swin = transformers.SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
                                  out_features=["stage1", "stage2", "stage3", "stage4"])
   config = transformers.OneFormerConfig(backbone_config=swin, conv_dim=32, mask_dim=32, hidden_dim=32,
-                                        num_attention_heads=2, encoder_layers=2, encoder_feedforward_dim=64,
+                                        num_attention_heads=2, encoder_layers=1, encoder_feedforward_dim=64,
                                         decoder_layers=4, num_queries=6, num_labels=5, dim_feedforward=64,
                                         dropout=0.0)
-  torch.manual_seed(5)
-  ref = R.randomize(M.OneFormerModel(config), seed=5)
+  torch.manual_seed(6)
+  ref = R.randomize(M.OneFormerModel(config), seed=6)
   image = np.random.RandomState(3).randn(3, 64, 96, 3).astype(np.float32)  # 1/32: 2x3, 1/4: 16x24
   ids = task_ids(["semantic", "instance", "panoptic"])
   with torch.no_grad():
@@ -54,8 +54,8 @@ def test_oneformer_model_matches_transformers():
   oneformer_fixup(mapped)
   params = flax.traverse_util.unflatten_dict({k: v for k, (v, _) in mapped.items()}, sep="/")["params"]
   model = OneFormer(
-      backbone=SwinTransformer(width=32, depths=(1, 1, 2, 1), heads=(1, 2, 4, 8), window=4),
-      pixel_decoder=PixelDecoder(dim=32, mask_dim=32, heads=2, layers=2, points=4, ffn_dim=64),
+      backbone=SwinTransformer(width=32, depths=(1, 1, 1, 1), heads=(1, 2, 4, 8), window=4),
+      pixel_decoder=PixelDecoder(dim=32, mask_dim=32, heads=2, layers=1, points=4, ffn_dim=64),
       transformer_decoder=TransformerDecoder(5, dim=32, mask_dim=32, heads=2, layers=3, queries=6, ffn_dim=64,
                                              dropout=0.0),
       task_encoder=TaskEncoder(32))
@@ -75,7 +75,7 @@ def test_oneformer_model_matches_transformers():
       blocked = np.asarray(attention_mask(jnp.asarray(tm), size))
       margin = float(np.abs(np.asarray(resize(jnp.asarray(tm), size))).min())
       print(f"\n[mask for layer {i}] {blocked.mean():.0%} masked, smallest |logit| {margin:.2e}")
-      assert 0.05 < blocked.mean() < 0.95 and margin > 1e-5
+      assert 0.1 < blocked.mean() < 0.9 and margin > 1e-5
     report(f"class logits after {i} layers", c, tc.numpy())
     report(f"mask logits after {i} layers", m, tm)
   report("initial queries", ours["queries"], out.transformer_decoder_contrastive_queries.numpy())

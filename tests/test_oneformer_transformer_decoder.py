@@ -48,6 +48,10 @@ def test_clip_tokenizer_matches_transformers():
   np.testing.assert_array_equal(ours, theirs)
   assert ours[-1, -1] == 49407 and (ours[:3, 7:] == 0).all()
   np.testing.assert_array_equal(C.task_ids(["semantic", "instance", "panoptic"]), ours[:3])
+  # CLIP's (and the authors') cleaning unescapes HTML, which transformers' tokeniser does not
+  amp = C.CLIPTokenizer()(["fish &amp; chips", "fish & chips"])
+  np.testing.assert_array_equal(amp[0], amp[1])
+  assert ref(["fish &amp; chips"])["input_ids"][0] != list(amp[0][:len(ref(["fish &amp; chips"])["input_ids"][0])])
   with pytest.raises(ValueError, match="unknown task 'stuff'"):
     C.task_ids(["stuff"])
 

@@ -47,6 +47,9 @@ KINDS = {
     # nn.Embedding tables kept as a parameter of the module that uses them (OneFormer's decoder)
     "level_embedding": {"weight": ("params", "level_embed", None)},
     "query_embedding": {"weight": ("params", "query_embed", None)},
+    "token_embedding": {"weight": ("params", "token_embedding", None)},
+    "positional_embedding": {"positional_embedding": ("params", "positional_embedding", None)},
+    "prompt_ctx": {"weight": ("params", "prompt_ctx", None)},
     # mmseg's Encoding: a = softmax(scale * |x - d|^2), ours softmax(-s * |x - d|^2)
     "encoding": {"codewords": ("params", "codewords", None), "scale": ("params", "smoothing", np.negative)},
 }

@@ -186,6 +186,22 @@ def fuse_qkv(out):
       out[f"{base}/in_proj_{leaf}"] = (np.concatenate([v for v, _ in parts], axis), " + ".join(s for _, s in parts))
 
 
+def oneformer_text_mapper_rows(src="model.text_mapper.", dst="text_mapper/"):
+  """OneFormerTextMapper (training checkpoints) -> jaxseg's TextMapper."""
+  enc, layer, ours = src + "text_encoder.", src + "text_encoder.transformer.layers.{i}.", dst + "text_encoder/layer{i}/"
+  return [
+      (enc + "token_embedding", dst + "text_encoder", "token_embedding"),
+      (enc[:-1], dst + "text_encoder", "positional_embedding"),
+      (enc + "ln_final", dst + "text_encoder/norm", "layernorm"),
+      (layer + "self_attn", ours + "attn", "mha"),
+      (layer + "self_attn.out_proj", ours + "attn/out_proj", "linear"),
+      (layer + "layer_norm{k}", ours + "norm{k}", "layernorm"),
+      (layer + "mlp.fc{k}", ours + "fc{k}", "linear"),
+      (src + "text_projector.layers.{i}.0", dst + "proj{i}", "linear"),
+      (src + "prompt_ctx", dst[:-1], "prompt_ctx"),
+  ]
+
+
 def oneformer_swin_rows():
   """Every key of transformers' OneFormerModel (or OneFormerForUniversalSegmentation's
   "model.*") with a Swin backbone -> jaxseg's OneFormer (backbone/, pixel_decoder/,
@@ -194,9 +210,9 @@ def oneformer_swin_rows():
           *oneformer_pixel_decoder_rows(), *oneformer_transformer_rows()]
 
 
-# the final LayerNorm of the Swin model (unused by SwinBackbone) and, in a training
-# checkpoint, the text mapper (jaxseg has no text side yet)
-ONEFORMER_SKIP = (r"model\.pixel_level_module\.encoder\.(swin\.)?layernorm\..*", r"model\.text_mapper\..*")
+# the final LayerNorm of the Swin model (unused by SwinBackbone); a training checkpoint's
+# text mapper goes through oneformer_text_mapper_rows
+ONEFORMER_SKIP = (r"model\.pixel_level_module\.encoder\.(swin\.)?layernorm\..*",)
 
 
 def oneformer_fixup(out):

@@ -39,9 +39,8 @@ def attention_mask(mask_logits, size):
   all True attends everywhere instead."""
   m = resize(mask_logits, size)
   m = jnp.transpose(m, (0, 3, 1, 2)).reshape(*m.shape[:1], m.shape[3], -1)
-  blocked = jax.nn.sigmoid(m.astype(jnp.float32)) < 0.5
+  blocked = jax.nn.sigmoid(m.astype(jnp.float32)) < 0.5  # a comparison: no gradient flows through the mask
   return blocked & ~blocked.all(-1, keepdims=True)  # fully masked rows are un-masked
-  # (the gradient does not flow through the mask: it is a comparison)
 
 
 class DecoderLayer(nn.Module):

@@ -64,7 +64,8 @@ def test_oneformer_model_matches_transformers():
   ours = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))(params, jnp.asarray(image), jnp.asarray(ids))
 
   report("task token", ours["task_token"], out.task_token.numpy())
-  theirs = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in out.transformer_decoder_auxiliary_predictions]
+  theirs = [(a["class_queries_logits"], a["masks_queries_logits"])
+            for a in out.transformer_decoder_auxiliary_predictions]
   theirs.append((out.transformer_decoder_class_predictions, out.transformer_decoder_mask_predictions))
   mine = [(a["class_logits"], a["mask_logits"]) for a in ours["aux"]] + [(ours["class_logits"], ours["mask_logits"])]
   sizes = ((2, 3), (4, 6), (8, 12))

@@ -43,7 +43,8 @@ KINDS = {
                  "relative_position_index": None},
     "level_embed": {"level_embed": ("params", "level_embed", None)},  # OneFormer pixel decoder's (L, d)
     # torch.nn.MultiheadAttention's fused (3d, d) projection of queries, keys and values
-    "mha": {"in_proj_weight": ("params", "in_proj_kernel", np.transpose), "in_proj_bias": ("params", "in_proj_bias", None)},
+    "mha": {"in_proj_weight": ("params", "in_proj_kernel", np.transpose),
+            "in_proj_bias": ("params", "in_proj_bias", None)},
     # nn.Embedding tables kept as a parameter of the module that uses them (OneFormer's decoder)
     "level_embedding": {"weight": ("params", "level_embed", None)},
     "query_embedding": {"weight": ("params", "query_embed", None)},

@@ -44,7 +44,7 @@ def default_vocab_path():
 def bytes_to_unicode():
   """GPT-2's table: every byte -> a printable character; printable Latin-1 bytes map to
   themselves, the others to code points from 256 up, in byte order."""
-  bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+  bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
   cs, n = bs[:], 0
   for b in range(256):
     if b not in bs:

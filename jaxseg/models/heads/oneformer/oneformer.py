@@ -37,5 +37,6 @@ class OneFormer(nn.Module):
     task_token = self.task_encoder(task_ids)
     out = self.transformer_decoder(pixels["multi_scale"], pixels["mask_features"], task_token, train)
     return {"class_logits": out["class_logits"][-1], "mask_logits": out["mask_logits"][-1],
-            "aux": [{"class_logits": c, "mask_logits": m} for c, m in zip(out["class_logits"][:-1], out["mask_logits"][:-1])],
+            "aux": [{"class_logits": c, "mask_logits": m}
+                    for c, m in zip(out["class_logits"][:-1], out["mask_logits"][:-1])],
             "queries": out["queries"], "task_token": task_token}

@@ -8,18 +8,17 @@ then normalises it with its output LayerNorm before use (transformer_decoder.py)
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 
 class TaskEncoder(nn.Module):
+  """Always fp32: the ids (up to 49407) are the features, and bfloat16 would round them
+  to multiples of 256; the MLP is 77 x d, negligible."""
   dim: int = 256
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, ids):
     x = ids.astype(jnp.float32)  # the raw ids are the features
-    x = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name="fc1")(x))
-    return nn.Dense(self.dim, dtype=self.dtype, name="fc2")(x)
+    x = nn.relu(nn.Dense(self.dim, dtype=jnp.float32, name="fc1")(x))
+    return nn.Dense(self.dim, dtype=jnp.float32, name="fc2")(x)

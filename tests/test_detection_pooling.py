@@ -10,6 +10,7 @@ import pytest
 
 from jaxseg.models.detection import pooling, roi_align
 from tests.test_detection_ops import np_roi_align
+from tests.test_fpn import np_conv
 
 
 def test_assign_levels_canonical_rule():
@@ -53,14 +54,15 @@ def test_adaptive_feature_pooling_fusion(fusion):
   feats = pyramid(rng)
   boxes = np.array([[0, 0, 40, 50], [10, 20, 90, 120], [5, 5, 12, 9]], np.float32)
   index = np.array([0, 1, 1])
-  pooled = pooling.pool_all_levels(feats, jnp.asarray(boxes), jnp.asarray(index), 2, SCALES)
+  pooled = jax.jit(pooling.pool_all_levels, static_argnums=(3, 4))(
+      feats, jnp.asarray(boxes), jnp.asarray(index), 2, SCALES)
   assert pooled.shape == (4, 3, 2, 2, 3)
   for l in range(4):
     np.testing.assert_allclose(np.asarray(pooled[l]),
                                np_roi_align(np.asarray(feats[l]), boxes, index, 2, SCALES[l], 2, False), atol=1e-5)
   fc = pooling.FusedFC(features=5, fusion=fusion)
-  params = fc.init(jax.random.key(0), pooled)
-  got = np.asarray(fc.apply(params, pooled))
+  params = jax.jit(fc.init)(jax.random.key(0), pooled)
+  got = np.asarray(jax.jit(fc.apply)(params, pooled))
   p = jax.tree.map(np.asarray, params["params"])
   per = [np.maximum(np.asarray(pooled[l]).reshape(3, -1) @ p[f"fc1_level{l}"]["kernel"] + p[f"fc1_level{l}"]["bias"], 0)
          for l in range(4)]
@@ -68,8 +70,12 @@ def test_adaptive_feature_pooling_fusion(fusion):
   np.testing.assert_allclose(got, want, atol=1e-5)
   assert set(p) == {f"fc1_level{l}" for l in range(4)}  # one first layer per level
   conv = pooling.FusedConv(features=4, fusion=fusion)
-  variables = conv.init(jax.random.key(1), pooled, train=False)
-  out = conv.apply(variables, pooled, train=False)
+  out, variables = jax.jit(lambda p: conv.init_with_output(jax.random.key(1), p, train=False))(pooled)
   assert out.shape == (3, 2, 2, 4)
+  q = jax.tree.map(np.asarray, variables["params"])
+  per = [np.maximum(np_conv(np.asarray(pooled[l]), q[f"conv1_level{l}"]["conv"]["kernel"],
+                            q[f"conv1_level{l}"]["conv"]["bias"]), 0) for l in range(4)]
+  want = np.max(per, 0) if fusion == "max" else np.sum(per, 0)
+  np.testing.assert_allclose(np.asarray(out), want, atol=1e-5)
   with pytest.raises(ValueError, match="fusion must be one of"):
     pooling.fuse(pooled, "mean")

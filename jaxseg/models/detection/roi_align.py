@@ -79,8 +79,8 @@ def _align(flat, base, height, width, scale, boxes, output_size, sampling_ratio,
   for yi, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
     for xi, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
       index = base + yi[:, :, None] * width + xi[:, None, :]  # (R, ph * g, pw * g)
-      weight = (wy[:, :, None] * wx[:, None, :]).astype(flat.dtype)
-      out = out + flat[index] * weight[..., None]
+      weight = wy[:, :, None] * wx[:, None, :]
+      out = out + flat[index].astype(jnp.float32) * weight[..., None]  # fp32 sums for bf16 maps
   r, c = boxes.shape[0], flat.shape[-1]
   out = out.reshape(r, ph, g, pw, g, c).mean(axis=(2, 4))  # average the g x g samples per bin
   return out.astype(flat.dtype)

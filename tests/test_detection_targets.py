@@ -130,3 +130,42 @@ def test_sample_rois_appends_ground_truth():
   want = box_ops.encode(jnp.asarray(gt[out["gt_index"][f]]), jnp.asarray(out["boxes"][f]), (10, 10, 5, 5))
   np.testing.assert_allclose(out["deltas"][f], np.asarray(want), atol=1e-4)
   assert np.isfinite(out["deltas"]).all()
+
+
+def np_propose(objectness, deltas, anchors, size, pre, post, thr):
+  """torchvision's filter_proposals for one image, in numpy with the numpy NMS."""
+  from tests.test_detection_ops import np_nms
+  boxes, scores, levels = [], [], []
+  for l, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
+    idx = np.argsort(-o, kind="stable")[:pre]
+    b = np.array(box_ops.decode(jnp.asarray(d[idx]), jnp.asarray(a[idx])))
+    b[:, 0::2] = b[:, 0::2].clip(0, size[1])
+    b[:, 1::2] = b[:, 1::2].clip(0, size[0])
+    boxes.append(b)
+    scores.append(1 / (1 + np.exp(-o[idx].astype(np.float64))))
+    levels.append(np.full(len(idx), l))
+  b, s, lv = np.concatenate(boxes), np.concatenate(scores), np.concatenate(levels)
+  ok = ((b[:, 2] - b[:, 0]) >= 1e-3) & ((b[:, 3] - b[:, 1]) >= 1e-3)
+  keep = []
+  for l in range(len(anchors)):
+    keep += np_nms(b, s, ok & (lv == l), thr)
+  keep = sorted(keep, key=lambda i: (-s[i], i))[:post]
+  return b[keep], s[keep]
+
+
+def test_proposals_equal_reference():
+  from jaxseg.models.detection import proposals
+  rng = np.random.RandomState(3)
+  levels = anchor_ops.pyramid_anchors((64, 128), strides=(16, 32, 64), sizes=(32, 64, 128))
+  obj = [rng.randn(len(a)).astype(np.float32) for a in levels]
+  obj[0][:5] = 3.0  # ties within a level
+  deltas = [(0.3 * rng.randn(len(a), 4)).astype(np.float32) for a in levels]
+  deltas[1][:, 2] = -20  # widths collapse to ~0: dropped by the min-size rule
+  size = (60, 100)  # the image inside the canvas
+  run = jax.jit(lambda o, d: proposals.propose(o, d, levels, size, 40, 30))
+  b, s, ok = map(np.asarray, run([jnp.asarray(o) for o in obj], [jnp.asarray(d) for d in deltas]))
+  want_b, want_s = np_propose(obj, deltas, levels, size, 40, 30, 0.7)
+  assert ok.sum() == len(want_b) and not ok[len(want_b):].any()
+  np.testing.assert_allclose(b[:len(want_b)], want_b, atol=1e-4)
+  np.testing.assert_allclose(s[:len(want_b)], want_s, atol=1e-6)
+  assert b[:, 2].max() <= 100 and b[:, 3].max() <= 60

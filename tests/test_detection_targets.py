@@ -1,6 +1,7 @@
 """RPN and box-head training targets against a numpy reference of the labelling rules
 (torchvision's Matcher: thresholds, low-quality matches, padding) and the balanced
-sampler's counts, eligibility and uniformity.
+sampler's counts, eligibility and uniformity; RPN proposals against torchvision's
+filter_proposals in numpy; mask targets against the RoIAlign reference.
 """
 import jax
 import jax.numpy as jnp
@@ -169,3 +170,16 @@ def test_proposals_equal_reference():
   np.testing.assert_allclose(b[:len(want_b)], want_b, atol=1e-4)
   np.testing.assert_allclose(s[:len(want_b)], want_s, atol=1e-6)
   assert b[:, 2].max() <= 100 and b[:, 3].max() <= 60
+
+
+def test_mask_targets_crop_the_matched_mask():
+  from tests.test_detection_ops import np_roi_align
+  rng = np.random.RandomState(4)
+  masks = (rng.uniform(size=(3, 16, 12)) > 0.5).astype(np.uint8)  # canvas 64 x 48 at stride 4
+  rois = np.array([[0, 0, 48, 64], [4.5, 8.2, 30.1, 40.7], [20, 30, 21, 31]], np.float32)
+  gt_index = np.array([2, 0, 1])
+  got = np.asarray(jax.jit(lambda m, r, g: targets.mask_targets(m, r, g, mask_stride=4, size=7))(
+      jnp.asarray(masks), jnp.asarray(rois), jnp.asarray(gt_index)))
+  want = np_roi_align(masks[..., None].astype(np.float32), rois, gt_index, 7, 0.25, 2, False)[..., 0]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  assert got.shape == (3, 7, 7) and 0 <= got.min() and got.max() <= 1 and 0 < got.mean() < 1

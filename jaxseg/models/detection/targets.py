@@ -10,6 +10,8 @@ Box head (torchvision's RoIHeads): the ground-truth boxes are appended to the pr
 a candidate is foreground when its best IoU is >= 0.5 (it takes that box's class),
 background when < 0.5; 512 are sampled per image, at most 25% foreground.
 
+Mask head: each foreground RoI's matched ground-truth mask, RoIAligned to 28 x 28.
+
 Sampling is a uniformly random subset, as torchvision's randperm, made static: every
 candidate draws a uniform priority and the top-k of the eligible ones are taken, so the
 output always has k slots and a validity mask. Ground truth the losses must not learn
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.detection import boxes as box_ops
+from jaxseg.models.detection.roi_align import roi_align
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 UNIT_BOX = np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
@@ -111,3 +114,19 @@ def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, 
   return {"boxes": rois, "labels": jnp.where(is_fg, gt_classes[gt_index] + 1, 0).astype(jnp.int32),
           "deltas": deltas, "gt_index": gt_index,
           "foreground": is_fg, "valid": valid}
+
+
+def mask_targets(gt_masks, rois, gt_index, mask_stride=1, size=28, sampling_ratio=2, aligned=False):
+  """The mask head's targets: each RoI's ground-truth mask (G, h, w) in {0, 1} (h, w the
+  canvas over `mask_stride`, jaxseg.data.instances' instance_masks) cropped to the RoI
+  and resampled to size x size by RoIAlign -> (S, size, size) float32 in [0, 1], the
+  soft targets of the per-pixel BCE (torchvision's project_masks_on_boxes).
+
+  torchvision samples the masks with the adaptive grid, ceil(RoI / 28) points per bin;
+  here the grid is fixed (`sampling_ratio`) to keep the shapes static, so a large RoI's
+  target is read from fewer points of the mask, smoothing it less.
+  """
+  masks = jax.lax.stop_gradient(gt_masks).astype(jnp.float32)[..., None]
+  out = roi_align(masks, jax.lax.stop_gradient(rois), gt_index, size, 1.0 / mask_stride,
+                  sampling_ratio, aligned)
+  return out[..., 0]

@@ -62,7 +62,8 @@ def slide_logits_per_image(forward, batch, sizes, crop, stride, num_classes, mir
   size). One compiled window body; a window index that no image of the batch has is
   skipped (lax.cond), so a large canvas costs only the windows its images need.
   `mirrored`: the canvas is flipped left-right, each image's region is the last w
-  columns, and the windows are the mirror images of the unflipped ones. Memory: the (B, H, W, K) float32 sum, e.g. 2.5 GB per 2048x2048 image at K = 150."""
+  columns, and the windows are the mirror images of the unflipped ones.
+  Memory: the (B, H, W, K) float32 sum, e.g. 2.5 GB per 2048x2048 image at K = 150."""
   b, h, w = batch["image"].shape[:3]
   ch, cw = min(crop[0], h), min(crop[1], w)
   ny, nx = len(window_starts(h, ch, stride[0])), len(window_starts(w, cw, stride[1]))  # the canvas' most

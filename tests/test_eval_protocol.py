@@ -176,3 +176,20 @@ def test_eval_batches_through_worker_processes_are_the_main_process_batches():
     assert set(a) == set(b)
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_drawn_rows_are_at_the_stored_label_size():
+  family = Family(protocol_config())
+  recs = records()
+  batch = next(pipeline.eval_batches(family.config, recs, 6, family=family))  # 4 records + 2 blanks
+  preds = np.ones(batch["label"].shape, np.int32)
+  shown = family.shown(batch, preds)
+  assert len(shown) == 4  # the blanks are left out
+  for (image, label, pred), r in zip(shown, recs):
+    h, w = r["label"].shape[:2]
+    assert image.shape == (48, 152, 3) and label.shape == pred.shape == (48, 152)  # one size: one grid
+    assert (pred[:h, :w] == 1).all() and (pred[h:] == 255).all() and (pred[:, w:] == 255).all()
+    ih, iw = transforms.keep_ratio_size((h, w), 16, 64)
+    want = cv2.resize(cv2.resize(r["image"], (iw, ih), interpolation=cv2.INTER_LINEAR), (w, h),
+                      interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(image[:h, :w], want)

@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
       blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
       num_workers=0,  # grain worker processes of the train and eval streams; 0 = in the main process
-      skip_bad_records=False,  # replace an unreadable record by the next one (and count it)
+      skip_bad_records=False,  # replace an unreadable record by the next one (and count it); leave bad
+                               # panoptic segments out (counted as bad_segments in train_log.jsonl)
       # Eval images resized (bilinear), keeping their aspect, by the largest factor that
       # keeps the short side <= eval_short_side and the long side <= eval_long_side (0 = no
       # bound; both 0 = as stored), before the padding to eval_size (which must hold them).
@@ -67,6 +68,19 @@ def base_config() -> ml_collections.ConfigDict:
       eval_label_size=(0, 0),
       canny_edges=False,  # batches carry "edges": Canny of the un-normalised image (Gated-SCNN)
       canny_thresholds=(10, 100),  # cv2.Canny low/high thresholds on the grey image
+      # Panoptic / instance targets (jaxseg/data/instances.py) of the families that read them.
+      # How a record is scaled before the crop: "ratio" = scale_range x the record (or
+      # base_size, as above); "short_side" = the short side drawn from short_side_range
+      # (steps of short_side_step, 0 = continuous), the long side at most max_long_side
+      # (0 = unbounded), e.g. PANet's multi-scale training 400..1200 under 1333;
+      # "fit" = large-scale jitter: scale_range (e.g. 0.1..2.0) x the fit into crop_size.
+      scale_mode="ratio",
+      short_side_range=(400, 1200),
+      short_side_step=0,
+      max_long_side=0,
+      crop_image_fill=IMAGENET_MEAN,  # RGB of the image padding of their crops (label 255, panoptic void)
+      max_instances=100,  # instances per image in a batch (padded, with a validity mask); extra ones are counted
+      instance_mask_stride=1,  # instance masks at crop size / this (e.g. 4: the 1/4 scale of mask heads)
   )
 
   c.model = dict(

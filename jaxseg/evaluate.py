@@ -261,24 +261,38 @@ class Evaluation:
   """Runs `predict(variables, batch) -> outputs` once per batch and feeds every
   evaluator (`init() -> accumulator`, jittable `update(acc, outputs, batch)`,
   `result(acc) -> scores` on the host). Outputs never leave the device, only the
-  accumulators do, once per split."""
+  accumulators do, once per split.
+
+  An evaluator with `on_host = True` (metrics written for numpy, such as PQ and
+  pycocotools' AP: jaxseg.panoptic_evaluators) instead gets every batch's outputs and
+  global batch as numpy arrays, gathered on every process, and its accumulator stays
+  on the host."""
 
   def __init__(self, predict, evaluators, replicated):
     self.evaluators, self.replicated = dict(evaluators), replicated
+    self.host = {name for name, ev in self.evaluators.items() if getattr(ev, "on_host", False)}
 
     def step(accs, variables, batch):
       outputs = predict(variables, batch)
-      return {name: ev.update(accs[name], outputs, batch) for name, ev in self.evaluators.items()}
+      accs = {name: ev.update(accs[name], outputs, batch) for name, ev in self.evaluators.items()
+              if name not in self.host}
+      return accs, (outputs, batch) if self.host else None
 
     self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
 
   def __call__(self, variables, batches, to_device):
     """(scores of every evaluator merged, with eval_seconds; {name: accumulator})."""
     start = time.time()
-    accs = jax.device_put({name: ev.init() for name, ev in self.evaluators.items()}, self.replicated)
+    accs = jax.device_put({name: ev.init() for name, ev in self.evaluators.items() if name not in self.host},
+                          self.replicated)
+    host = {name: self.evaluators[name].init() for name in self.host}
     for batch in batches:
-      accs = self.step(accs, variables, to_device(batch))
+      accs, seen = self.step(accs, variables, to_device(batch))
+      if seen is not None:
+        outputs, global_batch = jax.device_get(seen)
+        host = {name: self.evaluators[name].update(host[name], outputs, global_batch) for name in host}
     accs = {name: np.asarray(a) for name, a in jax.device_get(accs).items()}
+    accs.update(host)
     scores = {}
     for name, ev in self.evaluators.items():
       scores.update(ev.result(accs[name]))

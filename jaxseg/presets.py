@@ -121,3 +121,47 @@ def mcibi(c):
   c.model.update(dict(decode_head="mcibi", head_channels=512, mcibi_channels=512))
   c.loss.update(dict(aux_weight=0.4, dataset_context_weight=0.4, memory_weight=1.0))
   return c
+
+
+# PSSL (Li et al. 2022): pretraining on ImageNet's pseudo labels, the released recipe
+# (PaddleSeg configs/pssl/stdc1_seg_pssl.yml).
+PSSL_CLASSES = 1001  # the 1000 ImageNet classes + background (1000)
+PSSL_IGNORE = 1001  # the released crop pads labels with 1001
+
+
+def pssl_pretraining(c, dataset="pssl_generated"):
+  """PSSL's released pretraining: ImageNet train with 1001-class pseudo labels (the
+  generated ones, or "imagenet_pssl/released"), uint16 labels with ignore 1001; short
+  side 256 x a ratio in 0.5-2.0, crop 256, flip, photometric distortion (standing in for
+  the released brightness/contrast/saturation 0.2 jitter); CE with background weight
+  0.1; SGD momentum 0.9, weight decay 4e-5, lr 0.01 held constant (the released
+  StepDecay steps at 2.5M iterations: never), backbone lr x0.1, the rest x1; global
+  batch 96 (12 x 8 GPUs). 10 epochs are 133,450 iterations; the authors fine-tune from
+  the epoch-5 checkpoint (iteration 66,725), which under a constant lr is the end of a
+  66,725-step run: train.steps. Checkpoints every epoch (13,345); no evaluation (no
+  masks to score: config.evals is empty)."""
+  c.dataset.update(dict(name=dataset, train_split="train", eval_split="train", num_classes=PSSL_CLASSES,
+                        ignore_index=PSSL_IGNORE))
+  c.input.update(dict(crop_size=(256, 256), base_size=256, scale_range=(0.5, 2.0), scale_step=0.0, flip=True,
+                      photometric=True, cat_max_ratio=1.0, rotate_degrees=0.0, blur_prob=0.0,
+                      eval_size=(256, 256)))
+  c.loss.class_weights = (1.0,) * (PSSL_CLASSES - 1) + (0.1,)  # w(background) = 0.1
+  c.loss.ohem = False
+  c.optim.update(dict(name="sgd", lr=0.01, momentum=0.9, weight_decay=4e-5, schedule="step", decay_steps=(),
+                      warmup_steps=0, poly_after_warmup=False, head_lr_mult=1.0))
+  c.optim.lr_mults = ((r"^backbone/", 0.1),)
+  c.train.update(dict(batch_size=96, steps=66725, ckpt_every=13345, eval_every=13345, keep_checkpoints=5))
+  c.evals = {}
+  return c
+
+
+def pssl_tiny(c):
+  """The `:tiny` smoke variant of a PSSL pretraining config: tiny_variant's model
+  sizes and steps, on the same 1001-class dataset (64x64 crops)."""
+  dataset = c.dataset.name
+  tiny_variant(c)
+  pssl_pretraining(c, dataset)
+  c.input.update(dict(crop_size=(64, 64), base_size=64, eval_size=(64, 64)))
+  c.optim.lr = 0.05
+  c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2))
+  return c

@@ -10,6 +10,7 @@ import threading
 import time
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxseg import checkpoint, families, sharding
@@ -76,6 +77,17 @@ def _append_jsonl(path, record):
       f.write(json.dumps(record) + "\n")
   except OSError as e:  # a full disk must not end the run: checkpoints report it
     print(f"WARNING: cannot append to {path}: {e.strerror or e}", flush=True)
+
+
+def all_hosts(counts):
+  """The sums over all processes of each host's `counts` ({name: int}; every host has
+  the same names, its transforms being the same)."""
+  if jax.process_count() == 1 or not counts:
+    return dict(counts)
+  from jax.experimental import multihost_utils
+  names = sorted(counts)
+  total = multihost_utils.process_allgather(np.array([counts[k] for k in names], np.int32)).sum(0)
+  return dict(zip(names, (int(t) for t in total)))
 
 
 def _duration(seconds):
@@ -278,9 +290,12 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
   start_step, t_log, images, paused = step, time.time(), 0, 0.0
   pending = None  # (step, logs) whose finiteness is checked once the next step is queued
   saved_ok = True
+  counts = {}  # running totals of the transforms' count_* entries (families.take_counts), this run
   with StopSignals() as signals:
     while step < c.steps:
       batch = next(iterator)
+      for name, n in families.take_counts(batch).items():
+        counts[name] = counts.get(name, 0) + n
       if replicas:
         state, logs = replicas.step(state, batch, step + 1)
       else:
@@ -308,10 +323,11 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
               f"loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  {rate:6.1f} img/s  "
               f"ETA {_duration(eta)}", flush=True)
         tb.scalars(step, {**logs, "images_per_sec": rate}, "train/")
+        totals = all_hosts(counts)
         if jax.process_index() == 0:
           _append_jsonl(os.path.join(workdir, "train_log.jsonl"),
                         {"step": step, **logs, "images_per_sec": rate, "skipped_steps": guard.skipped,
-                         "skipped_records": len(train_source.skipped)})
+                         "skipped_records": len(train_source.skipped), **totals})
         t_log, images, paused = time.time(), 0, 0.0
       single = state
       if replicas and (is_ckpt or signals.received):

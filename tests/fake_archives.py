@@ -283,3 +283,89 @@ def make_imagenet():
            "ILSVRC2012_devkit_t12.tar.gz": devkit},
           {"counts": {"train": 6, "val": 4}, "class_of": class_of,
            "wnids": sorted(s[1] for s in leaves)})
+
+
+def make_cityscapes_panoptic():
+  """gtFine *_instanceIds.png in cityscapesScripts' encoding: train (2 images) and val
+  (1). Per image: sky and road (stuff), cars k and k + 1 (label id 26 x 1000 + k), a
+  car crowd group (26), a person and a rider, building, and regions that are void: a
+  trailer instance and a caravan group (classes not evaluated) and unlabelled (0).
+  Expected: {stem: [(segment id, train id, iscrowd, area)]}."""
+  rng = np.random.default_rng(11)
+  images, fine, expected = {}, {}, {}
+  for split, city, n in (("train", "aachen", 2), ("val", "frankfurt", 1)):
+    for i in range(n):
+      stem = f"{city}_{i:06d}_000019"
+      v = np.zeros((16, 32), np.uint16)
+      k = 3 * i + 1
+      v[0:4], v[4:8, :16], v[4:8, 16:24], v[4:8, 24:] = 23, 7, 26000 + k, 26000 + k + 1
+      v[8:12, :8], v[8:12, 8:16], v[8:12, 16:24] = 26, 24000, 30000  # car crowd, person, trailer
+      v[12:, :16], v[12:, 16:20], v[12:, 20:28] = 11, 25000, 29  # building, rider, caravan group
+      images[f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = png(rng.integers(0, 255, (16, 32, 3),
+                                                                                          dtype=np.uint8))
+      folder = f"gtFine/{split}/{city}/{stem}_gtFine"
+      fine[f"{folder}_instanceIds.png"] = png(v)
+      fine[f"{folder}_labelIds.png"] = png(np.where(v >= 1000, v // 1000, v).astype(np.uint8))
+      fine[f"{folder}_polygons.json"] = b"{}"
+      expected[stem] = sorted([(7, 0, 0, 64), (11, 2, 0, 64), (23, 10, 0, 128), (26, 13, 1, 32),
+                               (24000, 11, 0, 32), (25000, 12, 0, 16), (26000 + k, 13, 0, 32),
+                               (26000 + k + 1, 13, 0, 32)])
+  images["leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png"] = png(np.zeros((16, 32, 3), np.uint8))
+  return ({"leftImg8bit_trainvaltest.zip": images, "gtFine_trainvaltest.zip": fine},
+          {"counts": {"train": 2, "val": 1}, "segments": expected})
+
+
+def make_ade20k_panoptic():
+  """ADEChallengeData2016.zip (semantic, 1..150 with 0 = other) and
+  annotations_instance.tar (R = instance-challenge class, G = instance number): train
+  2 images, val 1. Per image: wall and floor (stuff), two persons (instance class 4 ->
+  SceneParsing 13), a car (9 -> 21) covering half of the car pixels of the semantic map
+  (the rest void), a chair (8 -> 20) pasted over floor, "other" (0, void).
+  Expected: {stem: [(segment id, category, area)]}."""
+  zip_files, tar_files, expected = {}, {}, {}
+  root = "ADEChallengeData2016/"
+  for split, folder, prefix, n in (("train", "training", "ADE_train", 2), ("val", "validation", "ADE_val", 1)):
+    for i in range(1, n + 1):
+      stem = f"{prefix}_{i:08d}"
+      sem, r, g = (np.zeros((20, 24), np.uint8) for _ in range(3))
+      sem[0:5], sem[5:10], sem[10:, :12], sem[10:, 12:] = 1, 4, 13, 21  # wall, floor, person, car
+      sem[0:3, 20:] = 0  # other
+      r[10:, :12], g[10:, :6], g[10:, 6:12] = 4, i, i + 1  # two persons
+      r[10:, 12:18], g[10:, 12:18] = 9, 7  # a car
+      r[5:10, :4], g[5:10, :4] = 8, 9  # a chair over the floor of the semantic map
+      zip_files[f"{root}images/{folder}/{stem}.jpg"] = jpeg(20, 24, seed=i)
+      zip_files[f"{root}annotations/{folder}/{stem}.png"] = png(sem)
+      tar_files[f"annotations_instance/{folder}/{stem}.png"] = png(np.stack([r, g, np.zeros_like(r)], -1))
+      expected[stem] = sorted([(1, 0, 5 * 24 - 12), (4, 3, 5 * 20), (13000 + i, 12, 60), (13000 + i + 1, 12, 60),
+                               (21007, 20, 60), (20009, 19, 20)])
+  return ({"ADEChallengeData2016.zip": zip_files, "annotations_instance.tar": tar_files},
+          {"counts": {"train": 2, "val": 1}, "segments": expected})
+
+
+def npz(**arrays):
+  out = io.BytesIO()
+  np.savez_compressed(out, **arrays)
+  return out.getvalue()
+
+
+def make_pssl_released(imagenet):
+  """PaddleSeg's PSSL label release for the images of make_imagenet() (`imagenet`: its
+  (archives, expected)): train.txt, the synsets list and one
+  train/<wnid>/<image>.JPEG_eiseg.npz (arr_0: 1 on the object, 0 elsewhere) per
+  image, but for the last image, which the release leaves out."""
+  archives, expected = imagenet
+  files, masks = {}, {}
+  rng = np.random.default_rng(7)
+  names = []
+  for wnid, inner in sorted(archives["ILSVRC2012_img_train.tar"].items()):
+    with tarfile.open(fileobj=io.BytesIO(inner)) as t:
+      for member in t.getmembers():
+        h, w = Image.open(io.BytesIO(t.extractfile(member).read())).size[::-1]
+        names.append((wnid[:-4], member.name, (h, w)))
+  for wnid, image, (h, w) in names[:-1]:
+    mask = (rng.random((h, w)) < 0.3).astype(np.uint8)
+    files[f"train/{wnid}/{image}_eiseg.npz"] = npz(arr_0=mask)
+    masks[image.rsplit(".", 1)[0]] = mask
+  files["train.txt"] = "".join(f"{n}\n" for n in sorted(k for k in files if k.endswith(".npz"))).encode()
+  files["imagenet_lsvrc_2015_synsets.txt"] = "".join(f"{w}\n" for w in expected["wnids"]).encode()
+  return {"pssl2.1_consensus.tar": files}, {"masks": masks, "left_out": names[-1][1].rsplit(".", 1)[0]}

@@ -1,8 +1,9 @@
 """jaxseg.convert: PyTorch reference models with random weights (and random BN running
 statistics), converted, must compute the same logits / features (max abs difference
-<= 1e-4 in fp32). torchvision and mmsegmentation do not install here, so their models
-are rebuilt in tests/torch_reference.py with their exact key names and shapes; the
-transformers reference is the real ResNetModel when transformers is installed.
+<= 1e-4 in fp32). torchvision does not install here, so its models are rebuilt in
+tests/torch_reference.py with their exact key names and shapes; the transformers
+reference is the real ResNetModel. mmsegmentation's models are checked against the
+real package in tests/test_convert_mmseg.py.
 
 The networks are tiny (width 8; "resnet14" = one bottleneck per stage, a depth the
 converter accepts like any other) because the key tables are per block: only the
@@ -89,19 +90,10 @@ def test_resize_matches_torch_interpolate(align_corners, size):
 
 # --------------------------------------------------------- whole segmentation models
 SEGMENTATION = {
-    # id: (source, arch, reference builder, wrap in {"state_dict": ...} as mmseg saves)
+    # id: (source, arch, reference builder)
     "torchvision-deeplabv3": ("torchvision", "deeplabv3_resnet14",
-                              lambda: R.TvSegmentation("deeplabv3", 14, 8, 5, aspp_channels=16), False),
-    "torchvision-fcn": ("torchvision", "fcn_resnet14", lambda: R.TvSegmentation("fcn", 14, 8, 5), False),
-    "mmseg-deeplabv3": ("mmseg", "deeplabv3_r14-d8", lambda: R.MMEncoderDecoder("deeplabv3", 14, 8, 4), True),
-    "mmseg-fcn": ("mmseg", "fcn_r14-d8", lambda: R.MMEncoderDecoder("fcn", 14, 8, 4), True),
-    "mmseg-pspnet": ("mmseg", "pspnet_r14-d8", lambda: R.MMEncoderDecoder("pspnet", 14, 8, 4), True),
-    "mmseg-danet": ("mmseg", "danet_r14-d8", lambda: R.MMEncoderDecoder("danet", 14, 8, 4), True),
-    "mmseg-fastfcn": ("mmseg", "fastfcn_r14-d32_jpu_psp",
-                      lambda: R.MMEncoderDecoder("pspnet", 14, 8, 4, fastfcn=True, jpu_channels=16), True),
-    "mmseg-fastfcn-enc": ("mmseg", "fastfcn_r14-d32_jpu_enc",
-                          lambda: R.MMEncoderDecoder("encnet", 14, 8, 4, fastfcn=True, jpu_channels=16), True),
-    "mmseg-stdc2": ("mmseg", "stdc2_seg", lambda: R.MMSTDCSegmentor((4, 5, 3), 8, 16, 8, 4), True),
+                              lambda: R.TvSegmentation("deeplabv3", 14, 8, 5, aspp_channels=16)),
+    "torchvision-fcn": ("torchvision", "fcn_resnet14", lambda: R.TvSegmentation("fcn", 14, 8, 5)),
 }
 
 
@@ -109,10 +101,10 @@ SEGMENTATION = {
 def test_segmentation_model_logits_match(name, tmp_path):
   """Through the files and jaxseg.load for torchvision-deeplabv3; in memory (the same
   conversion, without the orbax round trip) for the others, to keep the tests fast."""
-  source, arch, build, wrapped = SEGMENTATION[name]
+  source, arch, build = SEGMENTATION[name]
   ref = R.randomize(build(), seed=len(name))
   sd = ref.state_dict()
-  path = save({"meta": {"arch": arch}, "state_dict": sd} if wrapped else sd, tmp_path / "ref.pth")
+  path = save(sd, tmp_path / "ref.pth")
   if name == "torchvision-deeplabv3":
     out = run_convert(tmp_path, source, arch, path)
     assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "converted.json"]
@@ -128,9 +120,9 @@ def test_segmentation_model_logits_match(name, tmp_path):
   report(name, diff, np.abs(theirs).max())
   assert np.abs(theirs).max() > 0.1  # the comparison is not between near-zero maps
   assert diff <= TOL
-  # Every tensor is accounted for: converted, or a BN counter (or STDC's training-only detail head).
+  # Every tensor is accounted for: converted, or a BN counter.
   assert set(converted["loaded"]) | set(converted["skipped"]) == set(sd)
-  assert all(k.endswith("num_batches_tracked") or k.startswith("auxiliary_head.2.") for k in converted["skipped"])
+  assert all(k.endswith("num_batches_tracked") for k in converted["skipped"])
 
 
 # ----------------------------------------------------------------------- backbones
@@ -153,26 +145,6 @@ def test_torchvision_resnet50_backbone(tmp_path):
   converted = json.load(open(os.path.join(out, "converted.json")))
   assert converted["backbone_only"] and {"fc.weight", "fc.bias"} <= set(converted["skipped"])
   compare_backbone(out, ref.features, "torchvision-resnet50")
-
-
-def test_mmseg_resnet_v1c_backbone_from_a_segmentation_checkpoint(tmp_path):
-  # An OS32 backbone, compared undilated: resnet{N}_v1c is the ImageNet ResNetV1c.
-  ref = R.randomize(R.MMEncoderDecoder("pspnet", 14, 8, 4, fastfcn=True, d32_dilations=()), seed=4)
-  path = save({"state_dict": ref.state_dict()}, tmp_path / "fastfcn.pth")
-  out = run_convert(tmp_path, "mmseg", "resnet14_v1c", path)
-  skipped = json.load(open(os.path.join(out, "converted.json")))["skipped"]
-  assert any(k.startswith("decode_head.") for k in skipped)  # the heads are left out, and said so
-  compare_backbone(out, ref.backbone.features, "mmseg-resnetv1c")
-
-
-def test_mmseg_stdc1_backbone_from_a_segmentation_checkpoint(tmp_path):
-  ref = R.randomize(R.MMSTDCSegmentor((2, 2, 2), 8, 16, 8, 4), seed=8)
-  out = run_convert(tmp_path, "mmseg", "stdc1", save({"state_dict": ref.state_dict()}, tmp_path / "stdc1.pth"))
-  with torch.no_grad():
-    theirs = [nhwc(f) for f in ref.backbone.backbone(torch_input(IMAGES))]
-  diff = max(max_diff(a, b) for a, b in zip(backbone_features(out, IMAGES)[1:], theirs))  # 1/8, 1/16, 1/32
-  report("mmseg-stdc1-backbone", diff, max(np.abs(t).max() for t in theirs))
-  assert diff <= TOL
 
 
 def write_safetensors(sd, path):
@@ -224,6 +196,50 @@ def test_transformers_resnet_backbone(tmp_path):
     return ref.resnet(x, output_hidden_states=True).hidden_states[1:]
 
   compare_backbone(out, features, "transformers-resnet")
+
+
+# ------------------------------------------------------------- whole classifiers
+def classifier_logits(out, images):
+  """The logits of the converted classifier in OUT (jaxseg.pssl's ensemble member)."""
+  from jaxseg.pssl.generate import load_member
+  model, variables, _ = load_member(out)
+  x = (jnp.asarray(images, jnp.float32) - jnp.float32(IMAGENET_MEAN)) / jnp.float32(IMAGENET_STD)
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+
+
+def test_transformers_resnet_classifier_with_its_fc(tmp_path):
+  transformers = pytest.importorskip("transformers", reason="the reference is the real ResNetForImageClassification")
+  config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                                     layer_type="bottleneck", num_labels=10)
+  torch.manual_seed(0)
+  ref = R.randomize(transformers.ResNetForImageClassification(config), seed=7)
+  ref.save_pretrained(tmp_path / "hf")
+  path = str(tmp_path / "hf" / "model.safetensors")
+  out = str(tmp_path / "out")
+  assert convert_main(["--from", "transformers", "--arch", "resnet-14", "--classifier", "--input", path,
+                       "--output", out]) == 0
+  converted = json.load(open(os.path.join(out, "converted.json")))
+  assert converted["classifier"] and all(k.endswith("num_batches_tracked") for k in converted["skipped"])
+  assert converted["loaded"]["classifier.1.weight"] == "params/fc/kernel"
+  with torch.no_grad():
+    theirs = ref(torch_input(IMAGES)).logits.numpy()
+  diff = max_diff(classifier_logits(out, IMAGES), theirs)
+  report("transformers-resnet-classifier", diff, float(np.abs(theirs).max()))
+  assert diff <= TOL
+
+
+def test_torchvision_resnet_classifier_with_its_fc(tmp_path):
+  ref = R.randomize(R.ResNet(14, 8, num_classes=12), seed=9)
+  out = str(tmp_path / "out")
+  assert convert_main(["--from", "torchvision", "--arch", "resnet14", "--classifier", "--input",
+                       save(ref.state_dict(), tmp_path / "r14.pth"), "--output", out]) == 0
+  with torch.no_grad():
+    theirs = ref.fc(ref.features(torch_input(IMAGES))[-1].mean((2, 3))).numpy()
+  diff = max_diff(classifier_logits(out, IMAGES), theirs)
+  report("torchvision-resnet-classifier", diff, float(np.abs(theirs).max()))
+  assert diff <= TOL
+  assert convert_main(["--from", "mmseg", "--arch", "resnet14_v1c", "--classifier", "--input",
+                       str(tmp_path / "r14.pth"), "--output", str(tmp_path / "no")]) == 2
 
 
 # ------------------------------------------------------------------------ mismatch

@@ -357,3 +357,89 @@ def test_imagenet_skips_a_truncated_image_inside_a_class_tar(tmp_path, capsys):
   splits, _ = prepare("imagenet_pssl", tmp_path, archives, extracted=("ILSVRC2012_img_val.tar",), skip=True)
   assert len(splits["train"]) == expected["counts"]["train"] - 1
   assert "ILSVRC2012_img_train.tar:n01440764.tar:n01440764_0.JPEG" in capsys.readouterr().out
+
+
+def test_cityscapes_panoptic_segments_from_instance_ids(tmp_path):
+  """cityscapesScripts' rules: id = label id x 1000 + k for instances, < 1000 for stuff
+  and for crowd groups of a thing class (iscrowd), classes not evaluated void; the
+  records feed the instance targets."""
+  from jaxseg.config import base_config
+  from jaxseg.data import instances
+  from jaxseg.panoptic_quality import rgb_to_id
+  archives, expected = fake.make_cityscapes_panoptic()
+  splits, builder = prepare("cityscapes/panoptic", tmp_path, archives)
+  assert {s: len(r) for s, r in splits.items()} == expected["counts"]
+  meta = builder.info.metadata
+  assert sum(meta["isthing"]) == 8 and len(meta["isthing"]) == 19 and meta["category_ids"][13] == 26
+  config = base_config()
+  config.dataset.num_classes = 19
+  config.input.eval_size = (16, 32)
+  for records in splits.values():
+    for stem, r in by_name(records).items():
+      s = {k: np.asarray(v) for k, v in r["segments"].items()}
+      got = sorted(zip(s["id"].tolist(), s["category"].tolist(), s["iscrowd"].tolist(), s["area"].tolist()))
+      assert got == expected["segments"][stem]
+      ids = rgb_to_id(r["panoptic"])
+      assert set(np.unique(ids).tolist()) == {0} | {g[0] for g in got}
+      assert (ids[8:12, 16:] == 0).all() and (ids[12:, 20:28] == 0).all()  # trailer, caravan, unlabelled: void
+      table = dict(zip(s["id"].tolist(), s["category"].tolist()))
+      np.testing.assert_array_equal(r["label"][..., 0], np.vectorize(lambda v: table.get(v, 255))(ids))
+      assert sorted(np.asarray(r["instances"]["category"]).tolist()) == [11, 12, 13, 13, 13]
+      out = instances.eval_targets(r, config, np.array(meta["isthing"]), "things", panoptic=True)
+      assert out["instance_valid"].sum() == 5 and out["instance_iscrowd"].sum() == 1
+      np.testing.assert_array_equal(out["panoptic"], ids)
+
+
+def test_ade20k_panoptic_stuff_then_instances(tmp_path):
+  """Mask2Former's rules: stuff segments from the semantic map, instances (R class, G
+  number) pasted over them; thing pixels without an instance and "other" are void."""
+  from jaxseg.panoptic_quality import rgb_to_id
+  archives, expected = fake.make_ade20k_panoptic()
+  splits, builder = prepare("ade20k_panoptic", tmp_path, archives)
+  assert {s: len(r) for s, r in splits.items()} == expected["counts"]
+  meta = builder.info.metadata
+  assert sum(meta["isthing"]) == 100 and len(meta["isthing"]) == 150 and meta["isthing"][12]  # person
+  for records in splits.values():
+    for stem, r in by_name(records).items():
+      s = {k: np.asarray(v) for k, v in r["segments"].items()}
+      assert sorted(zip(s["id"].tolist(), s["category"].tolist(), s["area"].tolist())) == expected["segments"][stem]
+      assert not s["iscrowd"].any()
+      ids = rgb_to_id(r["panoptic"])
+      assert (ids[10:, 18:] == 0).all() and (ids[0:3, 20:] == 0).all() and (ids[5:10, :4] == 20009).all()
+      assert sorted(np.asarray(r["instances"]["category"]).tolist()) == [12, 12, 19, 20]
+
+
+def test_ade20k_panoptic_missing_instance_archive_names_it(tmp_path):
+  from jaxseg.prepare import prepare as run
+  archives, _ = fake.make_ade20k_panoptic()
+  manual = fake.write({"ADEChallengeData2016.zip": archives["ADEChallengeData2016.zip"]}, tmp_path / "manual")
+  with pytest.raises(DatasetNotFoundError, match=r"missing: annotations_instance.tar(.|\n)*sceneparsing.csail"):
+    run("ade20k_panoptic", str(tmp_path / "tfds"), str(manual), False)
+
+
+def test_ade20k_panoptic_instance_of_two_classes_names_the_file(tmp_path):
+  archives, _ = fake.make_ade20k_panoptic()
+  name = "annotations_instance/validation/ADE_val_00000001.png"
+  r = np.zeros((20, 24), np.uint8)
+  r[:, :12], r[:, 12:] = 4, 9
+  archives["annotations_instance.tar"][name] = fake.png(np.stack([r, np.full_like(r, 3), r * 0], -1))
+  with pytest.raises(InputDataError, match=rf"{name}: instance 3 has class values \(R\) \[4, 9\]"):
+    prepare("ade20k_panoptic", tmp_path, archives)
+
+
+def test_imagenet_pssl_released_labels_become_the_1001_class_label(tmp_path, capsys):
+  imagenet = fake.make_imagenet()
+  released, expected = fake.make_pssl_released(imagenet)
+  archives = {**imagenet[0], **released}
+  splits, builder = prepare("imagenet_pssl/released", tmp_path, archives, extracted=("pssl2.1_consensus.tar",))
+  assert list(splits) == ["train"] and len(splits["train"]) == 5  # the one unlabelled image left out
+  assert "5 labelled train images; 1 without a released label left out" in capsys.readouterr().out
+  wnids = imagenet[1]["wnids"]
+  assert builder.info.metadata["classes"] == wnids + ["background"]
+  records = by_name(splits["train"])
+  assert sorted(records) == sorted(expected["masks"]) and expected["left_out"] not in records
+  for name, record in records.items():
+    cls = wnids.index(imagenet[1]["class_of"][name])
+    assert int(record["class"]) == cls and record["label"].dtype == np.uint16
+    np.testing.assert_array_equal(record["label"][..., 0], np.where(expected["masks"][name] == 1, cls, 1000))
+    assert record["image"].shape[:2] == record["label"].shape[:2]

@@ -18,7 +18,7 @@ def run(code):
 
 def test_import_jaxseg_does_not_import_tensorflow():
   run("import jaxseg, jaxseg.train, jaxseg.main, jaxseg.evaluate, jaxseg.api\n"
-      "import jaxseg.data.pipeline, jaxseg.data.datasets\n")
+      "import jaxseg.data.pipeline, jaxseg.data.datasets, jaxseg.pssl.generate, jaxseg.pssl.explain\n")
 
 
 def test_reading_a_prepared_dataset_does_not_import_tensorflow(data_dir):

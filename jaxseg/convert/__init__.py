@@ -6,7 +6,9 @@ transformers) as jaxseg checkpoints.
 A whole segmentation model becomes a work dir (config.json + checkpoints/0) that
 `--mode eval`, `--mode predict` and `jaxseg.load` read; a backbone becomes a
 checkpoint that config `model.init_from` (with `model.init_from_prefix="backbone"`)
-loads into any segmentor. Nothing is written unless every tensor found its place
+loads into any segmentor; with `--classifier`, an ImageNet ResNet keeps its fc too and
+becomes an ensemble member of PSSL's pseudo-label generation (jaxseg.pssl.generate).
+Nothing is written unless every tensor found its place
 with its shape.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jaxseg.convert.tables import check_against, map_tensors, strip_prefix
 
 # --from -> the module whose arch(name) gives the mapping
 SOURCES = {"torchvision": torchvision, "timm": timm, "mmseg": mmseg, "transformers": transformers}
+CLASSIFIER_SOURCES = ("torchvision", "timm", "transformers")  # --classifier: ImageNet ResNets with their fc
 
 
 def set_keys(config, keys):
@@ -39,12 +42,17 @@ def set_keys(config, keys):
     node[leaf] = value
 
 
-def expected_variables(config, backbone_only):
+def expected_variables(config, backbone_only, classifier=False):
   """{"params/backbone/stem/conv/kernel": ShapeDtypeStruct, ...} of the model of
-  `config`: the whole segmentor, or its backbone alone."""
+  `config`: the whole segmentor, its backbone alone, or the ImageNet classifier
+  (jaxseg.pssl.explain.Classifier: backbone + fc)."""
   from jaxseg.models.segmentor import build_model
-  model = build_model(config)
   x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+  if classifier:
+    from jaxseg.pssl.explain import classifier_from_config
+    tree = jax.eval_shape(lambda: classifier_from_config(config).init(jax.random.key(0), x))
+    return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
+  model = build_model(config)
   if backbone_only:
     tree = jax.eval_shape(lambda: model.backbone.init(jax.random.key(0), x))
     tree = {c: {"backbone": v} for c, v in tree.items()}
@@ -54,12 +62,16 @@ def expected_variables(config, backbone_only):
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
 
 
-def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"):
-  """(config, {"params": tree, "batch_stats": tree}, report) for state dict `sd`."""
+def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint", classifier=False):
+  """(config, {"params": tree, "batch_stats": tree}, report) for state dict `sd`;
+  `classifier`: the whole ImageNet classifier (fc included), not its backbone."""
   from jaxseg.config import base_config
   if source not in SOURCES:
     raise ConversionError(f"--from {source}: unknown source (known: {', '.join(SOURCES)})")
-  arch = SOURCES[source].arch(arch_name)
+  if classifier and source not in CLASSIFIER_SOURCES:
+    raise ConversionError(f"--classifier: --from {source} has no ImageNet classifiers (known: "
+                          f"{', '.join(CLASSIFIER_SOURCES)})")
+  arch = SOURCES[source].arch(arch_name, classifier=True) if classifier else SOURCES[source].arch(arch_name)
   sd, dropped = strip_prefix(sd, arch)
   try:
     keys = arch.config(sd)
@@ -73,10 +85,11 @@ def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"
   out, skipped = map_tensors(sd, arch)
   if arch.fixup:
     arch.fixup(out)
-  check_against(out, expected_variables(config, arch.backbone_only), arch_name, path)
+  check_against(out, expected_variables(config, arch.backbone_only, arch.classifier), arch_name, path)
   variables = flax.traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, (v, _) in out.items()},
                                                 sep="/")
   report = {"from": source, "arch": arch_name, "input": path, "backbone_only": arch.backbone_only,
+            "classifier": arch.classifier,
             "loaded": {src: target for target, (_, src) in sorted(out.items())},
             "skipped": sorted(dropped + skipped)}
   return config, variables, report
@@ -98,7 +111,7 @@ def write_checkpoint(output, config, variables, report):
     params = jax.tree.map(jnp.asarray, variables["params"])
     batch_stats = jax.tree.map(jnp.asarray, variables.get("batch_stats", {}))
     step = jnp.zeros((), jnp.int32)
-    if report["backbone_only"]:
+    if report["backbone_only"] or report.get("classifier"):
       state = {"step": step, "params": params, "batch_stats": batch_stats}
     else:  # a TrainState as training saves it, so eval/predict/load restore it unchanged
       _, _, tx, _ = state_factory(config, build_model(config))
@@ -120,10 +133,10 @@ def write_checkpoint(output, config, variables, report):
   return output
 
 
-def convert(source, arch, input_path, output, config=None):
+def convert(source, arch, input_path, output, config=None, classifier=False):
   """Converts checkpoint `input_path` of `source`'s `arch` into OUTPUT; returns the
   report {loaded: {PyTorch key: jaxseg key}, skipped: [PyTorch keys]}."""
   sd = read_state_dict(input_path)
-  config, variables, report = convert_state_dict(sd, source, arch, config, input_path)
+  config, variables, report = convert_state_dict(sd, source, arch, config, input_path, classifier)
   write_checkpoint(output, config, variables, report)
   return report

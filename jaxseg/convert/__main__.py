@@ -8,6 +8,7 @@
       --config configs/stdc1_cityscapes.py --output runs/mmseg_stdc1
   --from timm --arch resnet50.a1_in1k --input model.safetensors --output weights/timm_r50
   --from transformers --arch microsoft/resnet-50 --input model.safetensors --output weights/hf_r50
+  --from torchvision --arch resnet50 --classifier --input resnet50-11ad3fa6.pth --output members/tv_r50
 
 --config (optional) supplies the dataset, input and evaluation settings written to
 OUTPUT/config.json; the model keys come from the checkpoint.
@@ -29,14 +30,16 @@ def main(argv=None):
   p.add_argument("--input", required=True, help=".pth/.pt/.bin or .safetensors file")
   p.add_argument("--output", required=True, help="directory to create")
   p.add_argument("--config", default=None, help="config file for the non-model settings")
+  p.add_argument("--classifier", action="store_true", help="keep the ImageNet classifier (fc): an ensemble "
+                 "member of python -m jaxseg.pssl.generate (torchvision, timm, transformers ResNets)")
   args = p.parse_args(argv)
   try:
     config = load_config_file(args.config) if args.config else None
-    report = convert(args.source, args.arch, args.input, args.output, config)
+    report = convert(args.source, args.arch, args.input, args.output, config, args.classifier)
   except UserError as e:
     print(f"jaxseg.convert: error: {e}", file=sys.stderr)
     return 2
-  what = "backbone" if report["backbone_only"] else "model"
+  what = "classifier" if report["classifier"] else "backbone" if report["backbone_only"] else "model"
   print(f"converted {len(report['loaded'])} tensors of the {args.arch} {what} to {args.output}; "
         f"skipped {len(report['skipped'])}: {', '.join(report['skipped'][:8])}"
         + (" ..." if len(report["skipped"]) > 8 else ""))

@@ -4,8 +4,10 @@ The fresh TrainState at step 0 gets every variable of the checkpoint that lies u
 model.init_from_prefix ("backbone", "backbone,decode_head/aspp", ...; "" = all) and exists in
 the model with the same shape; the rest keeps its initialisation. Every key is
 reported: loaded, skipped (checkpoint keys outside the prefix or not in the model) or
-missing (model keys under the prefix that the checkpoint lacks). A shape disagreement
-is an error naming the key and both shapes.
+missing (model keys under the prefix that the checkpoint lacks). A classifier (a
+module named "classifier") for another number of classes is skipped and reported: a
+model pretrained on PSSL's 1001 classes fine-tunes on VOC's 21 with everything else
+loaded. Any other shape disagreement is an error naming the key and both shapes.
 """
 from __future__ import annotations
 
@@ -34,11 +36,22 @@ def checkpoint_dir(path):
   return os.path.join(ckpts, str(steps[-1]), "state")
 
 
-def read_variables(path):
-  """{"params": tree, "batch_stats": tree} of numpy arrays from checkpoint `path`."""
+def read_variables(path, process_local=False):
+  """{"params": tree, "batch_stats": tree} of numpy arrays from checkpoint `path`;
+  `process_local`: read by this process alone, with no collective (every host of a
+  multi-host job reading the same small checkpoint on its own schedule)."""
   state_dir = checkpoint_dir(path)
+  options = {}
+  if process_local:
+    me = jax.process_index()
+    options["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
   try:
-    restored = ocp.StandardCheckpointer().restore(state_dir)
+    checkpointer = ocp.StandardCheckpointer(**options)
+    if process_local:  # restored as numpy: the saved device layout need not exist on this host
+      tree = checkpointer.metadata(state_dir).item_metadata.tree
+      restored = checkpointer.restore(state_dir, jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree))
+    else:
+      restored = checkpointer.restore(state_dir)
   except Exception as e:
     raise CheckpointMismatchError(f"config key model.init_from: cannot read {state_dir} "
                                   f"({first_line(e, 200)})") from e
@@ -48,6 +61,14 @@ def read_variables(path):
 def _in_scope(key, prefixes):
   module = key.split("/", 1)[1]  # without the collection
   return not prefixes or any(module == p or module.startswith(p + "/") for p in prefixes)
+
+
+def _other_classes(key, shape, model_shape):
+  """Whether `key` is a classifier's kernel or bias that differs from the model's in
+  its number of classes (the last axis) alone."""
+  parts = key.split("/")
+  return (len(parts) >= 3 and parts[-2] == "classifier" and len(shape) == len(model_shape)
+          and tuple(shape[:-1]) == tuple(model_shape[:-1]))
 
 
 def merge(variables, source, prefix=""):
@@ -64,6 +85,9 @@ def merge(variables, source, prefix=""):
       report["skipped"].append(f"{key} (outside init_from_prefix '{prefix}')")
     elif key not in dst:
       report["skipped"].append(f"{key} (not in this model)")
+    elif tuple(value.shape) != tuple(dst[key].shape) and _other_classes(key, value.shape, dst[key].shape):
+      report["skipped"].append(f"{key} (classifier for {value.shape[-1]} classes, the model has "
+                               f"{dst[key].shape[-1]}: kept at initialisation)")
     elif tuple(value.shape) != tuple(dst[key].shape):
       raise CheckpointMismatchError(f"config key model.init_from: {key} has shape {tuple(value.shape)} "
                                     f"in the checkpoint and {tuple(dst[key].shape)} in the model")

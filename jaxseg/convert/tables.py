@@ -58,6 +58,7 @@ class Arch:
   skip: tuple = ()  # regexes of PyTorch keys that are dropped on purpose (classifier fc, ...)
   strip_prefix: str = ""  # dropped from keys that have it; a backbone then skips keys without it
   backbone_only: bool = False
+  classifier: bool = False  # an ImageNet classifier: backbone + fc (jaxseg.pssl.explain.Classifier)
   fixup: Callable | None = None  # converted dict -> None, in place
 
 
@@ -177,3 +178,11 @@ def parse_depth(name, match, known):
   if match is None or int(match.group("depth")) not in DEPTHS:
     raise ConversionError(f"unknown --arch {name} (known: {known}; depths {sorted(DEPTHS)})")
   return int(match.group("depth"))
+
+
+def classifier_arch(name, table, fc, backbone_config, strip_prefix=""):
+  """The Arch of a whole ImageNet classifier: the backbone `table` plus the dense
+  layer `fc` (PyTorch module name) as jaxseg's "fc"; dataset.num_classes from its shape."""
+  def config(sd):
+    return {**backbone_config(sd), "dataset.num_classes": shape(sd, f"{fc}.weight")[0]}
+  return Arch(name, [*table, (fc, "fc", "linear")], config, strip_prefix=strip_prefix, classifier=True)

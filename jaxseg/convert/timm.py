@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from jaxseg.convert.io import ConversionError
-from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, resnet_rows, shape
+from jaxseg.convert.tables import Arch, backbone_keys, classifier_arch, parse_depth, resnet_rows, shape
 from jaxseg.convert.torchvision import RESNET
 
 # timm.models.resnet with stem_type="deep": conv1 = Sequential(conv, BN, ReLU, conv, BN,
@@ -26,7 +26,7 @@ RESNET_DEEP_STEM = [
 KNOWN = "resnet18/34/50/101/152, resnet50c/101c/152c"
 
 
-def arch(name):
+def arch(name, classifier=False):
   base = name.split(".")[0]  # drop the pretrained tag
   m = re.fullmatch(r"(tv_)?resnet(?P<depth>\d+)(?P<variant>[a-z]*)", base)
   if m and m.group("variant") not in ("", "c"):
@@ -34,7 +34,11 @@ def arch(name):
                           f"(average-pool downsample or tiered stem) is not jaxseg's ResNet; known: {KNOWN}")
   depth = parse_depth(name, m, KNOWN)
   if m.group("variant") == "c":
-    return Arch(name, RESNET_DEEP_STEM, lambda sd: backbone_keys(depth, shape(sd, "bn1.weight")[0], "deep"),
-                skip=(r"fc\..*",), backbone_only=True)
+    keys = lambda sd: backbone_keys(depth, shape(sd, "bn1.weight")[0], "deep")
+    if classifier:
+      return classifier_arch(name, RESNET_DEEP_STEM, "fc", keys)
+    return Arch(name, RESNET_DEEP_STEM, keys, skip=(r"fc\..*",), backbone_only=True)
+  if classifier:
+    return classifier_arch(name, RESNET, "fc", lambda sd: backbone_keys(depth, shape(sd, "conv1.weight")[0], "7x7"))
   return Arch(name, RESNET, lambda sd: backbone_keys(depth, shape(sd, "conv1.weight")[0], "7x7"),
               skip=(r"fc\..*",), backbone_only=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, prefixed, resnet_rows, shape
+from jaxseg.convert.io import ConversionError
+from jaxseg.convert.tables import (Arch, backbone_keys, classifier_arch, parse_depth, prefixed, resnet_rows,
+                                   shape)
 
 # torchvision.models.ResNet: a 7x7 stem conv1/bn1, then layer1..4.
 RESNET = [
@@ -50,9 +52,13 @@ def fcn_head(src, dst):
 KNOWN = "resnet18/34/50/101/152, deeplabv3_resnet50/101, fcn_resnet50/101"
 
 
-def arch(name):
+def arch(name, classifier=False):
   m = re.fullmatch(r"(?P<head>deeplabv3_|fcn_)?resnet(?P<depth>\d+)", name)
   depth = parse_depth(name, m, KNOWN)
+  if classifier:  # the whole ImageNet classifier, fc included (a PSSL ensemble member)
+    if m.group("head"):
+      raise ConversionError(f"--classifier: --arch {name} is a segmentation model, not an ImageNet classifier")
+    return classifier_arch(name, RESNET, "fc", lambda sd: backbone_keys(depth, shape(sd, "conv1.weight")[0], "7x7"))
   if not m.group("head"):  # an ImageNet classifier: its backbone, without fc
     return Arch(name, RESNET, lambda sd: backbone_keys(depth, shape(sd, "conv1.weight")[0], "7x7"),
                 skip=(r"fc\..*",), strip_prefix="backbone.", backbone_only=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, shape
+from jaxseg.convert.tables import Arch, backbone_keys, classifier_arch, parse_depth, shape
 
 RESNET = [
     ("embedder.embedder.convolution", "backbone/stem/conv", "conv"),
@@ -19,9 +19,10 @@ RESNET = [
 ]
 
 
-def arch(name):
+def arch(name, classifier=False):
   m = re.fullmatch(r"(microsoft/)?resnet-?(?P<depth>\d+)", name)
   depth = parse_depth(name, m, "resnet-18/34/50/101/152 (as microsoft/resnet-50)")
-  return Arch(name, RESNET,
-              lambda sd: backbone_keys(depth, shape(sd, "embedder.embedder.convolution.weight")[0], "7x7"),
-              skip=(r"classifier\..*",), strip_prefix="resnet.", backbone_only=True)
+  keys = lambda sd: backbone_keys(depth, shape(sd, "embedder.embedder.convolution.weight")[0], "7x7")
+  if classifier:  # ResNetForImageClassification: classifier = Sequential(Flatten, Linear)
+    return classifier_arch(name, RESNET, "classifier.1", keys, strip_prefix="resnet.")
+  return Arch(name, RESNET, keys, skip=(r"classifier\..*",), strip_prefix="resnet.", backbone_only=True)

@@ -43,6 +43,13 @@ ARCHIVES = {
         ("ADEChallengeData2016.zip", "ADEChallengeData2016/annotations/validation",
          "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip (SceneParsing)"),
     ),
+    "ade20k_panoptic": (
+        ("ADEChallengeData2016.zip", "ADEChallengeData2016/annotations/validation",
+         "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip (SceneParsing)"),
+        ("annotations_instance.tar", "annotations_instance/validation",
+         "http://sceneparsing.csail.mit.edu/data/ChallengeData2017/annotations_instance.tar (the 2017 Places "
+         "Challenge instance annotations)"),
+    ),
     "pascal_context": (
         ("VOCtrainval_03-May-2010.tar", "VOCdevkit/VOC2010/ImageSets/Main/train.txt",
          _VOC + "voc2010/VOCtrainval_03-May-2010.tar"),
@@ -62,10 +69,16 @@ ARCHIVES = {
         ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_devkit_t12/data/meta.mat", _IMAGENET),
     ),
 }
+ARCHIVES["imagenet_pssl/released"] = (
+    *ARCHIVES["imagenet_pssl"][::2],  # the train images and the devkit (the class order)
+    ("pssl2.1_consensus.tar", "train.txt",
+     "PaddleSeg's PSSL labels, on request from paddleseg@baidu.com (see configs/pssl/README.md of PaddleSeg)"),
+)
+ARCHIVES["imagenet_pssl/classes"] = ARCHIVES["imagenet_pssl"]
 ARCHIVES["pascal_context/59"] = ARCHIVES["pascal_context/60"] = ARCHIVES["pascal_context"]
-ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/fine"]
+ARCHIVES["cityscapes"] = ARCHIVES["cityscapes/panoptic"] = ARCHIVES["cityscapes/fine"]
 # The builder config a bare NAME stands for.
-DEFAULT_CONFIG = {"cityscapes": "fine", "pascal_context": "59"}
+DEFAULT_CONFIG = {"cityscapes": "fine", "pascal_context": "59", "imagenet_pssl": "classes"}
 
 
 def archives_needed(name: str, one_line=False) -> str:

@@ -102,6 +102,10 @@ class _EvalEntry:
   def __call__(self, i):
     return self.transform(self.records[i]) if i < len(self.records) else self.blank
 
+  def stack(self, entries):
+    """A batch: the blank example's keys, each stacked."""
+    return {k: np.stack([e[k] for e in entries]) for k in self.blank}
+
 
 def eval_batches(config, source, batch_size, process_index=0, process_count=1, family=None, num_workers=None):
   """Host-local eval batches of the family's `eval_transform` (semantic: full images,
@@ -120,7 +124,8 @@ def eval_batches(config, source, batch_size, process_index=0, process_count=1, f
   records = ds[process_index::process_count]
   per_host = -(-len(source) // process_count)
   entry = _EvalEntry(records, _Named(family.eval_transform, config.dataset.eval_split), family.example(train=False))
-  batches = grain.MapDataset.range(-(-per_host // batch_size) * batch_size).map(entry).batch(batch_size)
+  entries = grain.MapDataset.range(-(-per_host // batch_size) * batch_size).map(entry)
+  batches = entries.batch(batch_size, batch_fn=entry.stack)
   if num_workers <= 0:
     for i in range(len(batches)):  # in this process, one record after the other
       yield batches[i]

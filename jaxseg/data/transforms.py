@@ -72,7 +72,8 @@ def crop_window_matrix(shape, scaled, angle, offset):
 
 
 def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_size=0, rotate_degrees=0.0,
-                      rotate_prob=0.5, image_fill=0, cat_max_ratio=1.0, ignore_index=255, tries=10):
+                      rotate_prob=0.5, image_fill=0, cat_max_ratio=1.0, ignore_index=255, tries=10,
+                      ratio=None, label_fill=None, classes=None, pad_image=0):
   """Random scale, random rotation and random crop with pad, computed by resampling
   only the crop window (one cv2.warpAffine of crop size) instead of resizing and
   rotating the whole record first. The draws and their order are random_scale's and
@@ -86,11 +87,18 @@ def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_
   FastFCN / EncNet code's base size), not the record's own size x the ratio.
   Rotation (PSPNet): with probability rotate_prob, by an angle uniform in
   [-rotate_degrees, rotate_degrees] about the canvas centre, the canvas keeping its
-  size; what it uncovers is `image_fill` in the image, ignore in the label."""
+  size; what it uncovers is `image_fill` in the image, ignore in the label.
+
+  Panoptic records (jaxseg.data.instances) pass a `ratio` drawn by another rule
+  (then scale_range, step and base_size are unused), a segment-index `label` whose
+  padding is `label_fill` (void) and whose pixels' classes, for cat_max_ratio, are
+  `classes[label]`, and `pad_image`, the RGB of the image's padding (else 0)."""
   h, w = label.shape
-  ratio = draw_scale(rng, scale_range, step)
-  if base_size > 0:
-    ratio *= base_size / min(h, w)
+  label_fill = ignore_index if label_fill is None else label_fill
+  if ratio is None:
+    ratio = draw_scale(rng, scale_range, step)
+    if base_size > 0:
+      ratio *= base_size / min(h, w)
   sh, sw = scaled_size((h, w), ratio)
   angle = 0.0
   if rotate_degrees > 0 and rng.random() < rotate_prob:
@@ -118,10 +126,11 @@ def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_
   for _ in range(tries if cat_max_ratio < 1 else 1):
     y0, x0 = rng.integers(0, ph - ch + 1), rng.integers(0, pw - cw + 1)
     m = crop_window_matrix((h, w), (sh, sw), angle, (y0, x0))
-    crop = pad(warp(label, m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, ignore_index), y0, x0, ignore_index)
+    crop = pad(warp(label, m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, label_fill), y0, x0, label_fill)
     if cat_max_ratio >= 1:
       break
-    counts = np.bincount(crop.ravel(), minlength=ignore_index + 1)  # (np.unique sorts: 8x slower)
+    crop_classes = crop if classes is None else classes[crop]
+    counts = np.bincount(crop_classes.ravel(), minlength=ignore_index + 1)  # (np.unique sorts: 8x slower)
     counts[ignore_index] = 0
     if np.count_nonzero(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
       break
@@ -131,7 +140,7 @@ def scale_rotate_crop(image, label, rng, crop_size, scale_range, step=0.0, base_
   if angle:
     inside = warp(np.ones((h, w), np.uint8), m, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
     out[inside == 0] = np.asarray(image_fill, np.float64).round().clip(0, 255).astype(np.uint8)
-  return pad(out, y0, x0, 0), crop
+  return pad(out, y0, x0, np.asarray(pad_image, np.float64).round().clip(0, 255).astype(np.uint8)), crop
 
 
 def gaussian_blur(image, rng, kernel=5, sigma_range=(0.0, 0.0)):
@@ -209,6 +218,16 @@ def check_train_input(cfg):
                         f"input.blur_kernel is 0; got {sigma}")
 
 
+def blur_and_colour(image, rng, cfg):
+  """The crop's Gaussian blur (input.blur_prob) and photometric distortion
+  (input.photometric), image only."""
+  if cfg.get("blur_prob", 0.0) > 0 and rng.random() < cfg.blur_prob:
+    image = gaussian_blur(image, rng, cfg.blur_kernel, tuple(cfg.blur_sigma))
+  if cfg.photometric:
+    image = photometric_distortion(image, rng)
+  return image
+
+
 def train_transform(record, rng, cfg, ignore_index, where="record"):
   """random scale (+ rotation) + crop with pad in one resampling -> flip -> Gaussian
   blur -> photometric distortion. The blur runs on the crop: cheaper than on the
@@ -220,10 +239,7 @@ def train_transform(record, rng, cfg, ignore_index, where="record"):
       cfg.cat_max_ratio, ignore_index)
   if cfg.flip and rng.random() < 0.5:
     image, label = image[:, ::-1], label[:, ::-1]
-  if cfg.get("blur_prob", 0.0) > 0 and rng.random() < cfg.blur_prob:
-    image = gaussian_blur(image, rng, cfg.blur_kernel, tuple(cfg.blur_sigma))
-  if cfg.photometric:
-    image = photometric_distortion(image, rng)
+  image = blur_and_colour(image, rng, cfg)
   out = {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
   if cfg.get("canny_edges", False):  # of the augmented crop the network sees
     out["edges"] = canny(out["image"], cfg.canny_thresholds)

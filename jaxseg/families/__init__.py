@@ -27,6 +27,11 @@ modules of this package), or a dotted module path for a family defined elsewhere
 
 `Base` holds the parts most families share (init, apply, the dataset of
 config.dataset).
+
+A training transform may report what it did to a record without failing in entries
+named `count_<what>` (an int per record; jaxseg.data.instances: count_instances_dropped,
+instances beyond input.max_instances): train.py takes them out of each batch before
+the step (`take_counts`) and logs their running totals as `<what>` in train_log.jsonl.
 """
 from __future__ import annotations
 
@@ -99,3 +104,13 @@ class Base:
 def stack(examples):
   """A batch dict from a list of per-record dicts."""
   return jax.tree.map(lambda *x: np.stack(x), *examples)
+
+
+COUNT_PREFIX = "count_"
+
+
+def take_counts(batch):
+  """{<what>: sum} of the `count_<what>` entries of a host-local batch, which are
+  removed from it (they are reports, not model inputs)."""
+  names = [k for k in batch if k.startswith(COUNT_PREFIX)]
+  return {k[len(COUNT_PREFIX):]: int(np.sum(batch.pop(k))) for k in names}

@@ -1,6 +1,7 @@
 """The semantic segmentation family: dense per-pixel class logits.
 
-Batches: "image" uint8 (B, H, W, 3), "label" uint8 (B, H, W) with ignore_index, and
+Batches: "image" uint8 (B, H, W, 3), "label" (B, H, W) with ignore_index (uint8, or
+uint16 where a class id or the ignore index exceeds 255: PSSL's 1001 classes), and
 "edges" (B, H, W) in {0, 1} with input.canny_edges (Gated-SCNN). The Segmentor
 (jaxseg.models.segmentor) gets the normalised image and the batch, whose keys its
 heads read; the loss is the weighted sum of each output's terms (jaxseg.losses);
@@ -65,6 +66,11 @@ def segmentation_loss(outputs, labels, config, key=None):
   return total, terms
 
 
+def label_dtype(dataset):
+  """uint8 labels, or uint16 where the classes or the ignore index do not fit in 8 bits."""
+  return np.uint8 if max(dataset.num_classes - 1, dataset.ignore_index) <= 255 else np.uint16
+
+
 class Family(Base):
   # config.evals entries: evaluator -> its options with their defaults
   EVALUATORS = {"confusion": {"every": 0}, "boundary_f": {"every": 0, "tolerance": 3}}
@@ -89,7 +95,8 @@ class Family(Base):
     c = self.config
     size = tuple(c.input.crop_size if train else c.input.eval_size)
     label = size if train else self.label_canvas()
-    out = {"image": np.zeros((*size, 3), np.uint8), "label": np.full(label, c.dataset.ignore_index, np.uint8)}
+    out = {"image": np.zeros((*size, 3), np.uint8),
+           "label": np.full(label, c.dataset.ignore_index, label_dtype(c.dataset))}
     if c.input.get("canny_edges", False):
       out["edges"] = np.zeros(size, np.uint8)
     if not train and self.resizes_eval_images():  # a blank entry: nothing valid

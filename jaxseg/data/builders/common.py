@@ -140,6 +140,68 @@ def panoptic_features(encoding_format: str):
   })
 
 
+def rle_encode(mask):
+  """COCO's uncompressed RLE of a boolean (H, W) mask: {"size": [H, W], "counts": run
+  lengths over the column-major pixels, alternately 0s and 1s, starting with 0s}."""
+  flat = np.asarray(mask, bool).reshape(-1, order="F")
+  changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+  bounds = np.concatenate([[0], changes, [flat.size]])
+  counts = np.diff(bounds).tolist()
+  if flat.size and flat[0]:
+    counts = [0] + counts
+  return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def panoptic_record(ids, listed, isthing):
+  """The "label", "panoptic", "segments" and "instances" entries of panoptic_features
+  from (H, W) int64 segment ids (0 = void) and `listed` = [(id, category index,
+  iscrowd)] of the segments (each with pixels; the caller checks): segments' area and
+  bbox (x, y, w, h) are their pixels'; the label is each pixel's category, 255 on void;
+  the instances are the thing segments (crowds included), with COCO's uncompressed RLE
+  of their mask as JSON text."""
+  import json
+  label = np.full(ids.shape, IGNORE, np.uint8)
+  segments = {"id": [], "category": [], "iscrowd": [], "area": [], "bbox": []}
+  instances = {"category": [], "iscrowd": [], "area": [], "bbox": [], "segmentation": []}
+  for sid, category, crowd in listed:
+    mask = ids == sid
+    ys, xs = np.nonzero(mask)
+    bbox = [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]
+    label[mask] = category
+    for key, value in zip(segments, (sid, category, crowd, int(mask.sum()), bbox)):
+      segments[key].append(value)
+    if isthing[category]:
+      for key, value in zip(instances, (category, crowd, float(mask.sum()), bbox, json.dumps(rle_encode(mask)))):
+        instances[key].append(value)
+  rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], -1).astype(np.uint8)
+  as_array = lambda values, dtype: np.array(values, dtype)
+  return {
+      "label": label[..., None], "panoptic": rgb,
+      "segments": {"id": as_array(segments["id"], np.int64), "category": as_array(segments["category"], np.int64),
+                   "iscrowd": as_array(segments["iscrowd"], np.int64), "area": as_array(segments["area"], np.int64),
+                   "bbox": as_array(segments["bbox"], np.float32).reshape(-1, 4)},
+      "instances": {"category": as_array(instances["category"], np.int64),
+                    "iscrowd": as_array(instances["iscrowd"], np.int64),
+                    "area": as_array(instances["area"], np.float32),
+                    "bbox": as_array(instances["bbox"], np.float32).reshape(-1, 4),
+                    "segmentation": list(instances["segmentation"])},
+  }
+
+
+def read_int_png(tree, name: str) -> np.ndarray:
+  """The (H, W) int64 values of an 8- or 16-bit greyscale PNG (Cityscapes' instanceIds)."""
+  try:
+    image = Image.open(io.BytesIO(tree.read(name)))
+    image.load()
+  except BadExample:
+    raise
+  except Exception as e:
+    raise BadExample(f"{tree.where(name)}: corrupt or truncated PNG ({e})") from None
+  if image.mode not in ("I;16", "I", "L"):
+    raise BadExample(f"{tree.where(name)}: PNG has mode {image.mode}, expected 8- or 16-bit grey")
+  return np.asarray(image).astype(np.int64)
+
+
 def files_under(tree, prefix: str, suffix: str):
   """Sorted files under `prefix` ending in `suffix`; InputDataError if there are none
   (a split folder missing from the archive is an error, not an empty split)."""

@@ -43,16 +43,7 @@ def segment_id(category, k):
   return (category + 1) * 1000 + k
 
 
-def rle_encode(mask):
-  """COCO's uncompressed RLE of a boolean (H, W) mask: {"size": [H, W], "counts": run
-  lengths over the column-major pixels, alternately 0s and 1s, starting with 0s}."""
-  flat = np.asarray(mask, bool).reshape(-1, order="F")
-  changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-  bounds = np.concatenate([[0], changes, [flat.size]])
-  counts = np.diff(bounds).tolist()
-  if flat.size and flat[0]:
-    counts = [0] + counts
-  return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+rle_encode = common.rle_encode  # COCO's uncompressed RLE of a boolean mask
 
 
 def _floor(rng, h, w):

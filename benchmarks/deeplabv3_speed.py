@@ -27,13 +27,14 @@ from jaxseg.tools.benchmark import measure_jax, measure_torch, torch_available  
 
 
 def load_config(depth, crop, batch, dtype):
-  from jaxseg.config import load_config_file
+  from jaxseg.config import aux_head, load_config_file
   c = load_config_file(os.path.join(ROOT, "configs", "deeplabv3_voc.py"))
   c.model.backbone.depth = depth
   c.model.backbone.output_stride = 8
   c.model.eval_output_stride = 8
   c.model.backbone.multi_grid = (1, 1, 1)
-  c.model.aux_head = True
+  c.model.aux_heads = dict(aux=aux_head())  # FCN on c3, 256 channels
+  c.loss.weights = dict(seg=1.0, aux=0.4)
   c.model.dtype = dtype
   c.input.crop_size = (crop, crop)
   c.train.batch_size = batch

@@ -211,7 +211,7 @@ def torch_train(case, tiny, iters, warmup):
   std = torch.tensor(config.dataset.std, device=device).view(1, 3, 1, 1)
   amp = case["dtype"] == "bfloat16"
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  weights = {"seg": 1.0, "aux": config.loss.aux_weight}
+  weights = config.loss.weights  # of "seg" and "aux"
 
   def once():
     x = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -14,16 +14,16 @@ Reported val mIoU (R-101): 79.93 ss / 81.49 ms; paper ablation (R-50): FCN 70.03
 PAM 75.74 / CAM 74.28 / both 76.34.
 
 At crop 768 the position attention has N = 96 * 96 = 9,216 positions, so its 8 x N x N
-matrix (2.7 GB in fp32) exceeds model.danet_blocked_threshold and PAM runs blockwise.
+matrix (2.7 GB in fp32) exceeds model.attention_blocked_threshold and PAM runs blockwise.
 The paper's channel attention is softmax(X X^T); the official code's
-softmax(rowmax - X X^T) is --config.model.danet_cam_variant=official.
+softmax(rowmax - X X^T) is --config.model.head.cam_variant=official.
 
 Variants (--config configs/danet_cityscapes.py:NAME): plain: single-scale evaluation;
 `:ms` scales {0.5, ..., 1.75} + flip; `:tiny` smoke variant: the same head, tiny, on
 `shapes`.
 """
 from jaxseg import presets
-from jaxseg.config import base_config, tiny_variant
+from jaxseg.config import base_config, head, tiny_variant
 
 
 def get_config(variant=""):
@@ -31,11 +31,9 @@ def get_config(variant=""):
   presets.dataset(c, "cityscapes")
   presets.augment(c, (768, 768), scale_range=(0.75, 2.0))
   presets.resnet(c, 101, multi_grid=(1, 2, 4))  # layer4 rates (4, 8, 16) at OS8
-  c.model.decode_head = "danet"
-  c.model.danet_cam_variant = "paper"
-  c.model.aux_head = False  # DANet's extra supervision is the PAM and CAM outputs
-  c.loss.pam_weight = 1.0
-  c.loss.cam_weight = 1.0
+  c.model.head = head("danet", cam_variant="paper")
+  c.model.aux_heads = {}  # DANet's extra supervision is the PAM and CAM outputs
+  c.loss.weights = dict(seg=1.0, pam=1.0, cam=1.0)
   c.optim.head_lr_mult = 10.0
   presets.sgd_poly(c, lr=0.01, steps=89250, eval_every=10000, batch_size=8)
   presets.slide(c, (768, 768), (512, 512), batch_size=2)
@@ -47,5 +45,5 @@ def _tiny(c):
   attention the full-size config runs, over 16-key blocks (the 64x64 crops give
   N = 64 positions at OS8)."""
   tiny_variant(c)
-  c.model.danet_blocked_threshold = 0
-  c.model.danet_block_size = 16
+  c.model.attention_blocked_threshold = 0
+  c.model.attention_block_size = 16

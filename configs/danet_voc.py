@@ -9,7 +9,7 @@ CAM-only outputs each supervised with weight 1, plus an FCN auxiliary head on la
 5e-4, batch 16 (SyncBN: global BN here), crop 512x512, 20K iterations on train_aug
 (10,582 images); random scale 0.5-2.0, crop with cat_max_ratio 0.75, flip,
 photometric distortion. The toolbox's channel attention is the official code's
-softmax(rowmax - X X^T), hence danet_cam_variant = "official". Whole-image inference
+softmax(rowmax - X X^T), hence the head's cam_variant = "official". Whole-image inference
 on the 1,449 val images (padded here; the toolbox resizes them).
 Reported val mIoU (toolbox, R-50): 74.45 ss / 75.69 ms+f.
 
@@ -17,7 +17,7 @@ Variants (--config configs/danet_voc.py:NAME): plain: single-scale evaluation; `
 scales {0.5, ..., 1.75} + flip; `:tiny` smoke variant: the same head, tiny, on `shapes`.
 """
 from jaxseg import presets
-from jaxseg.config import base_config, tiny_variant
+from jaxseg.config import aux_head, base_config, head, tiny_variant
 
 
 def get_config(variant=""):
@@ -25,12 +25,9 @@ def get_config(variant=""):
   presets.dataset(c, "voc_aug")
   presets.augment(c, (512, 512), photometric=True, cat_max_ratio=0.75)
   presets.resnet(c, 50)
-  c.model.decode_head = "danet"
-  c.model.danet_cam_variant = "official"
-  c.model.aux_channels = 256
-  c.loss.aux_weight = 0.4
-  c.loss.pam_weight = 1.0
-  c.loss.cam_weight = 1.0
+  c.model.head = head("danet", cam_variant="official")
+  c.model.aux_heads = dict(aux=aux_head(channels=256))
+  c.loss.weights = dict(seg=1.0, pam=1.0, cam=1.0, aux=0.4)
   presets.sgd_poly(c, lr=0.01, steps=20000, eval_every=2000, weight_decay=5e-4)
   c.optim.decay_norm_and_bias = True  # the toolbox decays every parameter
   c.eval.update(dict(mode="whole", batch_size=8))
@@ -42,5 +39,5 @@ def _tiny(c):
   attention the full-size config runs, over 16-key blocks (the 64x64 crops give
   N = 64 positions at OS8)."""
   tiny_variant(c)
-  c.model.danet_blocked_threshold = 0
-  c.model.danet_block_size = 16
+  c.model.attention_blocked_threshold = 0
+  c.model.attention_block_size = 16

@@ -18,7 +18,8 @@ def get_config(variant=""):
   presets.dataset(c, "cityscapes")
   presets.augment(c, (769, 769), scale_step=0.25)
   presets.resnet(c, 101, output_stride=16, multi_grid=(1, 2, 4), stem="7x7", eval_output_stride=8)
-  c.model.aux_head = False
+  c.model.aux_heads = {}  # DeepLabv3 has no auxiliary loss
+  c.loss.weights = dict(seg=1.0)
   c.model.bn_momentum = 0.9997
   presets.sgd_poly(c, lr=0.007, steps=90000, eval_every=10000)
   c.eval.update(dict(mode="whole", batch_size=2))  # the paper runs inference on the whole image

@@ -31,7 +31,8 @@ def get_config(variant=""):
   c.input.eval_size = (513, 513)
   # the original ResNet the paper fine-tunes, OS16 in training and OS8 at evaluation
   presets.resnet(c, 101, output_stride=16, multi_grid=(1, 2, 4), stem="7x7", eval_output_stride=8)
-  c.model.aux_head = False  # DeepLabv3 has no auxiliary loss
+  c.model.aux_heads = {}  # DeepLabv3 has no auxiliary loss
+  c.loss.weights = dict(seg=1.0)
   c.model.bn_momentum = 0.9997
   presets.sgd_poly(c, lr=0.007, steps=30000, eval_every=5000, ckpt_every=1000)
   c.eval.batch_size = 8

@@ -23,7 +23,7 @@ same network without the shape stream; `:tiny` smoke variant on `shapes`;
 `:tiny_noshape` smoke variant without the shape stream.
 """
 from jaxseg import presets
-from jaxseg.config import base_config, tiny_variant
+from jaxseg.config import base_config, head, tiny_variant
 
 
 def get_config(variant=""):
@@ -32,13 +32,11 @@ def get_config(variant=""):
   presets.augment(c, (720, 720))
   c.input.update(dict(canny_edges=True, canny_thresholds=(10, 100)))
   presets.resnet(c, 101)
-  c.model.decode_head = "gscnn"
-  c.model.aspp_rates = (6, 12, 18)  # x2 at OS8: (12, 24, 36)
-  c.model.gscnn_shape_channels = (64, 32, 16, 8)
-  c.model.gscnn_low_level_channels = 48
-  c.model.aux_head = False
-  c.loss.update(dict(edge_weight=20.0, dual_task_weight=1.0, boundary_ce_weight=1.0, boundary_threshold=0.8,
-                     boundary_radius=2, dual_task_tau=0.5))
+  c.model.head = head("gscnn", channels=256, rates=(6, 12, 18),  # x2 at OS8: (12, 24, 36)
+                      shape_channels=(64, 32, 16, 8), low_level_channels=48)
+  c.model.aux_heads = {}
+  c.loss.weights = dict(seg=1.0, edge=20.0, dual_task=1.0, boundary_ce=1.0)  # lambda = (20, 1, 1, 1)
+  c.loss.update(dict(boundary_threshold=0.8, boundary_radius=2, dual_task_tau=0.5))
   presets.sgd_poly(c, lr=0.01, steps=35000, eval_every=5000, power=1.0)
   c.eval.update(dict(mode="whole", batch_size=2))
   c.evals.boundary_f = dict(every=0, tolerance=3)  # the paper's boundary F-score at 3 px
@@ -47,7 +45,7 @@ def get_config(variant=""):
 
 
 def _noshape(c):
-  c.model.gscnn_shape_stream = False
+  c.model.head.shape_stream = False
   c.input.canny_edges = False
   return c
 
@@ -55,6 +53,5 @@ def _noshape(c):
 def _tiny(c):
   """jaxseg.config.tiny_variant around this head, with a narrow shape stream."""
   tiny_variant(c)
-  c.model.gscnn_shape_channels = (16, 8, 8, 4)
-  c.model.gscnn_low_level_channels = 8
+  c.model.head.update(dict(shape_channels=(16, 8, 8, 4), low_level_channels=8))
   return c

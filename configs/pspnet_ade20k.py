@@ -18,7 +18,7 @@ Variants (--config configs/pspnet_ade20k.py:NAME): plain: single-scale evaluatio
 scales {0.5, ..., 1.75} + flip; `:tiny` smoke variant: the same head, tiny, on `shapes`.
 """
 from jaxseg import presets
-from jaxseg.config import base_config
+from jaxseg.config import aux_head, base_config, head
 
 
 def get_config(variant=""):
@@ -27,11 +27,9 @@ def get_config(variant=""):
   presets.augment(c, (473, 473))
   presets.pspnet_augment(c)  # rotation +-10 degrees, Gaussian blur
   presets.resnet(c, 50)  # PSPNet has no multi-grid
-  c.model.decode_head = "psp"
-  c.model.head_channels = 512
-  c.model.psp_bins = (1, 2, 3, 6)
-  c.model.aux_channels = 256
-  c.loss.aux_weight = 0.4
+  c.model.head = head("psp", channels=512, bins=(1, 2, 3, 6))
+  c.model.aux_heads = dict(aux=aux_head(channels=256))
+  c.loss.weights = dict(seg=1.0, aux=0.4)
   presets.sgd_poly(c, lr=0.01, steps=150000, eval_every=10000)
   presets.slide(c, (473, 473), (316, 316), batch_size=8)
   return presets.variants(c, variant, "configs/pspnet_ade20k.py")

@@ -31,6 +31,6 @@ def sibling(name):
 def get_config(variant="", backbone="stdc1"):
   c = sibling("stdc1_cityscapes").get_config(backbone=backbone)
   presets.pssl_pretraining(c)
-  c.model.detail_head = False
-  c.loss.update(dict(aux16_weight=1.0, aux32_weight=1.0))
+  c.model.head.detail_head = False
+  c.loss.weights = dict(seg=1.0, aux16=1.0, aux32=1.0)
   return presets.variants(c, variant, f"configs/pssl_{backbone}_imagenet.py", sibling("pssl_pspnet_imagenet").PSSL_VARIANTS)

@@ -25,7 +25,7 @@ Variants (--config configs/stdc1_cityscapes.py:NAME): plain: Seg50; `:seg75` Seg
 `:tiny` smoke variant: STDC1 at base width 8 on `shapes`.
 """
 from jaxseg import presets
-from jaxseg.config import base_config, tiny_variant
+from jaxseg.config import base_config, head, tiny_variant
 
 
 def get_config(variant="", backbone="stdc1"):
@@ -34,11 +34,10 @@ def get_config(variant="", backbone="stdc1"):
   presets.augment(c, (512, 1024), scale_range=(0.125, 1.5), scale_step=0.125, photometric=True)
   c.model.backbone.update(dict(name=backbone, width=64, output_stride=32))
   c.model.eval_output_stride = 32
-  c.model.decode_head = "stdc"
-  c.model.head_channels = 256  # FFM and seg head; the context path has 128
-  c.model.aux_channels = 64  # auxiliary and detail heads
-  c.model.detail_head = True
-  c.loss.update(dict(aux16_weight=1.0, aux32_weight=1.0, detail_weight=1.0))
+  # FFM and seg head 256 (the context path 128); the auxiliary and detail heads 64
+  c.model.head = head("stdc", channels=256, aux_channels=64, aux_heads=True, detail_head=True)
+  c.model.aux_heads = {}  # the decoder's own: "aux16", "aux32"
+  c.loss.weights = dict(seg=1.0, aux16=1.0, aux32=1.0, detail=1.0)
   c.loss.update(dict(ohem=True, ohem_thresh=0.7, ohem_min_kept=-1))  # min_kept: B * H * W // 16
   presets.sgd_poly(c, lr=0.01, steps=60000, eval_every=5000, batch_size=48, weight_decay=5e-4)
   # warmup from lr 1e-5, exponential over 1000 steps, then poly

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 
+import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxseg.config import base_config, inactive_model_keys
+from jaxseg.config import upgrade
 from jaxseg.errors import CheckpointMismatchError, NoCheckpointError, first_line
 
 
@@ -79,6 +80,12 @@ def restore(mngr, step, abstract_state):
   try:
     restored = mngr.restore(step, args=args)
   except (ValueError, KeyError, TypeError) as e:
+    if _weights_fit(f"{path}/state", abstract_state):  # only the optimizer state differs
+      workdir = os.path.dirname(os.path.normpath(str(mngr.directory)))
+      raise CheckpointMismatchError(
+          f"checkpoint {path} holds the optimizer state of another optimizer (its parameter groups or "
+          f"optim.* differ from this config's), so it cannot be resumed; start from its weights in a new "
+          f"work dir with --config.model.init_from={workdir}") from e
     if "shape" in str(e).lower() or isinstance(e, KeyError):
       raise CheckpointMismatchError(f"checkpoint {path} does not match the model of this config "
                                     f"({first_line(e, 200)})") from e
@@ -86,6 +93,19 @@ def restore(mngr, step, abstract_state):
   except Exception as e:  # tensorstore/OS errors of damaged files
     raise _unreadable(mngr, step, e) from e
   return restored.state, restored.data
+
+
+def _weights_fit(state_path, abstract_state):
+  """Whether the checkpoint at `state_path` holds the params and batch_stats (names and
+  shapes) of `abstract_state`."""
+  import jax
+  try:
+    saved = ocp.StandardCheckpointer().metadata(state_path).item_metadata
+    shapes = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape)
+                           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return all(shapes(saved[part]) == shapes(getattr(abstract_state, part)) for part in ("params", "batch_stats"))
+  except Exception:  # no readable metadata: not a question of the optimizer
+    return False
 
 
 def _unreadable(mngr, step, error):
@@ -98,7 +118,7 @@ def _unreadable(mngr, step, error):
 
 # Config keys that do not change what a checkpoint holds.
 _SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout",
-                  "model.danet_blocked_threshold", "model.danet_block_size", "model.align_corners",
+                  "model.attention_blocked_threshold", "model.attention_block_size", "model.align_corners",
                   "model.init_from", "model.init_from_prefix")
 
 
@@ -114,21 +134,23 @@ def _flatten(tree, prefix=""):
 
 def check_same_model(workdir, config):
   """Raises CheckpointMismatchError if WORKDIR/config.json describes another model:
-  another family, number of classes, or model key of the components in use (the keys
-  of heads and necks that neither config uses are not compared)."""
+  another family, number of classes, or model key of the components in use. Each
+  component (model.backbone, .neck, .head, .aux_heads) holds only its own keys, so
+  the keys of heads and necks that neither config uses are never compared."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
-  defaults = _flatten(json.loads(base_config().to_json()))
   with open(path) as f:
-    saved = {**defaults, **_flatten(json.load(f))}  # keys added since: their defaults
-  current = {**defaults, **_flatten(json.loads(config.to_json()))}  # e.g. an upgraded older config
-  unused = inactive_model_keys(config.model)  # a different head or neck differs in decode_head / neck
+    saved = _flatten(upgrade(ml_collections.ConfigDict(json.load(f))).to_dict())  # keys added since: defaults
+  current = _flatten(upgrade(config).to_dict())
   for key in sorted(set(saved) | set(current)):
-    if key in unused:
-      continue
     if ((key.startswith("model.") and key not in _SHAPE_NEUTRAL) or key in ("dataset.num_classes", "family")) \
-        and saved.get(key) != current.get(key):
+        and _plain(saved.get(key)) != _plain(current.get(key)):
       raise CheckpointMismatchError(
           f"work dir {workdir} holds a checkpoint of a different model ({key}: "
           f"{saved.get(key)!r} there, {current.get(key)!r} now); use another --workdir")
+
+
+def _plain(value):
+  """Tuples (a config file's) and lists (config.json's) compare alike."""
+  return list(value) if isinstance(value, (tuple, list)) else value

@@ -93,66 +93,42 @@ def base_config() -> ml_collections.ConfigDict:
           contract_dilation=True,  # first block of a dilated stage uses half the rate
           extra_blocks=0,  # cascaded copies of block4 (DeepLabv3 Sec. 3.2 "going deeper")
           dilations=(),  # () = from output_stride; else 4 stage rates on top of the strides (mmseg FastFCN)
-          name="resnet",  # "resnet", or "stdc1" / "stdc2" (width = base width 64; OS 32)
+          name="resnet",  # "resnet", "stdc1" / "stdc2" (width = base width 64; OS 32) or "swin"
+          # Swin (width = embed dim C; OS 32); models.backbones.swin.PRESETS holds Swin-T/S/B/L
+          swin_depths=(2, 2, 6, 2),  # blocks per stage
+          swin_heads=(3, 6, 12, 24),  # attention heads per stage
+          swin_window=7,  # M of the M x M windows
+          drop_path_rate=0.0,  # stochastic depth of the last block (linear from 0 over the blocks)
       ),
-      neck="",  # "" or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
-      jpu_channels=512,
-      decode_head="aspp",  # "aspp", "psp", "danet", "encnet", "mcibi", "fcn", "stdc" or "gscnn"
-      head_channels=256,
-      aspp_rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
-      psp_bins=(1, 2, 3, 6),
-      psp_pooling="avg",  # "avg" or "max" (PSPNet ablation: avg is better)
-      psp_reduction=True,  # 1x1 conv to C / len(bins) per branch; False keeps C
-      danet_cam_variant="paper",  # "paper": softmax(XX^T); "official" (code): softmax(rowmax - XX^T)
-      danet_blocked_threshold=2 ** 26,  # B*N*N elements above which PAM runs blockwise
-      danet_block_size=512,  # keys per block of the blockwise PAM (and MCIBI's attention)
-      encnet_codewords=32,  # K of EncNet's encoding layer
-      encnet_reduce_kernel=0,  # its first conv: 0 = 1x1 behind the JPU (official code), else 3x3
-      mcibi_channels=512,  # C of the pixel representations R and the memory rows
-      mcibi_transform_channels=256,  # query/key/value width of the context refinement
-      mcibi_momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
-      mcibi_momentum_power=0.9,  # p
-      mcibi_update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
-      detail_head=True,  # STDC detail guidance on the 1/8 feature (training only; decode_head "stdc")
-      fcn_num_convs=1,  # decode_head "fcn": 3x3 conv + BN + ReLU layers (mmseg's FCN: 2)
-      fcn_concat_input=False,  # and one more on [c4, their output] (mmseg's FCN: True)
-      fcn_dilation=1,  # of those stacked convs (mmseg's fcn-d6 models: 6)
-      stdc_classifier_bias=False,  # STDC's 1x1 classifiers: no bias (authors' code); mmseg's have one
-      gscnn_shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
-      gscnn_low_level_channels=48,  # DeepLabv3+ decoder's reduction of c1
-      gscnn_shape_stream=True,  # False: the same network without shape stream (DeepLabv3+)
+      # The components: a name and the keys the named module defines (its CONFIG);
+      # set them with `neck(...)`, `head(...)` and `aux_head(...)` below.
+      neck=neck(""),  # "" = none, or "jpu" (FastFCN: c4 replaced by the JPU output at OS8)
+      head=head("aspp"),  # "aspp", "psp", "danet", "encnet", "mcibi", "fcn", "stdc" or "gscnn"
+      aux_heads=dict(aux=aux_head()),  # output name -> FCN head; {} = none
       dropout=0.1,
-      aux_head=True,
-      aux_channels=256,
-      aux_dilation=1,  # of the auxiliary FCN head's 3x3 conv (mmseg's fcn-d6 models: 6)
       eval_output_stride=8,  # DeepLabv3 trains at OS16 and evaluates at OS8
       bn_momentum=0.9,
       dtype="float32",  # compute dtype; params stay float32
-      aspp_project_kernel=1,  # ASPP projection conv: 1 (paper, torchvision) or 3 (mmsegmentation)
-      aspp_extra_conv=False,  # torchvision's DeepLabHead: 3x3 conv + BN + ReLU before the classifier
       align_corners=False,  # bilinear upsampling (PPM, JPU, logits) as PyTorch align_corners=True
+      # Attention over the N = h * w positions (DANet's PAM, MCIBI's refinement) runs
+      # blockwise over keys once its B x N x N matrix has more elements than this.
+      attention_blocked_threshold=2 ** 26,
+      attention_block_size=512,  # keys per block
       init_from="",  # start training from this converted checkpoint or work dir (python -m jaxseg.convert)
       init_from_prefix="",  # load only these subtrees, e.g. "backbone" or "backbone,neck"; "" = all
   )
 
   c.loss = dict(
-      aux_weight=0.4,  # weight of the output "aux"; every extra output X uses loss.X_weight
-      pam_weight=1.0,  # DANet's PAM-only output (1:1:1 as the official code)
-      cam_weight=1.0,  # DANet's CAM-only output
-      dataset_context_weight=0.4,  # MCIBI alpha: CE of the class distribution W
-      memory_weight=1.0,  # MCIBI beta: CE of H2 on the memory rows
-      se_weight=0.2,  # EncNet's Semantic Encoding loss (official FastFCN/EncNet code: 0.2)
+      # Output (or loss term) -> weight: every term the model produces needs one. DANet:
+      # pam, cam; EncNet: se; MCIBI: dataset_context, memory; STDC: aux16, aux32,
+      # detail; Gated-SCNN: edge, dual_task, boundary_ce (the terms of its output "edge").
+      weights=dict(seg=1.0, aux=0.4),
       class_weights=(),  # () = unweighted; else one weight per class
-      aux16_weight=1.0,  # STDC's auxiliary heads on the 1/16 and 1/32 context paths
-      aux32_weight=1.0,
-      detail_weight=1.0,  # STDC detail loss (BCE + dice against the Laplacian detail map)
       ohem=False,  # online hard example mining for every cross-entropy on the label map
       ohem_thresh=0.7,  # hard pixel: probability of the true class below this
       ohem_min_kept=-1,  # keep at least this many pixels per batch; -1 = B * H * W // 16
-      edge_weight=20.0,  # Gated-SCNN lambda1: class-balanced BCE of the boundary logits "edge"
-      dual_task_weight=1.0,  # lambda3: L1 of the soft segmentation's boundaries vs the GT's
-      boundary_ce_weight=1.0,  # lambda4: CE on pixels where sigmoid(edge) > boundary_threshold
-      boundary_threshold=0.8,
+      # Gated-SCNN's boundary terms (jaxseg.models.heads.gscnn.edge_terms)
+      boundary_threshold=0.8,  # boundary CE on pixels where sigmoid(edge) > this
       boundary_radius=2,  # GT boundaries: pixels within this distance of another class
       dual_task_tau=0.5,  # Gumbel-softmax temperature
   )
@@ -225,28 +201,42 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-# The model keys each component reads besides the shared ones (backbone, widths,
-# dropout, BN): a work dir of one head resumes whatever the keys of the other heads.
-HEAD_KEYS = {
-    "aspp": ("aspp_rates", "aspp_project_kernel", "aspp_extra_conv"),
-    "psp": ("psp_bins", "psp_pooling", "psp_reduction"),
-    "danet": ("danet_cam_variant", "danet_blocked_threshold", "danet_block_size"),
-    "encnet": ("encnet_codewords", "encnet_reduce_kernel"),
-    "mcibi": ("mcibi_channels", "mcibi_transform_channels", "mcibi_momentum", "mcibi_momentum_power",
-              "mcibi_update_at_label_size", "aspp_rates", "danet_blocked_threshold", "danet_block_size"),
-    "fcn": ("fcn_num_convs", "fcn_concat_input"),
-    "stdc": ("detail_head", "stdc_classifier_bias"),
-    "gscnn": ("gscnn_shape_channels", "gscnn_low_level_channels", "gscnn_shape_stream", "aspp_rates"),
-}
-NECK_KEYS = {"jpu": ("jpu_channels",)}
+def head(name, **keys):
+  """model.head: the head `name` with its keys (jaxseg.models.heads.<module>.CONFIG)
+  at their defaults but for `keys`; an unknown key is a ConfigError."""
+  from jaxseg.models.segmentor import HEADS
+  if name not in HEADS:
+    raise ConfigError(f"config key model.head.name: unknown head '{name}' (known: {', '.join(HEADS)})"
+                      f"{_suggest(name, HEADS)}")
+  return _component("model.head", name, HEADS[name].CONFIG, keys)
 
 
-def inactive_model_keys(model):
-  """The `model.*` keys (dotted) of the heads and necks that `model` does not use."""
-  head, neck = model.get("decode_head", "aspp"), model.get("neck", "")
-  active = set(HEAD_KEYS.get(head, ())) | set(NECK_KEYS.get(neck, ()))
-  every = {k for keys in (*HEAD_KEYS.values(), *NECK_KEYS.values()) for k in keys}
-  return {f"model.{k}" for k in every - active}
+def neck(name="", **keys):
+  """model.neck: the neck `name` ("" = none) with its keys (its module's CONFIG)."""
+  from jaxseg.models.segmentor import NECKS
+  if name and name not in NECKS:
+    raise ConfigError(f"config key model.neck.name: unknown neck '{name}' (known: '', {', '.join(NECKS)})"
+                      f"{_suggest(name, NECKS)}")
+  return _component("model.neck", name, NECKS[name].CONFIG if name else {}, keys)
+
+
+def aux_head(**keys):
+  """An entry of model.aux_heads: an FCN head (jaxseg.models.heads.fcn.AUX_CONFIG),
+  on c3 with 256 channels unless `keys` say otherwise."""
+  from jaxseg.models.heads.fcn import AUX_CONFIG
+  return _checked("model.aux_heads.<name>", {**AUX_CONFIG, **keys}, AUX_CONFIG)
+
+
+def _component(where, name, defaults, keys):
+  return {"name": name, **_checked(where, {**defaults, **keys}, defaults, name)}
+
+
+def _checked(where, keys, defaults, name=None):
+  for key in keys:
+    if key not in defaults and key != "name":
+      of = f" (keys of '{name}': {', '.join(defaults) or 'none'})" if name is not None else ""
+      raise ConfigError(f"unknown config key '{where}.{key}'{of}{_suggest(key, defaults)}")
+  return keys
 
 
 def tiny_variant(c):
@@ -258,8 +248,12 @@ def tiny_variant(c):
   c.input.update(dict(crop_size=(64, 64), scale_range=(0.75, 1.5), scale_step=0.0, photometric=True,
                       cat_max_ratio=0.75, eval_size=(160, 160), eval_short_side=0, eval_long_side=0))
   c.model.backbone.update(dict(depth=10, width=8))
-  c.model.update(dict(head_channels=16, aux_channels=8, jpu_channels=16, mcibi_channels=16,
-                      mcibi_transform_channels=8))
+  tiny_widths = dict(channels=16, aux_channels=8, transform_channels=8)  # whichever the head has
+  c.model.head.update({k: v for k, v in tiny_widths.items() if k in c.model.head})
+  if c.model.neck.name:
+    c.model.neck.channels = 16
+  for aux in c.model.aux_heads.values():
+    aux.channels = 8
   c.optim.lr = 0.05 / c.optim.head_lr_mult
   c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2))
   c.train.tensorboard_images = 0  # the tests' many short runs skip compiling the drawing predictor
@@ -269,14 +263,17 @@ def tiny_variant(c):
 
 def check_keys(config, base=None, prefix=""):
   """Raises ConfigError naming the first key of `config` that `base_config` lacks
-  (with the near match), and checks `evals` against the family's evaluators."""
+  (with the near match): a component's keys (model.head, model.neck, each of
+  model.aux_heads) against those its module defines, `evals` against the family's
+  evaluators; loss.weights may name any output."""
   if base is None:
     base = base_config()
     if "evals" in config:
       check_evals(config)
+    _check_components(config)
   for key in config.keys():
     name = prefix + key
-    if name == "evals":
+    if name in ("evals", "loss.weights", "model.head", "model.neck", "model.aux_heads"):
       continue
     if key not in base:
       raise ConfigError(f"unknown config key '{name}'{_suggest(key, base.keys())}")
@@ -284,6 +281,21 @@ def check_keys(config, base=None, prefix=""):
       if not isinstance(base[key], ml_collections.ConfigDict):
         raise ConfigError(f"config key '{name}' is a value, not a group")
       check_keys(config[key], base[key], name + ".")
+
+
+def _check_components(config):
+  m = config.get("model", {})
+  if "head" in m:
+    head(m.head.get("name", ""), **{k: v for k, v in m.head.items() if k != "name"})
+  if "neck" in m:
+    neck(m.neck.get("name", ""), **{k: v for k, v in m.neck.items() if k != "name"})
+  for name, keys in m.get("aux_heads", {}).items():
+    if not isinstance(keys, ml_collections.ConfigDict):
+      raise ConfigError(f"config key model.aux_heads.{name} must be a group of FCN head keys, e.g. aux_head()")
+    _checked(f"model.aux_heads.{name}", keys, aux_head())
+  for name, weight in config.get("loss", {}).get("weights", {}).items():
+    if not isinstance(weight, (int, float)):
+      raise ConfigError(f"config key loss.weights.{name} must be a number, got {weight!r}")
 
 
 def _suggest(key, known):
@@ -307,26 +319,99 @@ def check_evals(config):
                           f"{', '.join(known[name])}){_suggest(key, known[name])}")
 
 
-def _fill_missing(config, base):
+# Keys that are choices rather than defaults to merge: filled by their own rules.
+_NOT_MERGED = ("evals", "loss.weights", "model.head", "model.neck", "model.aux_heads")
+
+
+def _fill_missing(config, base, prefix=""):
   for key, value in base.items():
     if key not in config:
       config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-    elif key == "evals":  # a choice of evaluators, not defaults to merge
+    elif prefix + key in _NOT_MERGED:
       continue
     elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
-      _fill_missing(config[key], value)
+      _fill_missing(config[key], value, prefix + key + ".")
+
+
+# Work dirs written before the component configs hold one flat `model` namespace and a
+# `loss.<output>_weight` per output. Old model key -> {head name: its key in
+# model.head}: a key moves into the head in use when that head read it, and is dropped
+# otherwise.
+FLAT_HEAD_KEYS = {
+    "head_channels": {h: "channels" for h in ("aspp", "psp", "encnet", "fcn", "stdc", "gscnn")},
+    "aspp_rates": {"aspp": "rates", "gscnn": "rates", "mcibi": "aspp_rates"},
+    "aspp_project_kernel": {"aspp": "project_kernel"},
+    "aspp_extra_conv": {"aspp": "extra_conv"},
+    "psp_bins": {"psp": "bins"},
+    "psp_pooling": {"psp": "pooling"},
+    "psp_reduction": {"psp": "reduction"},
+    "danet_cam_variant": {"danet": "cam_variant"},
+    "encnet_codewords": {"encnet": "codewords"},
+    "encnet_reduce_kernel": {"encnet": "reduce_kernel"},
+    "mcibi_channels": {"mcibi": "channels"},
+    "mcibi_transform_channels": {"mcibi": "transform_channels"},
+    "mcibi_momentum": {"mcibi": "momentum"},
+    "mcibi_momentum_power": {"mcibi": "momentum_power"},
+    "mcibi_update_at_label_size": {"mcibi": "update_at_label_size"},
+    "fcn_num_convs": {"fcn": "num_convs"},
+    "fcn_concat_input": {"fcn": "concat_input"},
+    "fcn_dilation": {"fcn": "dilation"},
+    "detail_head": {"stdc": "detail_head"},
+    "stdc_classifier_bias": {"stdc": "classifier_bias"},
+    "aux_head": {"stdc": "aux_heads"},  # STDC's own aux16 / aux32 heads
+    "aux_channels": {"stdc": "aux_channels"},
+    "gscnn_shape_channels": {"gscnn": "shape_channels"},
+    "gscnn_low_level_channels": {"gscnn": "low_level_channels"},
+    "gscnn_shape_stream": {"gscnn": "shape_stream"},
+}
+# Old model key -> its model key now (shared by the heads that read it).
+FLAT_MODEL_KEYS = {"danet_blocked_threshold": "attention_blocked_threshold",
+                   "danet_block_size": "attention_block_size"}
+
+
+def from_flat_keys(config):
+  """`config` (a ConfigDict of an earlier version, in place) in the component layout:
+  decode_head + the keys of FLAT_HEAD_KEYS -> model.head; neck + jpu_channels ->
+  model.neck; aux_head, aux_channels, aux_dilation -> model.aux_heads.aux (no entry
+  without aux_head, nor for STDC, whose decoder has its own);
+  loss.<output>_weight -> loss.weights[output], with "seg" 1."""
+  m = config.model
+  name = m.get("decode_head", "aspp")
+  head_keys = {new[name]: m[old] for old, new in FLAT_HEAD_KEYS.items() if old in m and name in new}
+  neck_name = m.get("neck", "")
+  neck_keys = {"channels": m.jpu_channels} if neck_name == "jpu" and "jpu_channels" in m else {}
+  aux = {}
+  if m.get("aux_head", True) and name != "stdc":
+    aux["aux"] = aux_head(**{k: m[old] for old, k in (("aux_channels", "channels"), ("aux_dilation", "dilation"))
+                             if old in m})
+  moved = {new: m[old] for old, new in FLAT_MODEL_KEYS.items() if old in m}
+  flat = set(FLAT_HEAD_KEYS) | set(FLAT_MODEL_KEYS) | {"decode_head", "neck", "jpu_channels", "aux_dilation"}
+  kept = {k: v for k, v in m.items() if k not in flat}
+  config.model = {**kept, **moved, "head": head(name, **head_keys), "neck": neck(neck_name, **neck_keys),
+                  "aux_heads": aux}
+  loss = config.get("loss", ml_collections.ConfigDict())
+  weights = {k[:-len("_weight")]: v for k, v in loss.items() if k.endswith("_weight")}
+  config.loss = {**{k: v for k, v in loss.items() if not k.endswith("_weight")}, "weights": {"seg": 1.0, **weights}}
+  return config
 
 
 def upgrade(config):
-  """A config saved by an earlier version (WORKDIR/config.json), in today's keys: keys
-  added since take their defaults; eval.boundary_f_tolerance > 0 ->
+  """A config saved by an earlier version (WORKDIR/config.json), in today's keys: the
+  flat model keys in the component layout (`from_flat_keys`); keys added since take
+  their defaults, a component's from its own module; eval.boundary_f_tolerance > 0 ->
   evals.boundary_f.tolerance."""
   config = ml_collections.ConfigDict(config.to_dict())
+  if "model" in config and "head" not in config.model:  # the flat layout
+    from_flat_keys(config)
   had_evals = "evals" in config
   tolerance = config.get("eval", {}).get("boundary_f_tolerance", None)
   if tolerance is not None:
     del config.eval["boundary_f_tolerance"]
   _fill_missing(config, base_config())  # keys added since: their defaults
+  m = config.model
+  m.head = head(m.head.name, **{k: v for k, v in m.head.items() if k != "name"})
+  m.neck = neck(m.neck.name, **{k: v for k, v in m.neck.items() if k != "name"})
+  m.aux_heads = {k: aux_head(**v) for k, v in m.aux_heads.items()}
   if not had_evals and tolerance:
     config.evals.boundary_f = dict(every=0, tolerance=tolerance)
   return config
@@ -344,12 +429,20 @@ def check_override_keys(argv, config=None):
     if key.startswith("evals.") and config is not None:
       _check_eval_override(key, arg, config)
       continue
-    node = base
+    node, path = base, ""
     for part in key.split("."):
+      if config is not None and path in _NOT_MERGED:  # the config file's choice of component, weights
+        node = _lookup(config, path)
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
         known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
         raise ConfigError(f"unknown config key '{key}' in {arg}{_suggest(part, known)}")
-      node = node[part]
+      node, path = node[part], f"{path}.{part}" if path else part
+
+
+def _lookup(config, path):
+  for part in path.split("."):
+    config = config[part] if isinstance(config, ml_collections.ConfigDict) and part in config else None
+  return config
 
 
 def _check_eval_override(key, arg, config):

@@ -5,7 +5,7 @@ atrous ResNet, the SGD + poly schedule, the inference mode, and the variants
 """
 from __future__ import annotations
 
-from jaxseg.config import tiny_variant
+from jaxseg.config import aux_head, head, neck, tiny_variant
 
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # multi-scale evaluation of the toolboxes
 
@@ -95,9 +95,10 @@ def fastfcn(c):
   FCN auxiliary head (weight 0.2, the official --aux default); neck and heads at
   lr x10."""
   resnet(c, 50, output_stride=32)  # the point of FastFCN: no dilated convolutions
-  c.model.update(dict(neck="jpu", jpu_channels=512, decode_head="psp", head_channels=512, psp_bins=(1, 2, 3, 6),
-                      aux_channels=256))
-  c.loss.aux_weight = 0.2
+  c.model.neck = neck("jpu", channels=512)
+  c.model.head = head("psp", channels=512, bins=(1, 2, 3, 6))
+  c.model.aux_heads = dict(aux=aux_head(channels=256))
+  c.loss.weights = dict(seg=1.0, aux=0.2)
   c.optim.head_lr_mult = 10.0  # everything outside params/backbone: the JPU and the heads
   # The official code's augmentation: short side = 520 x the drawn ratio (base size
   # 520), and a Gaussian blur of random sigma in (0, 1) with p 0.5.
@@ -105,22 +106,27 @@ def fastfcn(c):
   return c
 
 
-# FastFCN's other heads on the JPU, as variants.
-FASTFCN_HEADS = {
-    # the paper's main head: Context Encoding + SE loss 0.2
-    "encnet": lambda c: (c.model.update(dict(decode_head="encnet", encnet_codewords=32)),
-                         c.loss.update(dict(se_weight=0.2))),
-    # DeepLabv3's head (rates 12, 24, 36 at the JPU's OS8)
-    "aspp": lambda c: c.model.update(dict(decode_head="aspp", head_channels=256)),
-}
+def fastfcn_encnet(c):
+  """The paper's main head on the JPU: Context Encoding (32 codewords) + SE loss 0.2."""
+  c.model.head = head("encnet", channels=512, codewords=32)
+  c.loss.weights.se = 0.2
+
+
+def fastfcn_aspp(c):
+  """DeepLabv3's head on the JPU (rates 12, 24, 36 at its OS8)."""
+  c.model.head = head("aspp", channels=256)
+
+
+FASTFCN_HEADS = {"encnet": fastfcn_encnet, "aspp": fastfcn_aspp}  # FastFCN's other heads, as variants
 
 
 def mcibi(c):
   """DeepLabv3 + MCIBI (Jin et al. 2021): C = 512 pixel representations and memory
   rows, the FCN auxiliary head at 0.4, alpha = 0.4 (CE of the class distribution W),
   beta = 1 (CE of H2 on the memory rows)."""
-  c.model.update(dict(decode_head="mcibi", head_channels=512, mcibi_channels=512))
-  c.loss.update(dict(aux_weight=0.4, dataset_context_weight=0.4, memory_weight=1.0))
+  c.model.head = head("mcibi", channels=512)
+  c.model.aux_heads = dict(aux=aux_head(channels=256))
+  c.loss.weights = dict(seg=1.0, aux=0.4, dataset_context=0.4, memory=1.0)
   return c
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg import checkpoint
+from jaxseg.config import head, neck
 from jaxseg.errors import CheckpointMismatchError
 from tests.conftest import load_config
 
@@ -47,19 +48,27 @@ def test_check_same_model(tmp_path):
     checkpoint.check_same_model(str(tmp_path), config)
 
 
-def test_resume_compares_only_the_components_in_use(tmp_path):
+def test_resume_compares_only_the_components_in_use(tmp_path, monkeypatch):
+  from jaxseg.models.heads import psp
+  from jaxseg.models.necks import jpu
   config = load_config("quickstart", "tiny")  # the ASPP head, no neck
-  saved = json.loads(config.to_json())
-  saved["model"]["psp_bins"] = [1, 2]  # another head's default changed since the run
-  saved["model"]["jpu_channels"] = 7
-  (tmp_path / "config.json").write_text(json.dumps(saved))
+  (tmp_path / "config.json").write_text(config.to_json())
+  # Defaults of another head and neck changed since the run: the run still resumes.
+  monkeypatch.setitem(psp.CONFIG, "bins", (1, 2))
+  monkeypatch.setitem(jpu.CONFIG, "channels", 7)
   checkpoint.check_same_model(str(tmp_path), config)
-  config.model.aspp_rates = (3, 6, 9)  # a key of the head in use
-  with pytest.raises(CheckpointMismatchError, match="model.aspp_rates"):
+  config.model.head.rates = (3, 6, 9)  # a key of the head in use
+  with pytest.raises(CheckpointMismatchError, match="model.head.rates"):
     checkpoint.check_same_model(str(tmp_path), config)
-  config.model.aspp_rates = tuple(saved["model"]["aspp_rates"])
-  config.model.decode_head = "psp"
-  with pytest.raises(CheckpointMismatchError, match="model.decode_head"):
+  config.model.head = head("psp")
+  with pytest.raises(CheckpointMismatchError, match="model.head.bins: None there, .1, 2. now"):
+    checkpoint.check_same_model(str(tmp_path), config)
+  config = load_config("quickstart", "tiny")
+  config.model.aux_heads.aux.dilation = 2  # an auxiliary head's key
+  with pytest.raises(CheckpointMismatchError, match="model.aux_heads.aux.dilation: 1 there, 2 now"):
+    checkpoint.check_same_model(str(tmp_path), config)
+  config.model.aux_heads = {}
+  with pytest.raises(CheckpointMismatchError, match="model.aux_heads.aux"):
     checkpoint.check_same_model(str(tmp_path), config)
 
 
@@ -67,8 +76,9 @@ def test_keys_added_to_the_config_since_a_run_take_their_defaults(tmp_path):
   config = load_config("quickstart", "tiny")
   saved = json.loads(config.to_json())
   del saved["model"]["neck"]  # a work dir written before `model.neck` existed
+  del saved["model"]["head"]["project_kernel"]  # or before a key of its head
   (tmp_path / "config.json").write_text(json.dumps(saved))
   checkpoint.check_same_model(str(tmp_path), config)
-  config.model.neck = "jpu"
+  config.model.neck = neck("jpu")
   with pytest.raises(CheckpointMismatchError, match="model.neck"):
     checkpoint.check_same_model(str(tmp_path), config)

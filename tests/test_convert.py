@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import jaxseg
 from jaxseg import sharding, train
 from jaxseg.api import Segmenter, workdir_config
-from jaxseg.config import IMAGENET_MEAN, IMAGENET_STD
+from jaxseg.config import IMAGENET_MEAN, IMAGENET_STD, head
 from jaxseg.convert import ConversionError
 from jaxseg.convert.__main__ import main as convert_main
 from jaxseg.convert.init_from import merge, read_variables
@@ -274,7 +274,8 @@ def test_init_from_reports_keys_and_training_starts_from_the_loaded_weights(data
   src = run_convert(tmp_path, "torchvision", "resnet10", save(ref.state_dict(), tmp_path / "r10.pth"))
   config = load_config("quickstart", "tiny")  # ResNet-10 at width 8
   config.model.backbone.stem = "7x7"
-  config.model.update(dict(init_from=src, init_from_prefix="backbone", decode_head="fcn", aux_head=False))
+  config.model.update(dict(init_from=src, init_from_prefix="backbone"))
+  config.model.head, config.model.aux_heads = head("fcn"), {}  # assigned: update() would merge the dicts
   config.optim.lr = 0.0  # the one step taken leaves the parameters as they started
   config.train.update(dict(steps=2, log_every=1, eval_every=100, ckpt_every=100))
   workdir = tmp_path / "run"

@@ -150,16 +150,16 @@ def test_danet_model_outputs_and_loss_weights():
   rng = np.random.default_rng(0)
   outputs = {k: jnp.asarray(rng.normal(size=(1, 4, 4, 6)), jnp.float32) for k in ("seg", "aux", "pam", "cam")}
   labels = jnp.asarray(rng.integers(0, 6, (1, 4, 4)))
-  config.loss.aux_weight, config.loss.pam_weight, config.loss.cam_weight = 0.4, 0.5, 2.0
+  config.loss.weights = dict(seg=1.0, aux=0.4, pam=0.5, cam=2.0)
   total, terms = segmentation_loss(outputs, labels, config)
   np.testing.assert_allclose(total, terms["seg"] + 0.4 * terms["aux"] + 0.5 * terms["pam"]
                              + 2.0 * terms["cam"], rtol=1e-6)
-  with pytest.raises(ConfigError, match="loss.extra_weight"):
+  with pytest.raises(ConfigError, match="loss.weights.extra is missing"):
     segmentation_loss({**outputs, "extra": outputs["seg"]}, labels, config)
 
 
 def test_danet_config_errors_name_the_key():
   config = load_config("danet_cityscapes", "tiny")
-  config.model.danet_cam_variant = "code"
-  with pytest.raises(ConfigError, match="model.danet_cam_variant"):
+  config.model.head.cam_variant = "code"
+  with pytest.raises(ConfigError, match="model.head.cam_variant"):
     build_model(config)

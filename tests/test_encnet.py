@@ -63,9 +63,9 @@ def test_class_presence_and_se_loss():
 
 
 def test_encnet_variant_outputs_loss_and_gradients():
-  assert load_config("fastfcn_ade20k", "encnet,tiny").model.decode_head == "encnet"
+  assert load_config("fastfcn_ade20k", "encnet,tiny").model.head.name == "encnet"
   config = load_config("fastfcn_pascal_context", "encnet,tiny")
-  assert config.model.decode_head == "encnet" and config.loss.se_weight == 0.2
+  assert config.model.head.name == "encnet" and config.loss.weights.se == 0.2
   model = build_model(config)
   assert model.decode_head.conv_kernel == 1  # behind the JPU the reduction conv is 1x1 (official code)
   init_fn, _, _, _ = state_factory(config, model)

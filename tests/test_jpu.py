@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.config import head
 from jaxseg.models.necks.jpu import JPU, SeparableConv
 from jaxseg.models.segmentor import build_model
 from jaxseg.optim import lr_multipliers
@@ -101,6 +102,6 @@ def test_fastfcn_model_outputs_and_lr_multipliers():
 
 def test_aspp_on_jpu_uses_the_os8_rates():
   config = load_config("fastfcn_ade20k", "tiny")
-  config.model.decode_head = "aspp"
+  config.model.head = head("aspp")
   assert config.model.backbone.output_stride == 32
   assert build_model(config).decode_head.rates == (12, 24, 36)

@@ -49,9 +49,9 @@ def test_ignored_pixels_do_not_change_the_loss():
   assert np.isclose(cross_entropy(logits, jnp.asarray(a)), cross_entropy(logits_b, jnp.asarray(b)))
 
 
-def test_aux_weight_and_class_weights_from_config():
+def test_loss_weights_and_class_weights_from_config():
   config = load_config("quickstart", "tiny")
-  config.loss.aux_weight = 0.4
+  config.loss.weights.aux = 0.4
   rng = np.random.default_rng(2)
   outputs = {"seg": jnp.asarray(rng.normal(size=(1, 4, 4, 6)), jnp.float32),
              "aux": jnp.asarray(rng.normal(size=(1, 4, 4, 6)), jnp.float32)}

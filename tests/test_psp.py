@@ -72,10 +72,10 @@ def test_psp_model_outputs():
 
 def test_psp_config_errors_name_the_key():
   config = load_config("pspnet_voc", "tiny")
-  config.model.psp_pooling = "median"
-  with pytest.raises(ConfigError, match="model.psp_pooling"):
+  config.model.head.pooling = "median"
+  with pytest.raises(ConfigError, match="model.head.pooling"):
     build_model(config)
   config = load_config("pspnet_voc", "tiny")
-  config.model.psp_bins = (1, 0)
-  with pytest.raises(ConfigError, match="model.psp_bins"):
+  config.model.head.bins = (1, 0)
+  with pytest.raises(ConfigError, match="model.head.bins"):
     build_model(config)

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jaxseg.config import head
 from jaxseg.errors import ConfigError
 from jaxseg.families.semantic import segmentation_loss
 from jaxseg.losses import ohem_cross_entropy, ohem_keep
@@ -240,7 +241,7 @@ def test_ohem_keeps_the_right_pixels():
 
 def test_segmentation_loss_terms_and_weights():
   config = load_config("stdc1_cityscapes", "tiny")
-  config.loss.aux16_weight, config.loss.aux32_weight, config.loss.detail_weight = 0.5, 0.25, 2.0
+  config.loss.weights.update(dict(aux16=0.5, aux32=0.25, detail=2.0))
   rng = np.random.default_rng(4)
   labels = jnp.asarray(blocky_labels(rng, 2, 32, 32, 6))
   outputs = {k: jnp.asarray(rng.normal(size=(2, 8, 8, c)), jnp.float32)
@@ -291,8 +292,8 @@ def test_stdc_config_errors_name_the_key():
   with pytest.raises(ConfigError, match="model.backbone.name"):
     build_model(config)
   config = load_config("stdc2_cityscapes", "tiny")
-  config.model.decode_head = "aspp"
-  with pytest.raises(ConfigError, match="model.decode_head"):
+  config.model.head = head("aspp")
+  with pytest.raises(ConfigError, match="model.head.name"):
     build_model(config)
   config = load_config("stdc1_cityscapes")
   config.model.backbone.output_stride = 8

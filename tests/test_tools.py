@@ -196,8 +196,8 @@ def test_flops_counts_a_known_convolution():
 def test_benchmark_measures_both_sides():
   from jaxseg.tools import benchmark
   config = load_config("quickstart", "tiny")
-  config.model.head_channels = 8
-  config.model.aux_head = False  # a smaller program to compile
+  config.model.head.channels = 8
+  config.model.aux_heads = {}  # a smaller program to compile
   result = json.loads(json.dumps(benchmark.benchmark(config, (64, 64), 2, iters=1, warmup=0)))
   stdout = benchmark.format_table(result)
   j = result["jax"]
@@ -240,10 +240,10 @@ def test_peak_flops_table():
 
 def test_print_config_round_trips_overrides():
   stdout = tool("print_config", "--config", "configs/pspnet_voc.py:tiny", "--config.train.steps=123",
-                "--config.model.psp_bins=1,3", "--config.optim.lr=0.25")
+                "--config.model.head.bins=1,3", "--config.optim.lr=0.25")
   config = json.loads(stdout)
-  assert config["train"]["steps"] == 123 and config["model"]["psp_bins"] == [1, 3]
-  assert config["optim"]["lr"] == 0.25 and config["model"]["decode_head"] == "psp"
+  assert config["train"]["steps"] == 123 and config["model"]["head"]["bins"] == [1, 3]
+  assert config["optim"]["lr"] == 0.25 and config["model"]["head"]["name"] == "psp"
   from jaxseg.config import base_config
   assert set(config) == set(base_config())  # every group, resolved
   changed = tool("print_config", "--config", "configs/quickstart.py:tiny", "--config.train.steps=7", "--changed")

@@ -8,6 +8,10 @@
       --config configs/stdc1_cityscapes.py --output runs/mmseg_stdc1
   --from timm --arch resnet50.a1_in1k --input model.safetensors --output weights/timm_r50
   --from transformers --arch microsoft/resnet-50 --input model.safetensors --output weights/hf_r50
+  --from transformers --arch microsoft/swin-large-patch4-window12-384-in22k --input model.safetensors \
+      --output weights/hf_swin_l        (SwinModel / SwinBackbone / a OneFormer checkpoint's backbone)
+  --from timm --arch swin_large_patch4_window12_384 --input model.safetensors --output weights/timm_swin_l
+      (also the Microsoft release's .pth and, as "backbone.*", the OneFormer authors' checkpoints)
   --from torchvision --arch resnet50 --classifier --input resnet50-11ad3fa6.pth --output members/tv_r50
 
 --config (optional) supplies the dataset, input and evaluation settings written to
@@ -26,7 +30,8 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxseg.convert", description=__doc__.split("\n\n")[0])
   p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
   p.add_argument("--arch", required=True, help="architecture of the checkpoint (e.g. resnet101, "
-                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50)")
+                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50, swin, "
+                 "swin_large_patch4_window12_384)")
   p.add_argument("--input", required=True, help=".pth/.pt/.bin or .safetensors file")
   p.add_argument("--output", required=True, help="directory to create")
   p.add_argument("--config", default=None, help="config file for the non-model settings")

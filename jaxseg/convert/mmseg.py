@@ -15,13 +15,14 @@ stages.2-4 STDC modules with bottleneck_type "cat"); backbone.{conv_avg, arms, c
 ffm} are the context path and fusion; the decode head and the two auxiliary heads are
 FCNHeads (one 3x3 ConvModule, conv_seg with a bias) on the fusion, the 1/8 and the 1/16
 path. Its detail head (auxiliary_head.2) predicts 2 sigmoid channels where ours
-predicts 1: it is training only and is skipped (model.detail_head = False). Logits
+predicts 1: it is training only and is skipped (model.head.detail_head = False). Logits
 are upsampled with align_corners=True.
 """
 from __future__ import annotations
 
 import re
 
+from jaxseg.config import aux_head, head, neck
 from jaxseg.convert.io import ConversionError
 from jaxseg.convert.tables import Arch, backbone_keys, parse_depth, prefixed, reorder_blocks, resnet_rows, shape
 
@@ -169,24 +170,41 @@ def stdc_arch(name, stdc, backbone_only):
   if backbone_only:
     def config(sd):
       return {"model.backbone.name": stdc, "model.backbone.width": shape(sd, "stages.1.conv.weight")[0],
-              "model.backbone.output_stride": 32, "model.eval_output_stride": 32, "model.decode_head": "stdc"}
+              "model.backbone.output_stride": 32, "model.eval_output_stride": 32, "model.head": head("stdc")}
     return Arch(name, STDC_NET, config, skip=(r"final_conv\..*",), strip_prefix="backbone.backbone.",
                 backbone_only=True)
 
   def config(sd):
-    context, head = shape(sd, "backbone.conv_avg.conv.weight")[0], shape(sd, "decode_head.convs.0.conv.weight")[0]
-    if 2 * context != head:
-      raise ConversionError(f"backbone.conv_avg has {context} channels and decode_head.convs.0 {head}: "
+    context, width = shape(sd, "backbone.conv_avg.conv.weight")[0], shape(sd, "decode_head.convs.0.conv.weight")[0]
+    if 2 * context != width:
+      raise ConversionError(f"backbone.conv_avg has {context} channels and decode_head.convs.0 {width}: "
                             "jaxseg's STDC context path is half the head's width")
     has_aux = "auxiliary_head.0.conv_seg.weight" in sd
+    stdc_head = head("stdc", channels=width, aux_heads=has_aux, detail_head=False, classifier_bias=True,
+                     aux_channels=shape(sd, "auxiliary_head.0.convs.0.conv.weight")[0] if has_aux else 64)
     return {"model.backbone.name": stdc, "model.backbone.width": shape(sd, "backbone.backbone.stages.1.conv.weight")[0],
             "model.backbone.output_stride": 32, "model.eval_output_stride": 32,
-            "model.decode_head": "stdc", "model.neck": "", "model.head_channels": head,
-            "model.aux_head": has_aux,
-            "model.aux_channels": shape(sd, "auxiliary_head.0.convs.0.conv.weight")[0] if has_aux else 64,
-            "model.detail_head": False, "model.stdc_classifier_bias": True, "model.align_corners": True,
+            "model.neck": neck(""), "model.aux_heads": {},  # the decoder has its own auxiliary heads
+            "model.head": stdc_head, "model.align_corners": True,
             "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0]}
   return Arch(name, STDC_SEG, config, skip=(r"auxiliary_head\.2\..*",))
+
+
+def head_keys(sd, name, dilation):
+  """The model.head keys of mmseg's decode head `name` in state dict `sd`."""
+  bottleneck = "decode_head.bottleneck.conv.weight"
+  if name == "aspp":
+    return dict(channels=shape(sd, bottleneck)[0], rates=(6, 12, 18), project_kernel=3, extra_conv=False)
+  if name == "encnet":
+    return dict(channels=shape(sd, bottleneck)[0], reduce_kernel=shape(sd, bottleneck)[2],
+                codewords=shape(sd, "decode_head.enc_module.encoding.0.codewords")[0])
+  if name == "fcn":
+    return dict(channels=shape(sd, "decode_head.convs.0.conv.weight")[0], dilation=dilation,
+                num_convs=len({k.split(".")[2] for k in sd if k.startswith("decode_head.convs.")}),
+                concat_input="decode_head.conv_cat.conv.weight" in sd)
+  if name == "psp":
+    return dict(channels=shape(sd, bottleneck)[0], bins=(1, 2, 3, 6), pooling="avg", reduction=True)
+  return dict(cam_variant="official")  # danet; mmseg's CAM: softmax(rowmax - energy)
 
 
 HEADS = {"deeplabv3": ("aspp", ASPP_HEAD), "pspnet": ("psp", PSP_HEAD), "danet": ("danet", DA_HEAD),
@@ -213,52 +231,36 @@ def arch(name):
   method, os_ = m.group("method"), int(m.group("os"))
   multi_grid, head_dilation = bool(m.groupdict().get("mg")), 6 if m.groupdict().get("d6") else 1
   fastfcn = name.startswith("fastfcn")
-  decode_head, head_table = HEADS[{"psp": "pspnet", "aspp": "deeplabv3"}.get(method, method)]
+  head_name, head_table = HEADS[{"psp": "pspnet", "aspp": "deeplabv3"}.get(method, method)]
   table = prefixed(RESNET_V1C, "backbone.") + head_table + FCN_AUX + (JPU_NECK if fastfcn else [])
 
   def config(sd):
     keys = backbone_keys(depth, shape(sd, "backbone.stem.6.weight")[0], "deep", output_stride=os_)
     has_aux = "auxiliary_head.conv_seg.weight" in sd
     keys.update({
-        "model.decode_head": decode_head, "model.neck": "jpu" if fastfcn else "",
+        "model.neck": neck("jpu", channels=shape(sd, "neck.conv_layers.0.0.conv.weight")[0]) if fastfcn else neck(""),
         "model.align_corners": False,  # the upsampling of these models
-        "model.aux_head": has_aux, "model.dropout": 0.1,
-        "model.aux_channels": shape(sd, "auxiliary_head.convs.0.conv.weight")[0] if has_aux else 256,
+        "model.dropout": 0.1,
         "dataset.num_classes": shape(sd, "decode_head.conv_seg.weight")[0],
     })
+    # fcn-d6: both FCN heads' 3x3 convs (not the fusion) dilated by 6
+    aux = aux_head(channels=shape(sd, "auxiliary_head.convs.0.conv.weight")[0], dilation=head_dilation) \
+        if has_aux else None
+    keys["model.aux_heads"] = {"aux": aux} if has_aux else {}
     if multi_grid:
       # mmseg's multi_grid gives layer4's rates themselves, (1, 2, 4), where ours multiply
       # the stage's rate: with the stage rate 1 (strides from OS16, no dilation) they agree.
       keys.update({"model.backbone.multi_grid": (1, 2, 4), "model.backbone.dilations": (1, 1, 1, 1)})
-    if head_dilation != 1:  # fcn-d6: both FCN heads' 3x3 convs (not the fusion) dilated by 6
-      keys.update({"model.fcn_dilation": head_dilation, "model.aux_dilation": head_dilation})
     if fastfcn:
-      keys["model.jpu_channels"] = shape(sd, "neck.conv_layers.0.0.conv.weight")[0]
       # mmseg's "-d32" ResNetV1c keeps the strides and still dilates layer3 / layer4
       # (dilations (1, 1, 2, 4), contract_dilation) in all its FastFCN configs; the
       # authors' backbone is not dilated, jaxseg's default.
       keys["model.backbone.dilations"] = (1, 1, 2, 4)
-    if decode_head == "aspp":
-      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
-                   "model.aspp_rates": (6, 12, 18), "model.aspp_project_kernel": 3,
-                   "model.aspp_extra_conv": False})
-    elif decode_head == "encnet":
-      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
-                   "model.encnet_reduce_kernel": shape(sd, "decode_head.bottleneck.conv.weight")[2],
-                   "model.encnet_codewords": shape(sd, "decode_head.enc_module.encoding.0.codewords")[0]})
-    elif decode_head == "fcn":
-      keys.update({"model.head_channels": shape(sd, "decode_head.convs.0.conv.weight")[0],
-                   "model.fcn_num_convs": len({k.split(".")[2] for k in sd if k.startswith("decode_head.convs.")}),
-                   "model.fcn_concat_input": "decode_head.conv_cat.conv.weight" in sd})
-    elif decode_head == "psp":
-      keys.update({"model.head_channels": shape(sd, "decode_head.bottleneck.conv.weight")[0],
-                   "model.psp_bins": (1, 2, 3, 6), "model.psp_pooling": "avg", "model.psp_reduction": True})
-    else:
-      keys["model.danet_cam_variant"] = "official"  # mmseg's CAM: softmax(rowmax - energy)
+    keys["model.head"] = head(head_name, **head_keys(sd, head_name, head_dilation))
     return keys
 
   def fixup(out):
-    if decode_head == "aspp":
+    if head_name == "aspp":
       aspp_concat_order(out)
     if fastfcn:
       jpu_concat_order(out)

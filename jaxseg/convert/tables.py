@@ -37,6 +37,11 @@ KINDS = {
            "num_batches_tracked": None},
     "gamma": {"scale": ("params", "gamma", to_scalar)},  # mmseg's Scale: one learnable number
     "linear": {"weight": ("params", "kernel", np.transpose), "bias": ("params", "bias", None)},  # (out, in)
+    "layernorm": {"weight": ("params", "scale", None), "bias": ("params", "bias", None)},  # also GroupNorm
+    # Swin's relative position bias: the learned table; the index is recomputed from the window
+    "rel_bias": {"relative_position_bias_table": ("params", "relative_position_bias_table", None),
+                 "relative_position_index": None},
+    "level_embed": {"level_embed": ("params", "level_embed", None)},  # OneFormer pixel decoder's (L, d)
     # mmseg's Encoding: a = softmax(scale * |x - d|^2), ours softmax(-s * |x - d|^2)
     "encoding": {"codewords": ("params", "codewords", None), "scale": ("params", "smoothing", np.negative)},
 }

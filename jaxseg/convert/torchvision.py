@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from jaxseg.config import aux_head, head, neck
 from jaxseg.convert.io import ConversionError
 from jaxseg.convert.tables import (Arch, backbone_keys, classifier_arch, parse_depth, prefixed, resnet_rows,
                                    shape)
@@ -72,19 +73,18 @@ def arch(name, classifier=False):
     keys = backbone_keys(depth, shape(sd, "backbone.conv1.weight")[0], "7x7", output_stride=8)
     has_aux = "aux_classifier.0.weight" in sd
     keys.update({
-        "model.neck": "",
-        "model.aux_head": has_aux,
+        "model.neck": neck(""),
+        "model.aux_heads": {"aux": aux_head(channels=shape(sd, "aux_classifier.0.weight")[0])} if has_aux else {},
         "model.align_corners": False,  # the upsampling of these models
-        "model.aux_channels": shape(sd, "aux_classifier.0.weight")[0] if has_aux else 256,
         "dataset.num_classes": shape(sd, "classifier.4.weight")[0],
     })
     if deeplab:
-      keys.update({"model.decode_head": "aspp", "model.head_channels": shape(sd, "classifier.1.weight")[0],
-                   "model.aspp_rates": (6, 12, 18),  # at OS16: 12/24/36 at OS8
-                   "model.aspp_project_kernel": 1, "model.aspp_extra_conv": True, "model.dropout": 0.5})
+      keys.update({"model.head": head("aspp", channels=shape(sd, "classifier.1.weight")[0],
+                                      rates=(6, 12, 18),  # at OS16: 12/24/36 at OS8
+                                      project_kernel=1, extra_conv=True),
+                   "model.dropout": 0.5})
     else:
-      keys.update({"model.decode_head": "fcn", "model.head_channels": shape(sd, "classifier.0.weight")[0],
-                   "model.dropout": 0.1})
+      keys.update({"model.head": head("fcn", channels=shape(sd, "classifier.0.weight")[0]), "model.dropout": 0.1})
     return keys
 
   return Arch(name, table, config)

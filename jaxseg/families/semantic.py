@@ -28,19 +28,16 @@ from jaxseg.models.segmentor import build_model, output_losses
 
 
 def output_weight(name, config):
-  """Loss weight of the output `name`: 1 for "seg", `loss.<name>_weight` for the others
-  ("aux" -> loss.aux_weight, DANet's "pam" -> loss.pam_weight, ...)."""
-  if name == "seg":
-    return 1.0
-  key = f"{name}_weight"
-  if key not in config.loss:
-    raise ConfigError(f"config key loss.{key} is missing: the model has an output '{name}'")
-  return config.loss[key]
+  """Loss weight of the output (or loss term) `name`: config.loss.weights[name]."""
+  if name not in config.loss.weights:
+    raise ConfigError(f"config key loss.weights.{name} is missing: the model has an output '{name}' "
+                      f"(weights given: {', '.join(config.loss.weights)})")
+  return config.loss.weights[name]
 
 
 def segmentation_loss(outputs, labels, config, key=None):
-  """The semantic loss: sum over the terms of every output of the output's weight x
-  the term. An output whose head brings its own terms (the head module's `LOSSES`:
+  """The semantic loss: sum over the terms of every output of the term's weight
+  (loss.weights) x the term. An output whose head brings its own terms (the head module's `LOSSES`:
   STDC's detail loss, EncNet's SE loss, Gated-SCNN's edge / dual-task / boundary-CE
   terms of "edge", MCIBI's memory rows) gets those, with `key` for their noise; every
   other output the cross-entropy on the label map (OHEM with loss.ohem). Returns
@@ -246,7 +243,7 @@ class Family(Base):
     m = self.config.model
     b = m.backbone
     backbone = f"ResNet-{b.depth}" if b.get("name", "resnet") == "resnet" else b.name.upper()
-    return f"{m.decode_head} {backbone}"
+    return f"{m.head.name} {backbone}"
 
 
 class Segmenter:

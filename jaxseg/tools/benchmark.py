@@ -10,7 +10,7 @@ images/s; inference (the config's evaluation protocol: whole / slide / multi-sca
 then argmax) at --size and --infer_batch: compile time, latency, frames/s; XLA's
 FLOPs of both; peak memory; and on GPU/TPU the model FLOPs utilisation (achieved
 FLOP/s of the training step / the device's peak, from the PEAK_TFLOPS table). With
-PyTorch importable and a DeepLabv3 config (decode_head "aspp", no neck), the same
+PyTorch importable and a DeepLabv3 config (model.head "aspp", no neck), the same
 network built in PyTorch (jaxseg/tools/torch_deeplabv3.py) is timed alongside, in a
 process of its own.
 Batches are random uint8 images and labels made in memory: no dataset is read.
@@ -204,7 +204,7 @@ def benchmark(config, size, batch, infer_batch=1, iters=5, warmup=1, compare_tor
   device = jax.devices()[0]
   result = {
       "device": f"{device.device_kind} x{jax.device_count()} ({jax.default_backend()})",
-      "settings": {"config": name, "model": f"{config.model.decode_head} ResNet-{config.model.backbone.depth}",
+      "settings": {"config": name, "model": f"{config.model.head.name} ResNet-{config.model.backbone.depth}",
                    "size": list(size), "batch": batch, "infer_batch": infer_batch, "iters": iters,
                    "warmup": warmup, "dtype": config.model.dtype},
       "jax": measure_jax(config, size, batch, infer_batch, iters, warmup),

@@ -78,10 +78,10 @@ def module_table(config, size=None, batch=1):
                    f"OS{config.model.eval_output_stride}"}]
   if model.neck is not None:
     rows.append({"module": "neck", "gflops": compiled_flops(neck, features), "params": count(params["neck"]),
-                 "note": config.model.neck})
+                 "note": config.model.neck.name})
     features = jax.eval_shape(neck, variables, features)
   rows.append({"module": "decode_head", "gflops": compiled_flops(head, features),
-               "params": count(params["decode_head"]), "note": config.model.decode_head})
+               "params": count(params["decode_head"]), "note": config.model.head.name})
   for name in model.aux_heads:
     def aux(v, f, name=name):
       return model.bind(v).aux_heads[name](f, False)

@@ -67,15 +67,18 @@ def block_plan(b, output_stride):
 
 
 class DeepLabV3(nn.Module):
-  """Returns {"seg": logits, "aux": logits (training, with model.aux_head)} at the
+  """Returns {"seg": logits, "aux": logits (training, with model.aux_heads.aux)} at the
   feature resolution, as jaxseg's Segmentor."""
 
   def __init__(self, config, output_stride=None):
     super().__init__()
     m, k = config.model, config.dataset.num_classes
-    if m.decode_head != "aspp" or m.neck:
-      raise ConfigError(f"no PyTorch equivalent of model.decode_head='{m.decode_head}' "
-                        f"model.neck='{m.neck}' (the comparison covers DeepLabv3: 'aspp', no neck)")
+    h, aux = m.head, m.aux_heads.get("aux")
+    if h.name != "aspp" or h.project_kernel != 1 or h.extra_conv or m.neck.name or set(m.aux_heads) - {"aux"} or (
+        aux is not None and (aux.feature, aux.num_convs, aux.concat_input, aux.dilation) != ("c3", 1, False, 1)):
+      raise ConfigError(f"no PyTorch equivalent of model.head '{h.name}', model.neck '{m.neck.name}', "
+                        f"model.aux_heads {list(m.aux_heads)} (the comparison covers DeepLabv3: the 'aspp' head "
+                        "with 1x1 projection, no neck, at most the FCN head 'aux' on c3)")
     b = m.backbone
     os_ = output_stride or b.output_stride
     _, bottleneck = DEPTHS[b.depth]
@@ -92,14 +95,14 @@ class DeepLabV3(nn.Module):
       cin = width * (4 if bottleneck else 1)
     self.stages = nn.ModuleList(nn.Sequential(*blocks) for _, blocks in sorted(stages.items()))
     c3 = w * 4 * (4 if bottleneck else 1)
-    c = m.head_channels
+    c = h.channels
     self.aspp = nn.ModuleList([conv_bn(cin, c, 1)] + [conv_bn(cin, c, 3, dilation=r)
-                                                      for r in scaled_rates(m.aspp_rates, os_)])
+                                                      for r in scaled_rates(h.rates, os_)])
     self.pool = conv_bn(cin, c, 1)
     self.project = conv_bn((len(self.aspp) + 1) * c, c, 1)
     self.head = nn.Sequential(nn.Dropout(m.dropout), nn.Conv2d(c, k, 1))
-    self.aux = nn.Sequential(conv_bn(c3, m.aux_channels, 3), nn.Dropout(m.dropout),
-                             nn.Conv2d(m.aux_channels, k, 1)) if m.aux_head else None
+    self.aux = nn.Sequential(conv_bn(c3, aux.channels, 3), nn.Dropout(m.dropout),
+                             nn.Conv2d(aux.channels, k, 1)) if aux is not None else None
 
   def forward(self, x):
     x = self.stem(x)
@@ -136,7 +139,7 @@ def measure(config, size, batch, infer_batch=1, iters=5, warmup=1):
   low = config.model.dtype in ("bfloat16", "float16")
   autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=low)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  weights = {"seg": 1.0, "aux": config.loss.aux_weight}
+  weights = config.loss.weights  # of "seg" and "aux"
   ignore = config.dataset.ignore_index
 
   def train_once():

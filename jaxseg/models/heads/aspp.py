@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
 from jaxseg.models.layers import ConvBN
 
 
@@ -64,3 +65,22 @@ class DeepLabV3Head(nn.Module):
     if self.extra_conv:
       x = ConvBN(self.channels, 3, bn_momentum=self.bn_momentum, dtype=self.dtype, name="extra_conv")(x, train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+
+
+# model.head of name "aspp": its keys with their defaults (jaxseg.config.head)
+CONFIG = dict(
+    channels=256,
+    rates=(6, 12, 18),  # at output stride 16; scaled by 16 / OS
+    project_kernel=1,  # the projection conv: 1 (paper, torchvision) or 3 (mmsegmentation)
+    extra_conv=False,  # torchvision's DeepLabHead: 3x3 conv + BN + ReLU before the classifier
+)
+LOSSES = {}  # the output "seg" takes the cross-entropy
+
+
+def build(h, config, output_stride, common):
+  """The head of `h` (model.head) on a c4 at `output_stride`."""
+  if h.project_kernel not in (1, 3):
+    raise ConfigError(f"config key model.head.project_kernel must be 1 or 3, got {h.project_kernel}")
+  m = config.model
+  return DeepLabV3Head(config.dataset.num_classes, h.channels, scaled_rates(h.rates, output_stride), m.dropout,
+                       **common, project_kernel=h.project_kernel, extra_conv=h.extra_conv)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
 from jaxseg.models.layers import ConvBN
 
 F32 = jnp.float32
@@ -186,3 +187,25 @@ class DANetHead(nn.Module):
     return {"seg": classifier(pam + cam, "classifier"),  # sum fusion
             "pam": classifier(pam, "pam_classifier"),
             "cam": classifier(cam, "cam_classifier")}
+
+
+# model.head of name "danet": its keys with their defaults (jaxseg.config.head). The
+# blockwise attention's threshold and block size are model.attention_* (MCIBI's too).
+CONFIG = dict(
+    cam_variant="paper",  # "paper": softmax(X X^T); "official" (code): softmax(rowmax - X X^T)
+)
+LOSSES = {}  # "seg", "pam" and "cam" take the cross-entropy
+
+
+def build(h, config, output_stride, common):
+  m = config.model
+  if h.cam_variant not in ("paper", "official"):
+    raise ConfigError(f"config key model.head.cam_variant must be 'paper' or 'official', got '{h.cam_variant}'")
+  return DANetHead(config.dataset.num_classes, h.cam_variant, *attention_blocks(m), m.dropout, **common)
+
+
+def attention_blocks(m):
+  """(threshold, block size) of the blockwise attention from model.attention_*."""
+  if m.attention_block_size < 1:
+    raise ConfigError(f"config key model.attention_block_size must be >= 1, got {m.attention_block_size}")
+  return int(m.attention_blocked_threshold), int(m.attention_block_size)

@@ -90,3 +90,17 @@ def se_terms(outputs, labels, config, key=None):
 
 
 LOSSES = {"se": se_terms}  # output -> its terms
+
+# model.head of name "encnet": its keys with their defaults (jaxseg.config.head)
+CONFIG = dict(
+    channels=512,
+    codewords=32,  # K of the encoding layer
+    reduce_kernel=0,  # the first conv: 0 = 1x1 behind the JPU (official code), else 3x3; or 1 / 3
+)
+
+
+def build(h, config, output_stride, common):
+  m = config.model
+  # Behind the JPU the official code reduces the 2048 channels with a 1x1 conv, else 3x3.
+  kernel = h.reduce_kernel or (1 if m.neck.name == "jpu" else 3)
+  return EncNetHead(config.dataset.num_classes, h.channels, h.codewords, kernel, m.dropout, **common)

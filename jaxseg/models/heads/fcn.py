@@ -35,3 +35,24 @@ class FCNHead(nn.Module):
       x = ConvBN(self.channels, 3, **kw, name="conv_cat")(jnp.concatenate([inputs, x], axis=-1), train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+
+
+# model.head of name "fcn" (on c4: torchvision's fcn_resnet50/101 with one 3x3 conv,
+# mmseg's fcn_r50-d8 with num_convs 2 and concat_input, its fcn-d6 with dilation 6):
+# its keys with their defaults (jaxseg.config.head).
+CONFIG = dict(channels=256, num_convs=1, concat_input=False, dilation=1)
+LOSSES = {}  # the output "seg" takes the cross-entropy
+# Each entry of model.aux_heads (an FCN head on `feature`, its output named by the
+# entry and weighted by loss.weights[name]; jaxseg.config.aux_head).
+AUX_CONFIG = dict(feature="c3", channels=256, num_convs=1, concat_input=False, dilation=1)
+
+
+def build(h, config, output_stride, common):
+  return FCNHead(config.dataset.num_classes, h.channels, "c4", config.model.dropout, h.num_convs, h.concat_input,
+                 h.dilation, **common)
+
+
+def build_aux(a, config, common):
+  """An auxiliary head of model.aux_heads (e.g. the FCN head on c3 with weight 0.4)."""
+  return FCNHead(config.dataset.num_classes, a.channels, a.feature, config.model.dropout, a.num_convs,
+                 a.concat_input, a.dilation, **common)

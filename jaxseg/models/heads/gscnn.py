@@ -27,10 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
 from jaxseg.losses import bce_with_logits, cross_entropy
 from jaxseg.metrics import disk, fill_ignore, shift
 from jaxseg.models.backbones.resnet import BasicBlock
-from jaxseg.models.heads.aspp import ASPP
+from jaxseg.models.heads.aspp import ASPP, scaled_rates
 from jaxseg.models.layers import ConvBN, resize
 
 
@@ -221,3 +222,24 @@ def edge_terms(outputs, labels, config, key):
 
 
 LOSSES = {"edge": edge_terms}  # output -> its terms
+
+
+# model.head of name "gscnn": its keys with their defaults (jaxseg.config.head)
+CONFIG = dict(
+    channels=256,
+    rates=(6, 12, 18),  # ASPP's, at output stride 16; scaled by 16 / OS
+    shape_channels=(64, 32, 16, 8),  # shape stream: residual block, then after each 1x1
+    low_level_channels=48,  # the DeepLabv3+ decoder's reduction of c1
+    shape_stream=True,  # False: the same network without shape stream (DeepLabv3+)
+)
+
+
+def build(h, config, output_stride, common):
+  if h.shape_stream and not config.input.canny_edges:
+    raise ConfigError("config key input.canny_edges must be True for model.head.name='gscnn' "
+                      "with the shape stream (its fusion takes the Canny edges of the image)")
+  if len(h.shape_channels) != 4:
+    raise ConfigError(f"config key model.head.shape_channels needs 4 widths (residual block, then "
+                      f"after each of the three 1x1 convs), got {tuple(h.shape_channels)}")
+  return GSCNNHead(config.dataset.num_classes, h.channels, scaled_rates(h.rates, output_stride),
+                   tuple(h.shape_channels), h.low_level_channels, h.shape_stream, config.model.dropout, **common)

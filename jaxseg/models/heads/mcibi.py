@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.losses import cross_entropy
-from jaxseg.models.heads.aspp import ASPP
-from jaxseg.models.heads.danet import blocked_attention, naive_attention, use_blocked
+from jaxseg.models.heads.aspp import ASPP, scaled_rates
+from jaxseg.models.heads.danet import attention_blocks, blocked_attention, naive_attention, use_blocked
 from jaxseg.models.layers import ConvBN, resize
 
 F32 = jnp.float32
@@ -156,6 +156,24 @@ def memory_terms(outputs, labels, config, key=None):
 
 # output -> its terms; "dataset_context" (W) takes the cross-entropy on the labels
 LOSSES = {"memory": memory_terms}
+
+# model.head of name "mcibi": its keys with their defaults (jaxseg.config.head). The
+# blockwise attention's threshold and block size are model.attention_* (DANet's too).
+CONFIG = dict(
+    channels=512,  # C of the pixel representations R and the memory rows
+    transform_channels=256,  # query/key/value width of the context refinement
+    aspp_rates=(6, 12, 18),  # of the host head's ASPP, at output stride 16; scaled by 16 / OS
+    momentum=0.9,  # m0 of the memory update, poly-annealed to 0 over train.steps
+    momentum_power=0.9,  # p
+    update_at_label_size=True,  # paper: upsample R to the labels; False: labels to R
+)
+
+
+def build(h, config, output_stride, common):
+  return MCIBIHead(config.dataset.num_classes, h.channels, h.transform_channels,
+                   scaled_rates(h.aspp_rates, output_stride), config.train.steps, h.momentum, h.momentum_power,
+                   h.update_at_label_size, *attention_blocks(config.model), config.model.dropout,
+                   config.dataset.ignore_index, **common)
 
 
 # Asynchronous replicas (jaxseg.replicas) hold one memory each. A replica that has not

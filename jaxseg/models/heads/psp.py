@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
 from jaxseg.models.layers import ConvBN, resize
 
 
@@ -80,3 +81,23 @@ class PSPHead(nn.Module):
     x = ConvBN(self.channels, 3, **kw, name="bottleneck")(x, train)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+
+
+# model.head of name "psp": its keys with their defaults (jaxseg.config.head)
+CONFIG = dict(
+    channels=512,  # of the 3x3 conv after the pyramid
+    bins=(1, 2, 3, 6),
+    pooling="avg",  # "avg" or "max" (the paper's ablation: avg is better)
+    reduction=True,  # 1x1 conv to C / len(bins) per branch; False keeps C
+)
+LOSSES = {}  # the output "seg" takes the cross-entropy
+
+
+def build(h, config, output_stride, common):
+  if h.pooling not in ("avg", "max"):
+    raise ConfigError(f"config key model.head.pooling must be 'avg' or 'max', got '{h.pooling}'")
+  if not h.bins or any(int(n) != n or n < 1 for n in h.bins):
+    raise ConfigError(f"config key model.head.bins must be positive integers, got {tuple(h.bins)}")
+  m = config.model
+  return PSPHead(config.dataset.num_classes, h.channels, tuple(int(n) for n in h.bins), h.pooling, h.reduction,
+                 m.dropout, **common, align_corners=m.align_corners)

@@ -10,7 +10,7 @@ fusion on an STDC backbone, with two auxiliary heads and the detail head in trai
   training only: "aux16" = Output(u16) (the 1/16 path), "aux32" = Output(u32) (the 1/32
                  path), "detail" = Output(c2) with one channel (detail guidance, 1/8).
 
-The context path width is head_channels / 2 (128 for the paper's 256); the up2
+The context path width is channels / 2 (128 for the paper's 256); the up2
 upsampling is nearest, as PyTorch's in the authors' code. At inference only the "seg" branch is
 traced: the auxiliary and detail heads cost nothing.
 """
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.errors import ConfigError
 from jaxseg.losses import bce_with_logits
 from jaxseg.models.layers import ConvBN, resize
 
@@ -171,3 +172,21 @@ def detail_terms(outputs, labels, config, key=None):
 
 # output -> its terms; "aux16" and "aux32" take the cross-entropy on the labels
 LOSSES = {"detail": detail_terms}
+
+
+# model.head of name "stdc": its keys with their defaults (jaxseg.config.head)
+CONFIG = dict(
+    channels=256,  # FFM and seg head; the context path has half
+    aux_channels=64,  # the auxiliary and detail heads
+    aux_heads=True,  # the outputs "aux16" and "aux32" in training
+    detail_head=True,  # detail guidance on the 1/8 feature ("detail", training only)
+    classifier_bias=False,  # the 1x1 classifiers: no bias (authors' code); mmseg's have one
+)
+
+
+def build(h, config, output_stride, common):
+  if output_stride != 32:
+    raise ConfigError(f"config key model.backbone.output_stride: the STDC head takes c2/c3/c4 at "
+                      f"strides 8/16/32, got output stride {output_stride}")
+  return STDCHead(config.dataset.num_classes, h.channels, h.aux_channels, h.aux_heads, h.detail_head,
+                  h.classifier_bias, **common)

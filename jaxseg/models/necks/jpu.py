@@ -57,3 +57,12 @@ class JPU(nn.Module):
     y = jnp.concatenate([SeparableConv(self.channels, d, **kw, name=f"dilation{d}")(y, train)
                          for d in self.dilations], axis=-1)
     return {**features, "c4": y}
+
+
+# model.neck of name "jpu": its keys with their defaults (jaxseg.config.neck)
+CONFIG = dict(channels=512)  # per level, 4 x channels out
+OUTPUT_STRIDE = 8  # of the c4 it hands the head: c2's
+
+
+def build(n, config, common):
+  return JPU(n.channels, **common, align_corners=config.model.align_corners)

@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "jax>=0.6",
         "flax>=0.10",
-        "optax>=0.2.4",
+        "optax>=0.2.5",  # optax.assignment (the Hungarian matcher)
         "orbax-checkpoint>=0.11",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9.8",

@@ -12,7 +12,7 @@ scale 0.5-2.0 and flip, 120 epochs on the 20,210 train images =
 scale multiplies a short side of 520) and Gaussian blur (random sigma in (0, 1), p 0.5). Evaluation by sliding 480 windows on the 2,000 val images (150
 classes) resized to short side 512, the benchmark's standard protocol (the official
 code resizes the long side to 520 instead: --config.input.eval_short_side=0
---config.input.eval_long_side=520). mIoU is counted on the labels resized alike.
+--config.input.eval_long_side=520). mIoU is counted at the stored label size.
 Reported: the paper's ADE20K figures (val ms: R-50 42.75, R-101 44.34) are for the
 EncNet head with JPU (the `:encnet` variant); the PSP head with JPU is reported on
 PASCAL Context (see configs/fastfcn_pascal_context.py) and, in the toolbox table,

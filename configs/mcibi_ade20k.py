@@ -7,8 +7,8 @@ updated with momentum 0.9 poly-annealed (power 0.9); loss CE(O) + 0.4 CE(W) +
 1.0 CE(O_M) + 0.4 aux; SGD momentum 0.9, lr 0.01 with poly 0.9, weight decay 5e-4,
 batch 16, crop 512, random scale 0.5-2.0, flip, photometric distortion; 160K
 iterations (the toolbox's ADE20K schedule). Sliding-window evaluation on the 2,000
-val images resized to short side 512 (the toolbox's protocol; mIoU counted on the
-labels resized alike). Reported val mIoU (ss / ms+flip): R-50 44.39 / 45.97,
+val images resized to short side 512 (the toolbox's protocol; mIoU counted at the
+stored label size, the prediction resized back). Reported val mIoU (ss / ms+flip): R-50 44.39 / 45.97,
 R-101 45.66 / 47.27 (--config.model.backbone.depth=101).
 
 Variants (--config configs/mcibi_ade20k.py:NAME): plain: single-scale evaluation; `:ms`

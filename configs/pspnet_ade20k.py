@@ -10,7 +10,7 @@ blur (5x5, p 0.5 each, the author code's). Evaluation by sliding 473
 windows on the 2,000 val images (150 classes) resized to short side 512, the
 benchmark's standard protocol (the author code resizes the long side to 512 instead:
 --config.input.eval_short_side=0 --config.input.eval_long_side=512). mIoU is counted
-on the labels resized alike.
+at the stored label size (the prediction resized back).
 Reported val mIoU (author code, ss / ms): PSP-50 41.89 / 42.84 (PSP-101 43.10 / 44.15
 with --config.model.backbone.depth=101).
 

@@ -54,15 +54,18 @@ def base_config() -> ml_collections.ConfigDict:
       blur_kernel=5,  # window (PSPNet's code: 5, OpenCV's sigma 1.1); 0 = sized from the sigma (FastFCN)
       blur_sigma=(0.0, 0.0),  # sigma drawn from this range; (0, 0) = OpenCV's for the window (FastFCN code: (0, 1))
       eval_size=(513, 513),  # every eval image is padded (label 255) to this static size
-      num_workers=0,  # grain worker processes; 0 = augment in the training process
+      num_workers=0,  # grain worker processes of the train and eval streams; 0 = in the main process
       skip_bad_records=False,  # replace an unreadable record by the next one (and count it); leave bad
                                # panoptic segments out (counted as bad_segments in train_log.jsonl)
-      # Eval images (bilinear) and labels (nearest) resized, keeping their aspect, so the
-      # short side is eval_short_side and the long side at most eval_long_side (0 = no
-      # bound; both 0 = as stored), and never beyond eval_size, before the padding. ADE20K:
-      # short side 512 (the toolboxes' protocol); PSPNet's author code: long side 512.
+      # Eval images resized (bilinear), keeping their aspect, by the largest factor that
+      # keeps the short side <= eval_short_side and the long side <= eval_long_side (0 = no
+      # bound; both 0 = as stored), before the padding to eval_size (which must hold them).
+      # ADE20K: (512, 2048), the toolboxes' protocol; PSPNet's author code: long side 512.
+      # The labels stay as stored, padded to eval_label_size ((0, 0) = eval_size), and the
+      # prediction is resized back to them (bilinear logits, then argmax) to be scored.
       eval_short_side=0,
       eval_long_side=0,
+      eval_label_size=(0, 0),
       canny_edges=False,  # batches carry "edges": Canny of the un-normalised image (Gated-SCNN)
       canny_thresholds=(10, 100),  # cv2.Canny low/high thresholds on the grey image
       # Panoptic / instance targets (jaxseg/data/instances.py) of the families that read them.

@@ -52,6 +52,53 @@ def slide_logits(forward, batch, crop, stride, num_classes):
   return total / count
 
 
+def slide_logits_per_image(forward, batch, sizes, crop, stride, num_classes, mirrored=False):
+  """slide_logits with each image's own windows, as mmsegmentation's slide inference
+  places them on an image of (h, w) = `sizes[b]` (int32 (B, 2), the valid top-left
+  region of the canvas): h_grids = max(h - crop + stride - 1, 0) // stride + 1 rows of
+  windows at y = max(min(i stride + crop, h) - crop, 0), and alike for columns. A
+  window never reaches into the padding unless the image is smaller than the crop
+  (mmseg then runs the model on the smaller image; here the window keeps the crop's
+  size). One compiled window body; a window index that no image of the batch has is
+  skipped (lax.cond), so a large canvas costs only the windows its images need.
+  `mirrored`: the canvas is flipped left-right, each image's region is the last w
+  columns, and the windows are the mirror images of the unflipped ones.
+  Memory: the (B, H, W, K) float32 sum, e.g. 2.5 GB per 2048x2048 image at K = 150."""
+  b, h, w = batch["image"].shape[:3]
+  ch, cw = min(crop[0], h), min(crop[1], w)
+  ny, nx = len(window_starts(h, ch, stride[0])), len(window_starts(w, cw, stride[1]))  # the canvas' most
+  hs, ws = sizes[:, 0], sizes[:, 1]
+  rows = jnp.maximum(hs - ch + stride[0] - 1, 0) // stride[0] + 1
+  cols = jnp.maximum(ws - cw + stride[1] - 1, 0) // stride[1] + 1
+
+  def at(x, y0, x0):  # per image: (B, H, W, C) -> (B, ch, cw, C) windows at (y0[b], x0[b])
+    return jax.vmap(lambda xi, y, z: jax.lax.dynamic_slice(xi, (y, z, 0), (ch, cw, xi.shape[-1])))(x, y0, x0)
+
+  def add(total, part, y0, x0):
+    return jax.vmap(lambda t, p, y, z: jax.lax.dynamic_update_slice(
+        t, jax.lax.dynamic_slice(t, (y, z, 0), p.shape) + p, (y, z, 0)))(total, part, y0, x0)
+
+  def window(carry, index):
+    iy, ix = index // nx, index % nx
+    valid = (iy < rows) & (ix < cols)  # (B,): the images that have this window
+    y0 = jnp.maximum(jnp.minimum(iy * stride[0] + ch, hs) - ch, 0)
+    x0 = jnp.maximum(jnp.minimum(ix * stride[1] + cw, ws) - cw, 0)
+    if mirrored:
+      x0 = w - cw - x0
+
+    def run(carry):
+      total, count = carry
+      logits = resize(forward(spatial_view(batch, lambda x: at(x, y0, x0))), (ch, cw))
+      mask = valid.astype(jnp.float32)[:, None, None, None]
+      return add(total, logits * mask, y0, x0), add(count, jnp.broadcast_to(mask, (b, ch, cw, 1)), y0, x0)
+
+    return jax.lax.cond(valid.any(), run, lambda c: c, carry), None
+
+  zeros = (jnp.zeros((b, h, w, num_classes), jnp.float32), jnp.zeros((b, h, w, 1), jnp.float32))
+  (total, count), _ = jax.lax.scan(window, zeros, jnp.arange(ny * nx))
+  return total / jnp.maximum(count, 1.0)  # the padding beyond the image: 0
+
+
 def spatial_view(batch, fn):
   """`fn` applied alike to every spatial entry of `batch` (those with the image's
   (B, H, W)), as float32 (B, H, W, C) arrays (a (B, H, W) map gets a channel and loses
@@ -79,15 +126,20 @@ def predict_scores(model, variables, batch, config):
   """
   e = config.eval
   k = config.dataset.num_classes
-  inputs = {key: v for key, v in batch.items() if key != "label"}
+  inputs = {key: v for key, v in batch.items() if key not in ("label", "image_size", "label_size")}
   inputs["image"] = normalize(batch["image"], config)
   size = inputs["image"].shape[1:3]
+  image_size = batch.get("image_size")  # (B, 2): each image's valid region of the canvas, if resized
 
   def forward(view):
     return model.apply(variables, view["image"], train=False, batch=view)["seg"].astype(jnp.float32)
 
-  def logits_at(view):
-    if e.mode == "slide":
+  def logits_at(view, flip=False):
+    if e.mode == "slide" and image_size is not None:
+      scale = jnp.asarray(view["image"].shape[1:3], jnp.float32) / jnp.asarray(size, jnp.float32)
+      sizes = jnp.round(image_size * scale).astype(jnp.int32)  # the valid region of this view
+      out = slide_logits_per_image(forward, view, sizes, tuple(e.crop_size), tuple(e.stride), k, flip)
+    elif e.mode == "slide":
       out = slide_logits(forward, view, tuple(e.crop_size), tuple(e.stride), k)
     elif e.mode == "whole":
       out = forward(view)
@@ -103,9 +155,67 @@ def predict_scores(model, variables, batch, config):
     view = spatial_view(inputs, lambda x: resize(x, _scaled(size, scale)))
     if flip:
       view = spatial_view(view, lambda x: x[:, :, ::-1])
-    out = logits_at(view)
+    out = logits_at(view, flip)
     probs += jax.nn.softmax(out[:, :, ::-1] if flip else out, axis=-1)
   return probs / len(views)
+
+
+def bilinear_taps(n_out, out_size, in_size, align_corners=False):
+  """For output pixels 0..n_out-1 of a 1-D bilinear resize of `in_size` input pixels
+  to `out_size` (both traced int32; pixels from out_size on are padding): the two
+  input taps and the second one's weight, as torch's F.interpolate(mode="bilinear"):
+  src = in / out (o + 1/2) - 1/2, clamped at 0 (align_corners: src = o (in - 1) /
+  (out - 1)); lo = min(floor(src), in - 1), hi = min(lo + 1, in - 1), weight src - lo."""
+  o = jnp.arange(n_out, dtype=jnp.float32)
+  n_in, n_o = jnp.maximum(in_size, 1).astype(jnp.float32), jnp.maximum(out_size, 1).astype(jnp.float32)
+  if align_corners:
+    src = o * jnp.where(n_o > 1, (n_in - 1) / jnp.maximum(n_o - 1, 1), 0.0)
+  else:
+    src = jnp.maximum(n_in / n_o * (o + 0.5) - 0.5, 0.0)
+  last = jnp.maximum(in_size, 1) - 1
+  lo = jnp.minimum(jnp.floor(src).astype(jnp.int32), last)
+  hi = jnp.minimum(lo + 1, last)
+  return lo, hi, jnp.clip(src - lo, 0.0, 1.0)
+
+
+def resized_back(scores, image_sizes, label_sizes, label_canvas, align_corners=False, reduce=None,
+                 chunk_bytes=256 << 20):
+  """The scores of each image's valid region (B, h, w, K) of the canvas `scores`,
+  bilinearly resized to its stored label's (H, W), then `reduce`d over the last axis
+  (default: argmax -> (B, *label_canvas) int32 class ids; beyond (H, W) is padding,
+  labelled ignore). The toolboxes' protocol: mmseg resizes the logits to the original
+  shape (F.interpolate, bilinear, the head's align_corners), then takes the argmax.
+
+  The taps come from bilinear_taps, per image (traced sizes, static shapes), and the
+  sum is torch's, h0 (w0 x00 + w1 x01) + h1 (w0 x10 + w1 x11). Not
+  jax.image.scale_and_translate: its kernel is renormalised at the array's edge, not at
+  the valid region's, so on the padded canvas the last row would blend in padding.
+  Memory: the (B, H, W, K) resized scores are never held at once (unless `reduce`
+  keeps them); rows of the label canvas go in chunks of R rows, R chosen so that one
+  chunk's (B, R, W, K) float32 stays within `chunk_bytes` (256 MiB: R = 27 at B = 8,
+  W = 2048, K = 150)."""
+  reduce = reduce or (lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32))
+  b, _, _, k = scores.shape
+  lh, lw = label_canvas
+  rows = int(max(1, min(lh, chunk_bytes // (4 * b * lw * k))))
+  chunks = -(-lh // rows)
+
+  def one(score, image_size, label_size):
+    ylo, yhi, wy = bilinear_taps(chunks * rows, label_size[0], image_size[0], align_corners)
+    xlo, xhi, wx = bilinear_taps(lw, label_size[1], image_size[1], align_corners)
+    wx = wx[None, :, None]
+
+    def chunk(taps):
+      lo, hi, w1 = taps
+      w1 = w1[:, None, None]
+      cols = lambda r: (1 - wx) * r[:, xlo] + wx * r[:, xhi]  # (R, Wc, K) -> (R, W, K)
+      return reduce((1 - w1) * cols(score[lo]) + w1 * cols(score[hi]))
+
+    taps = (ylo.reshape(chunks, rows), yhi.reshape(chunks, rows), wy.reshape(chunks, rows))
+    out = jax.lax.map(chunk, taps)
+    return out.reshape(chunks * rows, *out.shape[2:])[:lh]
+
+  return jax.vmap(one)(scores, image_sizes, label_sizes)
 
 
 def _scaled(size, scale):

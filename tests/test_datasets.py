@@ -124,9 +124,11 @@ def test_ade20k_reduce_zero_label(tmp_path):
   from jaxseg.data import pipeline
   config = load_config("mcibi_ade20k")
   batch = next(pipeline.eval_batches(config, datasets.source(builder, "val"), 2))
-  assert batch["image"].shape == (2, 1024, 1024, 3)
+  assert batch["image"].shape == (2, 2048, 2048, 3) and batch["label"].shape == (2, 2048, 2048)
+  assert sorted(map(tuple, batch["label_size"].tolist())) == [(19, 26), (20, 26)]  # as stored
+  assert sorted(map(tuple, batch["image_size"].tolist())) == [(512, 666), (512, 701)]  # short side 512
   labelled = (batch["label"] != 255).any(axis=2).sum(axis=1)  # rows holding labels
-  assert sorted(labelled.tolist()) == [512, 512]  # ADE_val images are 19x26 and 20x26
+  assert sorted(labelled.tolist()) == [19, 20]
 
 
 @pytest.mark.parametrize("config", ["59", "60"])
@@ -304,23 +306,28 @@ def test_bad_labels_of_other_datasets_name_the_file(tmp_path):
   assert name in str(e.value)
 
 
-def test_eval_resize_to_short_side_keeps_labels_aligned():
-  """ADE20K protocol: short side 512 (upscaled or downscaled), the label resized by
-  nearest neighbour, then padded with ignore; bounded by the canvas and long side."""
+def test_eval_resize_to_short_side_leaves_the_label_as_stored():
+  """ADE20K protocol: the image to short side 512 (up or down), long side <= 2048; the
+  label stays at its stored size on its own canvas, padded with ignore."""
+  import cv2
+
   from jaxseg.data import transforms
   rng = np.random.default_rng(0)
   label = np.repeat(np.repeat(rng.integers(0, 150, (3, 4)), 100, 0), 100, 1).astype(np.uint8)
   image = np.repeat(label[..., None], 3, -1)  # the image shows its label
   out = transforms.eval_transform({"image": image, "label": label[..., None]}, (1024, 1024), 255,
-                                  short_side=512)
-  assert (out["label"][:512, :683] != 255).all() and (out["label"][512:] == 255).all()
-  assert (out["label"][:, 683:] == 255).all()
-  agree = out["image"][:512, :683, 0] == out["label"][:512, :683]  # bilinear blurs block edges
-  assert agree.mean() > 0.97
-  small = transforms.resize_to_bounds(image, label, 512, 0, (600, 600))[1]  # the canvas bounds it
-  assert small.shape == (450, 600)
-  assert transforms.resize_to_bounds(image, label, 0, 512, (1024, 1024))[1].shape == (384, 512)
-  assert transforms.resize_to_bounds(image, label, 0, 0, (10, 10))[1] is label  # off: unchanged
+                                  short_side=512, long_side=2048, label_size=(320, 420))
+  assert tuple(out["image_size"]) == (512, 683) and tuple(out["label_size"]) == (300, 400)
+  np.testing.assert_array_equal(out["label"][:300, :400], label)
+  assert (out["label"][300:] == 255).all() and (out["label"][:, 400:] == 255).all()
+  assert (out["image"][512:] == 0).all() and (out["image"][:, 683:] == 0).all()
+  shown = cv2.resize(label, (683, 512), interpolation=cv2.INTER_NEAREST)
+  assert (out["image"][:512, :683, 0] == shown).mean() > 0.97  # bilinear blurs block edges
+  out = transforms.eval_transform({"image": image, "label": label[..., None]}, (1024, 1024), 255, long_side=512,
+                                  label_size=(300, 400))
+  assert tuple(out["image_size"]) == (384, 512)
+  plain = transforms.eval_transform({"image": image, "label": label[..., None]}, (320, 400), 255)
+  assert set(plain) == {"image", "label"} and plain["label"].shape == (320, 400)  # off: as before
 
 
 def test_coco_segment_id_missing_from_segments_info_names_the_png(tmp_path):

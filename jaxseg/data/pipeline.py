@@ -74,27 +74,61 @@ def train_dataset(config, source, process_index=0, process_count=1, family=None)
   return ds[process_index::process_count]
 
 
+def worker_options(num_workers):
+  """grain's options for `num_workers` worker processes. grain reads absl flags when it
+  starts them; outside an absl program (the API, tests) they are taken as parsed, at
+  their defaults."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return grain.MultiprocessingOptions(num_workers=num_workers)
+
+
 def train_iterator(dataset, config):
   """An iterator over `dataset` with read threads, and worker processes if asked."""
   it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
   if config.input.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.input.num_workers))
+    it = it.mp_prefetch(worker_options(config.input.num_workers))
   return iter(it)
 
 
-def eval_batches(config, source, batch_size, process_index=0, process_count=1, family=None):
+class _EvalEntry:
+  """Entry i of a host's eval stream: the family's eval_transform of its i-th record,
+  or past them the blank example. A picklable object, for grain's worker processes."""
+
+  def __init__(self, records, transform, blank):
+    self.records, self.transform, self.blank = records, transform, blank
+
+  def __call__(self, i):
+    return self.transform(self.records[i]) if i < len(self.records) else self.blank
+
+  def stack(self, entries):
+    """A batch: the blank example's keys, each stacked."""
+    return {k: np.stack([e[k] for e in entries]) for k in self.blank}
+
+
+def eval_batches(config, source, batch_size, process_index=0, process_count=1, family=None, num_workers=None):
   """Host-local eval batches of the family's `eval_transform` (semantic: full images,
   resized to input.eval_short_side / eval_long_side if set, padded to
-  `input.eval_size`).
+  `input.eval_size`), in record order.
 
   Every host yields the same number of batches; missing entries are the family's
-  blank example (all-ignore labels), so padding never reaches the metrics.
+  blank example (all-ignore labels), so padding never reaches the metrics. With
+  `num_workers` (default input.num_workers) > 0 the records are read and transformed
+  in that many grain worker processes, the order kept (each worker prepares whole
+  batches, two at a time: a Cityscapes batch of 8 is 64 MB).
   """
   family = family or families.get(config)
+  num_workers = config.input.num_workers if num_workers is None else num_workers
   ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
-  ds = ds[process_index::process_count].map(_Named(family.eval_transform, config.dataset.eval_split))
+  records = ds[process_index::process_count]
   per_host = -(-len(source) // process_count)
-  blank = family.example(train=False)
-  for start in range(0, per_host, batch_size):
-    items = [ds[i] if i < len(ds) else blank for i in range(start, start + batch_size)]
-    yield {k: np.stack([it[k] for it in items]) for k in blank}
+  entry = _EvalEntry(records, _Named(family.eval_transform, config.dataset.eval_split), family.example(train=False))
+  entries = grain.MapDataset.range(-(-per_host // batch_size) * batch_size).map(entry)
+  batches = entries.batch(batch_size, batch_fn=entry.stack)
+  if num_workers <= 0:
+    for i in range(len(batches)):  # in this process, one record after the other
+      yield batches[i]
+    return
+  it = batches.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  yield from it.mp_prefetch(worker_options(num_workers))

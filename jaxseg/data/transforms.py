@@ -246,40 +246,50 @@ def train_transform(record, rng, cfg, ignore_index, where="record"):
   return out
 
 
-def resize_to_bounds(image, label, short_side, long_side, max_size):
-  """Rescale (image bilinear, label nearest), keeping the aspect ratio, by the largest
-  factor (up or down) that keeps the short side <= `short_side`, the long side <=
-  `long_side` (0 = no bound) and the image within `max_size` (H, W). With both bounds
-  this is the toolboxes' keep-ratio resize to (long, short), e.g. ADE20K's (2048, 512).
-  With neither, the record is returned as it is."""
-  if not short_side and not long_side:
-    return image, label
-  h, w = label.shape
-  ratio = min(max_size[0] / h, max_size[1] / w)
-  if short_side:
-    ratio = min(ratio, short_side / min(h, w))
-  if long_side:
-    ratio = min(ratio, long_side / max(h, w))
-  size = (min(max(1, int(round(w * ratio))), max_size[1]), min(max(1, int(round(h * ratio))), max_size[0]))
-  if size == (w, h):
-    return image, label
-  return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-          cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+def keep_ratio_size(shape, short_side, long_side):
+  """(H', W') of the toolboxes' keep-ratio resize of a (H, W) record: the largest
+  factor (up or down) that keeps the short side <= `short_side` and the long side <=
+  `long_side` (0 = no bound), sizes rounded half up. mmcv's rescale with
+  `Resize(scale=(long_side, short_side), keep_ratio=True)`: ADE20K's (2048, 512)."""
+  h, w = shape
+  ratios = ([short_side / min(h, w)] if short_side else []) + ([long_side / max(h, w)] if long_side else [])
+  ratio = min(ratios)
+  return max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
 
 
 def eval_transform(record, size, ignore_index, where="record", short_side=0, long_side=0,
-                   canny_thresholds=None):
-  """Full image (resized to `short_side`/`long_side` if given, see resize_to_bounds)
-  padded to the static `size`; the padding is labelled ignore. With
-  `canny_thresholds`, also "edges": the Canny map of the image, padded with 0."""
+                   canny_thresholds=None, label_size=None):
+  """Full image padded to the static `size`; the padding is labelled ignore. With
+  `canny_thresholds`, also "edges": the Canny map of the image, padded with 0.
+
+  With `short_side` / `long_side` (the keep-ratio resize of keep_ratio_size) only the
+  image is resized (bilinear); the label stays as stored, padded with ignore to the
+  static `label_size`, and "image_size" / "label_size" (int32 (H', W') and (H, W))
+  say where each is valid: the prediction is resized back to the label
+  (jaxseg.evaluate.resized_back), as the toolboxes score."""
   image, label = check_record(record, where)
-  image, label = resize_to_bounds(image, label, short_side, long_side, size)
-  if label.shape[0] > size[0] or label.shape[1] > size[1]:
-    raise InputDataError(f"{where}: image is {label.shape[0]}x{label.shape[1]}, larger than "
-                     f"config input.eval_size {tuple(size)}")
+  resized = bool(short_side or long_side)
+  if resized:
+    h, w = keep_ratio_size(label.shape, short_side, long_side)
+    if (h, w) != label.shape:
+      image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    if label.shape[0] > label_size[0] or label.shape[1] > label_size[1]:
+      raise InputDataError(f"{where}: label is {label.shape[0]}x{label.shape[1]}, larger than "
+                           f"config input.eval_label_size {tuple(label_size)}")
+  if image.shape[0] > size[0] or image.shape[1] > size[1]:
+    resize = (f" after the resize to short side {short_side} / long side {long_side}" if resized else "")
+    raise InputDataError(f"{where}: image is {image.shape[0]}x{image.shape[1]}{resize}, larger than "
+                         f"config input.eval_size {tuple(size)}")
   out = {}
   if canny_thresholds is not None:
     edges = canny(image, canny_thresholds)
     out["edges"] = np.pad(edges, ((0, size[0] - edges.shape[0]), (0, size[1] - edges.shape[1])))
-  image, label = pad_to(image, label, size, ignore_index)
+  if not resized:
+    image, label = pad_to(image, label, size, ignore_index)
+    return {"image": image, "label": label, **out}
+  out["image_size"] = np.array(image.shape[:2], np.int32)
+  out["label_size"] = np.array(label.shape, np.int32)
+  image = np.pad(image, ((0, size[0] - image.shape[0]), (0, size[1] - image.shape[1]), (0, 0)))
+  label = np.pad(label, ((0, label_size[0] - label.shape[0]), (0, label_size[1] - label.shape[1])),
+                 constant_values=ignore_index)
   return {"image": image, "label": label, **out}

@@ -20,7 +20,7 @@ import numpy as np
 from jaxseg import sharding
 from jaxseg.data import transforms
 from jaxseg.errors import ConfigError, InputDataError
-from jaxseg.evaluate import BoundaryF, ConfusionMatrix, normalize, predict_scores
+from jaxseg.evaluate import BoundaryF, ConfusionMatrix, normalize, predict_scores, resized_back
 from jaxseg.families import Base
 from jaxseg.losses import cross_entropy, ohem_cross_entropy
 from jaxseg.metrics import format_table
@@ -76,12 +76,28 @@ class Family(Base):
     c = self.config
     return build_model(c) if train else build_model(c, c.model.eval_output_stride)
 
+  def resizes_eval_images(self):
+    """Whether eval images are resized (input.eval_short_side / eval_long_side), so
+    that batches carry the stored labels on their own canvas and the sizes."""
+    i = self.config.input
+    return bool(i.eval_short_side or i.eval_long_side)
+
+  def label_canvas(self):
+    """The static (H, W) of the eval labels: input.eval_label_size, (0, 0) = eval_size."""
+    i = self.config.input
+    size = tuple(i.get("eval_label_size", (0, 0)))
+    return size if any(size) and self.resizes_eval_images() else tuple(i.eval_size)
+
   def example(self, train):
     c = self.config
     size = tuple(c.input.crop_size if train else c.input.eval_size)
-    out = {"image": np.zeros((*size, 3), np.uint8), "label": np.full(size, c.dataset.ignore_index, label_dtype(c.dataset))}
+    label = size if train else self.label_canvas()
+    out = {"image": np.zeros((*size, 3), np.uint8),
+           "label": np.full(label, c.dataset.ignore_index, label_dtype(c.dataset))}
     if c.input.get("canny_edges", False):
       out["edges"] = np.zeros(size, np.uint8)
+    if not train and self.resizes_eval_images():  # a blank entry: nothing valid
+      out.update(image_size=np.zeros(2, np.int32), label_size=np.zeros(2, np.int32))
     return out
 
   def init(self, model, key, batch):
@@ -101,7 +117,7 @@ class Family(Base):
     i = self.config.input
     canny = tuple(i.canny_thresholds) if i.get("canny_edges", False) else None
     return transforms.eval_transform(record, tuple(i.eval_size), self.config.dataset.ignore_index, where,
-                                     i.eval_short_side, i.eval_long_side, canny)
+                                     i.eval_short_side, i.eval_long_side, canny, self.label_canvas())
 
   def images_batch(self, images):
     """The batch of uint8 RGB `images` (B, H, W, 3) as inference needs it: with the
@@ -119,7 +135,14 @@ class Family(Base):
     return predict_scores(model, variables, batch, self.config)
 
   def predict(self, model, variables, batch):
-    return {"pred": jnp.argmax(self.scores(model, variables, batch), axis=-1)}
+    """{"pred": class ids}: at the image canvas, or with "label_size" in the batch (eval
+    images resized) at the stored label's canvas, the scores of the valid region
+    resized back to each label's size first (the toolboxes' protocol)."""
+    scores = self.scores(model, variables, batch)
+    if "label_size" not in batch:
+      return {"pred": jnp.argmax(scores, axis=-1)}
+    return {"pred": resized_back(scores, batch["image_size"], batch["label_size"], batch["label"].shape[1:3],
+                                        self.config.model.get("align_corners", False))}
 
   def evaluators(self):
     d, out = self.config.dataset, {}
@@ -154,11 +177,30 @@ class Family(Base):
     from jaxseg.tools import draw
     c = self.config
     palette = datasets.palette(c.dataset.num_classes, self.builder)
-    batch = next(pipeline.eval_batches(c, eval_source, min(count, len(eval_source)), family=self))
+    batch = next(pipeline.eval_batches(c, eval_source, min(count, len(eval_source)), family=self, num_workers=0))
     preds = jax.device_get(predict(batch)["pred"])
-    for i, (image, label, pred) in enumerate(zip(batch["image"], batch["label"], preds)):
+    for i, (image, label, pred) in enumerate(self.shown(batch, preds)):
       row = draw.prediction_row(image, label, pred, palette, c.dataset.ignore_index)
       tb.image(step, f"eval/prediction_{i}", draw.grid([row], draw.PREDICTION_TITLES))
+
+  def shown(self, batch, preds):
+    """(image, label, prediction) of every eval batch entry as drawn, all of one size:
+    with resized eval images (the prediction at the stored label's canvas) the image
+    resized back to its label, on the label canvas, the prediction cut to the label
+    (ignore beyond); otherwise the canvas as it is. Blank padding entries are left out."""
+    if "label_size" not in batch:
+      return list(zip(batch["image"], batch["label"], preds))
+    import cv2
+    out = []
+    for image, label, pred, (h, w), (lh, lw) in zip(batch["image"], batch["label"], preds, batch["image_size"],
+                                                    batch["label_size"]):
+      if h and lh:
+        back = np.zeros((*label.shape, 3), np.uint8)
+        back[:lh, :lw] = cv2.resize(image[:h, :w], (int(lw), int(lh)), interpolation=cv2.INTER_LINEAR)
+        inside = np.zeros(label.shape, bool)
+        inside[:lh, :lw] = True
+        out.append((back, label, np.where(inside, np.asarray(pred), self.config.dataset.ignore_index)))
+    return out
 
   def predictor(self, model, variables, step, mesh):
     return Segmenter(self.config, variables, step, mesh, family=self)

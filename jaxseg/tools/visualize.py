@@ -64,13 +64,19 @@ def predictions_figure(ctx, num=4):
   from jaxseg.data import pipeline
 
   c = ctx.config
-  batch = next(pipeline.eval_batches(c, ctx.source, min(num, len(ctx.source))))
-  preds = ctx.seg.predict(batch["image"])
-  rows = [draw.prediction_row(i, l, p, ctx.palette, c.dataset.ignore_index)
-          for i, l, p in zip(batch["image"], batch["label"], preds)]
+  seg = ctx.seg
+  batch = next(pipeline.eval_batches(c, ctx.source, min(num, len(ctx.source)), family=seg.family, num_workers=0))
+  if "label_size" in batch:  # resized eval images: predicted at the stored label's size
+    import jax
+    preds = np.asarray(jax.jit(lambda v, b: seg.family.predict(seg.model, v, b)["pred"])(seg.variables, batch))
+  else:
+    preds = seg.predict(batch["image"])
+  shown = seg.family.shown(batch, preds)
+  rows = [draw.prediction_row(i, l, p, ctx.palette, c.dataset.ignore_index) for i, l, p in shown]
   grid = draw.grid(rows, draw.PREDICTION_TITLES)
   legend = draw.legend(ctx.names, ctx.palette, grid.shape[1])
-  return draw.stack(grid, legend), (batch["image"], batch["label"], preds)
+  images, labels, preds = (np.stack(x) for x in zip(*shown))
+  return draw.stack(grid, legend), (images, labels, preds)
 
 
 def confusion(ctx, max_images=0):

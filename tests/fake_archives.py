@@ -203,7 +203,6 @@ COCO_CATEGORIES = [  # a thing, another thing, two stuff categories (COCO ids)
 
 
 def make_coco_panoptic(nested_zip=True):
-  rng = np.random.default_rng(4)
   archives = {"train2017.zip": {}, "val2017.zip": {}, "panoptic_annotations_trainval2017.zip": {},
               "annotations_trainval2017.zip": {}}
   truth = {}

@@ -2,7 +2,6 @@
 layouts (tests/fake_archives.py): split counts from the list files, label mapping,
 ignore pixels, metadata, archives as downloaded or extracted, reuse, missing
 archives, and bad examples failing (naming the file) or skipped and reported."""
-import os
 import subprocess
 import sys
 

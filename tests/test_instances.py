@@ -12,7 +12,7 @@ import pytest
 
 from jaxseg import families, train
 from jaxseg.config import base_config
-from jaxseg.data import instances, pipeline
+from jaxseg.data import instances, pipeline, transforms
 from jaxseg.data.builders import shapes_panoptic as sp
 from jaxseg.errors import ConfigError, InputDataError
 from jaxseg.panoptic_quality import id_to_rgb
@@ -185,6 +185,19 @@ def test_eval_targets_are_the_record_padded():
   blank = instances.blank(config(), train=False, panoptic=True)
   assert {k: (v.shape, v.dtype) for k, v in blank.items()} == \
          {k: (v.shape, v.dtype) for k, v in out.items() if not k.startswith("count_")}
+
+
+def test_eval_targets_resize_with_the_image_by_the_keep_ratio_rule():
+  record = shapes_record("val", 1)
+  h, w = record["image"].shape[:2]
+  c = config(eval_short_side=min(h, w) // 2)
+  out = instances.eval_targets(record, c, ISTHING, "things", panoptic=True)
+  rh, rw = transforms.keep_ratio_size((h, w), min(h, w) // 2, 0)
+  ids = cv2.resize(rgb_to_ids(record["panoptic"]).astype(np.uint16), (rw, rh), interpolation=cv2.INTER_NEAREST)
+  np.testing.assert_array_equal(out["panoptic"][:rh, :rw], ids)
+  assert (out["panoptic"][rh:] == 0).all() and (out["panoptic"][:, rw:] == 0).all()
+  assert (out["label"][rh:] == 255).all()
+  assert (out["image"][rh:] == 0).all() and out["image"][:rh, :rw].any()
 
 
 def test_bad_segments_fail_naming_the_record_or_are_skipped_and_counted():

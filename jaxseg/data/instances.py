@@ -40,6 +40,7 @@ segment is left out (its pixels void) and counted in count_bad_segments instead.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from jaxseg.data import transforms
@@ -163,7 +164,7 @@ def targets(index, segments, isthing, max_instances, stride=1, which="things", p
   if which not in WHICH:
     raise ValueError(f"which must be one of {WHICH}, got {which!r}")
   category = segments["category"]
-  n, (h, w) = len(category), index.shape
+  n = len(category)
   out = {"label": np.concatenate([[ignore_index], category]).astype(np.uint8)[index]}
   if panoptic:
     out["panoptic"] = np.concatenate([[VOID], segments["id"]]).astype(np.int32)[index]
@@ -245,13 +246,20 @@ def train_targets(record, rng, config, isthing, which="things", panoptic=False, 
 
 
 def eval_targets(record, config, isthing, which="things", panoptic=False, where="record"):
-  """An evaluation record's batch entries: the full image, resized as the semantic
-  eval transform does (input.eval_short_side / eval_long_side), padded to the static
-  input.eval_size (image 0, label ignore, panoptic void); then `targets`."""
+  """An evaluation record's batch entries: the full image, resized by the keep-ratio
+  rule of the semantic eval transform (input.eval_short_side / eval_long_side) with
+  its segment map (nearest), padded to the static input.eval_size (image 0, label
+  ignore, panoptic void); then `targets`. The ground truth is resized with the image:
+  scoring at the stored size (as the semantic family does) waits for the first
+  panoptic family."""
   c, d = config.input, config.dataset
   image, index, segments, bad = decode(record, d.num_classes, where, c.skip_bad_records)
   size = tuple(c.eval_size)
-  image, index = transforms.resize_to_bounds(image, index, c.eval_short_side, c.eval_long_side, size)
+  if c.eval_short_side or c.eval_long_side:
+    h, w = transforms.keep_ratio_size(index.shape, c.eval_short_side, c.eval_long_side)
+    if (h, w) != index.shape:
+      image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+      index = cv2.resize(index, (w, h), interpolation=cv2.INTER_NEAREST)
   if index.shape[0] > size[0] or index.shape[1] > size[1]:
     raise InputDataError(f"{where}: image is {index.shape[0]}x{index.shape[1]}, larger than "
                          f"config input.eval_size {size}")

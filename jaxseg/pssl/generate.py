@@ -21,7 +21,6 @@ for python -m jaxseg.main.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import os
 import subprocess

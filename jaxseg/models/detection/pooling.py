@@ -13,7 +13,7 @@ are fused element-wise by max (or sum), and the rest of the head runs on the fus
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

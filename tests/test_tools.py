@@ -262,3 +262,24 @@ def test_benchmark_and_flops_need_neither_tensorflow_nor_grain():
           "print('ok')\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_panoptic_overlay_colours_segments_and_outlines_their_boundaries():
+  ids = np.zeros((6, 8), np.int64)
+  ids[1:4, 1:4], ids[1:4, 4:7] = 5, 9  # two instances of class 2 side by side; the rest void
+  image = np.full((6, 8, 3), 100, np.uint8)
+  palette = np.zeros((256, 3), np.uint8)
+  palette[2] = (200, 0, 0)
+  edge = draw.outlines(ids)
+  want = np.zeros_like(edge)  # both sides of every change between a pixel and its lower / right neighbour
+  for y in range(6):
+    for x in range(8):
+      for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        if 0 <= y + dy < 6 and 0 <= x + dx < 8 and ids[y + dy, x + dx] != ids[y, x]:
+          want[y, x] = True
+  np.testing.assert_array_equal(edge, want)
+  assert not draw.outlines(np.full((4, 4), 3)).any()
+  out = draw.panoptic_overlay(image, ids, {5: 2, 9: 2}, palette)
+  assert (out[edge] == 255).all() and (out[(ids == 0) & ~edge] == 100).all()
+  inner5, inner9 = out[2, 2], out[2, 5]  # inside each instance: blended red, in two shades
+  assert inner5[0] > 100 and inner5[1] == inner5[2] == 50 and inner9[0] > 100 and inner5[0] != inner9[0]

@@ -1,5 +1,6 @@
 """Figures drawn with numpy and Pillow only (no plotting library): label colouring,
-titled image grids with a class legend, line plots and a confusion-matrix heatmap.
+panoptic overlays with segment outlines, titled image grids with a class legend, line
+plots and a confusion-matrix heatmap.
 Every function returns a uint8 RGB array."""
 from __future__ import annotations
 
@@ -178,6 +179,34 @@ def heatmap(matrix, names, title, cell=36):
                 fill=WHITE if v > 0.5 else BLACK, font=small)
   draw.text((6, top + k * cell + 8), caption, fill=BLACK, font=small)
   return np.asarray(img)
+
+
+def outlines(ids):
+  """(H, W) bool: the pixels whose segment id differs from the pixel below or to the
+  right (and those neighbours), i.e. both sides of every segment boundary."""
+  ids = np.asarray(ids)
+  edge = np.zeros(ids.shape, bool)
+  down, right = ids[1:] != ids[:-1], ids[:, 1:] != ids[:, :-1]
+  edge[1:] |= down
+  edge[:-1] |= down
+  edge[:, 1:] |= right
+  edge[:, :-1] |= right
+  return edge
+
+
+def panoptic_overlay(image, ids, classes, palette, alpha=0.5):
+  """The image blended with the colour of each segment's class (`classes`: {segment
+  id: class index into the (256, 3) `palette`}; id 0 = void, left as the image), each
+  instance of a class in its own shade, with white outlines around every segment."""
+  image, ids = np.asarray(image, np.float32), np.asarray(ids)
+  colour = image.copy()
+  palette = np.asarray(palette, np.float32)
+  for sid, cls in sorted(classes.items()):
+    shade = 0.75 + 0.5 * ((sid * 0.6180339887) % 1.0)  # the golden ratio spreads neighbouring ids
+    colour[ids == sid] = np.clip(palette[cls] * shade, 0, 255)
+  out = np.where((ids != 0)[..., None], (1 - alpha) * image + alpha * colour, image)
+  out[outlines(ids)] = WHITE
+  return out.round().astype(np.uint8)
 
 
 def save_png(path, image):

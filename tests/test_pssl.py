@@ -262,18 +262,22 @@ def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agr
   assert 1000 in batch["label"] and (batch["label"] < 3).any()
 
   # kill -9 once the first chunk is listed, then rerun: the same dataset, record for record.
-  resumed = tmp_path / "resumed"
-  (proc,) = generation(imagenet, resumed, 2, 2)
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    manifest = resumed / "manifest.json"
-    if manifest.exists() and json.load(open(manifest))["chunks"]:
+  # On an idle machine the last chunks can follow the first within milliseconds, so a
+  # kill that lands after the run's end is tried again in a fresh work dir.
+  for attempt in range(3):
+    resumed = tmp_path / f"resumed{attempt}"
+    (proc,) = generation(imagenet, resumed, 2, 2)
+    manifest, deadline = resumed / "manifest.json", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      if manifest.exists() and json.load(open(manifest))["chunks"]:
+        break
+      time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = len(json.load(open(manifest))["chunks"])
+    if done < 3:
       break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate()
-  done = len(json.load(open(resumed / "manifest.json"))["chunks"])
-  assert 1 <= done < 3 and not (resumed / "tfds").exists()
+  assert 1 <= done < 3 and not (resumed / "tfds").exists(), f"every kill came after the last chunk ({done})"
   out = finish(generation(imagenet, resumed, 2, 2))
   assert f"{done} already done" in out
   got = records(resumed)

@@ -24,17 +24,6 @@ from tests import torch_reference as R
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
 from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
 
-TOL = 1e-4
-
-
-def report(name, ours, theirs):
-  ours, theirs = np.asarray(ours), np.asarray(theirs)
-  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
-  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
-  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
-  assert diff <= TOL * max(1.0, scale)
-
-
 def test_oneformer_model_matches_transformers():
   swin = transformers.SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
                                  out_features=["stage1", "stage2", "stage3", "stage4"])
@@ -63,7 +52,7 @@ def test_oneformer_model_matches_transformers():
   assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape, expected)  # every weight, no other
   ours = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))(params, jnp.asarray(image), jnp.asarray(ids))
 
-  report("task token", ours["task_token"], out.task_token.numpy())
+  R.report("task token", ours["task_token"], out.task_token.numpy())
   theirs = [(a["class_queries_logits"], a["masks_queries_logits"])
             for a in out.transformer_decoder_auxiliary_predictions]
   theirs.append((out.transformer_decoder_class_predictions, out.transformer_decoder_mask_predictions))
@@ -77,6 +66,6 @@ def test_oneformer_model_matches_transformers():
       margin = float(np.abs(np.asarray(resize(jnp.asarray(tm), size))).min())
       print(f"\n[mask for layer {i}] {blocked.mean():.0%} masked, smallest |logit| {margin:.2e}")
       assert 0.1 < blocked.mean() < 0.9 and margin > 1e-5
-    report(f"class logits after {i} layers", c, tc.numpy())
-    report(f"mask logits after {i} layers", m, tm)
-  report("initial queries", ours["queries"], out.transformer_decoder_contrastive_queries.numpy())
+    R.report(f"class logits after {i} layers", c, tc.numpy())
+    R.report(f"mask logits after {i} layers", m, tm)
+  R.report("initial queries", ours["queries"], out.transformer_decoder_contrastive_queries.numpy())

@@ -22,17 +22,6 @@ from tests import torch_reference as R
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
 from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
 
-TOL = 1e-4
-
-
-def report(name, ours, theirs):
-  ours, theirs = np.asarray(ours), np.asarray(theirs)
-  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
-  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
-  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
-  assert diff <= TOL * max(1.0, scale)
-
-
 def test_bilinear_sample_is_grid_sample_with_zero_padding():
   rng = np.random.RandomState(0)
   n, c, h, w, k = 3, 5, 6, 7, 400
@@ -47,17 +36,17 @@ def test_bilinear_sample_is_grid_sample_with_zero_padding():
                          mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
   flat = jnp.asarray(value.transpose(0, 2, 3, 1).reshape(n, h * w, c))
   ours = jax.jit(da.bilinear_sample, static_argnums=(1, 2))(flat, h, w, jnp.asarray(loc))
-  report("bilinear_sample vs grid_sample", ours, theirs.permute(0, 2, 1).numpy())
+  R.report("bilinear_sample vs grid_sample", ours, theirs.permute(0, 2, 1).numpy())
   assert np.abs(np.asarray(ours)[:, 6:10]).max() == 0  # half a pixel beyond the border: all zero padding
   # Gradients reach the locations (through the bilinear weights) and the values.
   g_loc, g_val = jax.grad(lambda l, v: da.bilinear_sample(v, h, w, l).sum(), argnums=(0, 1))(jnp.asarray(loc), flat)
   t_loc = torch.from_numpy(2 * loc - 1).requires_grad_()
   t_val = torch.from_numpy(value).requires_grad_()
   F.grid_sample(t_val, t_loc[:, :, None], mode="bilinear", padding_mode="zeros", align_corners=False).sum().backward()
-  report("d/d value", g_val, t_val.grad.permute(0, 2, 3, 1).reshape(n, h * w, c).numpy())
+  R.report("d/d value", g_val, t_val.grad.permute(0, 2, 3, 1).reshape(n, h * w, c).numpy())
   inner = (np.abs(loc - 0.5) < 0.45).all(-1)  # random points inside: the bilinear kinks at pixel
   inner[:, :len(edges)] = False  # centres, where rounding picks one side or the other, are left out
-  report("d/d location", np.asarray(g_loc)[inner], 2 * t_loc.grad.numpy()[inner])
+  R.report("d/d location", np.asarray(g_loc)[inner], 2 * t_loc.grad.numpy()[inner])
 
 
 SHAPES = ((3, 4), (5, 7), (9, 13))  # 1/32, 1/16, 1/8 of a 72x104 image, and odd
@@ -91,7 +80,7 @@ def test_ms_deform_attn_matches_transformers():
   for remat in (False, True):
     model = da.MSDeformAttn(32, 2, 3, 4, remat=remat)
     ours = jax.jit(lambda p, q, v, r: model.apply({"params": p}, q, v, r, SHAPES))(params, x + pos, x, refs)
-    report(f"MSDeformAttn (remat={remat})", ours, theirs.numpy())
+    R.report(f"MSDeformAttn (remat={remat})", ours, theirs.numpy())
 
 
 def test_ms_deform_attn_initialisation_is_the_reference():
@@ -144,10 +133,10 @@ def test_pixel_level_module_matches_transformers():
 
   nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
   for i, t in enumerate(out.encoder_features, 1):
-    report(f"Swin c{i}", features[f"c{i}"], nhwc(t))
+    R.report(f"Swin c{i}", features[f"c{i}"], nhwc(t))
   for name, o, t in zip(("1/32", "1/16", "1/8"), ours["multi_scale"], out.decoder_features):
-    report(f"pixel decoder {name}", o, nhwc(t))
-  report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.decoder_last_feature))
+    R.report(f"pixel decoder {name}", o, nhwc(t))
+  R.report("pixel decoder mask features 1/4", ours["mask_features"], nhwc(out.decoder_last_feature))
 
 
 def random_variables(module, *args):

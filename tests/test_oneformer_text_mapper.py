@@ -19,17 +19,6 @@ from tests import torch_reference as R
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
 from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
 
-TOL = 1e-4
-
-
-def report(name, ours, theirs):
-  ours, theirs = np.asarray(ours), np.asarray(theirs)
-  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
-  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
-  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
-  assert diff <= TOL * max(1.0, scale)
-
-
 def causal_forward(layer):
   """transformers' text layer with the causal mask it builds passed to its attention."""
   def forward(x, key_padding_mask=None):
@@ -63,6 +52,6 @@ def test_text_mapper_matches_transformers():
     for layer in ref.text_encoder.transformer.layers:
       layer.forward = causal_forward(layer)
     theirs_causal = ref(torch.from_numpy(ids).long()).numpy()
-  report("text queries, no causal mask (transformers)", open_, theirs)
-  report("text queries, causal mask (the authors')", causal, theirs_causal)
+  R.report("text queries, no causal mask (transformers)", open_, theirs)
+  R.report("text queries, causal mask (the authors')", causal, theirs_causal)
   assert np.abs(theirs - theirs_causal).max() > 1e-2  # the mask matters

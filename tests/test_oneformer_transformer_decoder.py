@@ -22,17 +22,6 @@ from tests import torch_reference as R
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' OneFormer")
 from transformers.models.oneformer import modeling_oneformer as M  # noqa: E402
 
-TOL = 1e-4
-
-
-def report(name, ours, theirs):
-  ours, theirs = np.asarray(ours), np.asarray(theirs)
-  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
-  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
-  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
-  assert diff <= TOL * max(1.0, scale)
-
-
 def test_clip_tokenizer_matches_transformers():
   merges = C.read_merges(C.default_vocab_path())
   vocab = C.build_vocab(merges)
@@ -66,7 +55,7 @@ def test_task_encoder_matches_transformers():
   sd = {f"model.task_encoder.{k}": v.numpy() for k, v in ref.state_dict().items()}
   params = converted(sd, oneformer_transformer_rows())["task_encoder"]
   ours = jax.jit(lambda p, x: TaskEncoder(32).apply({"params": p}, x))(params, jnp.asarray(ids))
-  report("task token", ours, theirs)
+  R.report("task token", ours, theirs)
 
 
 def converted(sd, rows):
@@ -118,10 +107,10 @@ def test_transformer_decoder_matches_transformers():
       print(f"\n[mask for layer {i}] {blocked.mean():.0%} of query-pixel pairs masked; smallest |logit| "
             f"at {size}: {np.abs(resized).min():.2e} (the 0.5 threshold is logit 0)")
       assert 0.1 < blocked.mean() < 0.9 and np.abs(resized).min() > 1e-5
-    report(f"class logits after {i} layers", c, tc.numpy())
-    report(f"mask logits after {i} layers", m, tm.permute(0, 2, 3, 1).numpy())
-  report("initial queries (query transformer + task token)", ours["queries"], out.contrastive_logits.numpy())
-  report("object queries after the last layer", ours["object_queries"], out.object_queries.numpy())
+    R.report(f"class logits after {i} layers", c, tc.numpy())
+    R.report(f"mask logits after {i} layers", m, tm.permute(0, 2, 3, 1).numpy())
+  R.report("initial queries (query transformer + task token)", ours["queries"], out.contrastive_logits.numpy())
+  R.report("object queries after the last layer", ours["object_queries"], out.object_queries.numpy())
 
 
 def test_attention_mask_unmasks_fully_masked_queries():

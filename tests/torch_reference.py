@@ -2,8 +2,10 @@
 compute, with their exact state-dict key names and shapes (torchvision does not install
 here), for tests/test_convert.py; written from torchvision.models.resnet /
 segmentation.{deeplabv3,fcn}. `randomize` gives any reference model random weights and
-BN statistics (also the real mmsegmentation models of tests/test_convert_mmseg.py).
+BN statistics (also the real mmsegmentation models of tests/test_convert_mmseg.py);
+`report` is the parity check the transformers-reference tests share.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -193,6 +195,16 @@ class TimmResNetC(ResNet):
     self.conv1 = nn.Sequential(nn.Conv2d(3, width // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(),
                                nn.Conv2d(width // 2, width // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(width // 2),
                                nn.ReLU(), nn.Conv2d(width // 2, width, 3, 1, 1, bias=False))
+
+
+# ---------------------------------------------------------------- comparison
+def report(name, ours, theirs, tol=1e-4):
+  """Prints and asserts max |ours - theirs| <= tol x max(1, max |theirs|)."""
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+  diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
+  print(f"\n[{name}] max abs diff {diff:.2e}, relative to max |ref| {diff / scale:.2e} (max |ref| {scale:.2f})")
+  assert diff <= tol * max(1.0, scale)
 
 
 # ---------------------------------------------------------------- random weights

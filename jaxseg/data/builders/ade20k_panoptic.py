@@ -28,12 +28,10 @@ with their masks as COCO RLE (prepare_ade20k_ins_seg.py's instance ground truth)
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from jaxseg.data.builders import ade20k, common
 
@@ -54,17 +52,7 @@ THING_OFFSET = 1000
 
 def read_instance_png(tree, name):
   """(R, G) of an instance annotation PNG, as (H, W) uint8 each."""
-  try:
-    image = Image.open(io.BytesIO(tree.read(name)))
-    image.load()
-  except common.BadExample:
-    raise
-  except Exception as e:
-    raise common.BadExample(f"{tree.where(name)}: corrupt or truncated instance PNG ({e})") from None
-  if image.mode != "RGB":
-    raise common.BadExample(f"{tree.where(name)}: instance PNG has mode {image.mode}, expected RGB "
-                            "(R = class, G = instance)")
-  rgb = np.asarray(image)
+  rgb = np.asarray(common.open_png(tree, name, "instance PNG", ("RGB",), "RGB (R = class, G = instance)"))
   return rgb[..., 0], rgb[..., 1]
 
 

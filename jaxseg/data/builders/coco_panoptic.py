@@ -24,14 +24,12 @@ Metadata: classes, palette (the VOC colour map), category_ids, isthing.
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from jaxseg.data.builders import common
 
@@ -75,14 +73,7 @@ def _png_tree(tree, split, cache_dir: Path):
 def read_panoptic_png(tree, name):
   """The (H, W) int64 segment ids of a panoptic PNG, and its bytes."""
   data = tree.read(name)
-  try:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-  except Exception as e:
-    raise common.BadExample(f"{tree.where(name)}: corrupt or truncated panoptic PNG ({e})") from None
-  if image.mode != "RGB":
-    raise common.BadExample(f"{tree.where(name)}: panoptic PNG has mode {image.mode}, expected RGB")
-  rgb = np.asarray(image).astype(np.int64)
+  rgb = np.asarray(common.open_png(tree, name, "panoptic PNG", ("RGB",), "RGB", data)).astype(np.int64)
   return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2], data
 
 

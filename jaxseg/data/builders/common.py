@@ -190,16 +190,23 @@ def panoptic_record(ids, listed, isthing):
 
 def read_int_png(tree, name: str) -> np.ndarray:
   """The (H, W) int64 values of an 8- or 16-bit greyscale PNG (Cityscapes' instanceIds)."""
+  return np.asarray(open_png(tree, name, "PNG", ("I;16", "I", "L"), "8- or 16-bit grey")).astype(np.int64)
+
+
+def open_png(tree, name: str, what: str, modes, expected: str, data: bytes | None = None):
+  """The decoded PIL image of the PNG `name` in `tree` (from its bytes `data` when the
+  caller holds them), whose mode is one of `modes`; else BadExample naming the file,
+  `what` it is and the `expected` mode."""
   try:
-    image = Image.open(io.BytesIO(tree.read(name)))
+    image = Image.open(io.BytesIO(tree.read(name) if data is None else data))
     image.load()
   except BadExample:
     raise
   except Exception as e:
-    raise BadExample(f"{tree.where(name)}: corrupt or truncated PNG ({e})") from None
-  if image.mode not in ("I;16", "I", "L"):
-    raise BadExample(f"{tree.where(name)}: PNG has mode {image.mode}, expected 8- or 16-bit grey")
-  return np.asarray(image).astype(np.int64)
+    raise BadExample(f"{tree.where(name)}: corrupt or truncated {what} ({e})") from None
+  if image.mode not in modes:
+    raise BadExample(f"{tree.where(name)}: {what} has mode {image.mode}, expected {expected}")
+  return image
 
 
 def files_under(tree, prefix: str, suffix: str):
@@ -278,17 +285,7 @@ def check_image(data: bytes, where: str):
 
 def read_label_png(tree, name: str) -> np.ndarray:
   """The (H, W) class indices of a palette or greyscale label PNG."""
-  try:
-    image = Image.open(io.BytesIO(tree.read(name)))
-    image.load()
-  except BadExample:
-    raise
-  except Exception as e:
-    raise BadExample(f"{tree.where(name)}: corrupt or truncated label ({e})") from None
-  if image.mode not in ("P", "L"):
-    raise BadExample(f"{tree.where(name)}: label PNG has mode {image.mode}, expected palette "
-                     "or 8-bit grey class indices")
-  return np.asarray(image, np.uint8)
+  return np.asarray(open_png(tree, name, "label PNG", ("P", "L"), "palette or 8-bit grey class indices"), np.uint8)
 
 
 def check_label(label, size, num_classes: int, where: str):

@@ -9,12 +9,24 @@ training goes on.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
-from tensorboardX import summary
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto import event_pb2, summary_pb2
+
+# tensorboardX's package __init__ imports PyTorch when it is installed (seconds of every
+# start, and training must not import PyTorch); the event writer needs none of it, so
+# `import torch` fails while tensorboardX loads, unless PyTorch is loaded already.
+_block_torch = "torch" not in sys.modules
+if _block_torch:
+  sys.modules["torch"] = None
+try:
+  from tensorboardX import summary
+  from tensorboardX.event_file_writer import EventsWriter
+  from tensorboardX.proto import event_pb2, summary_pb2
+finally:
+  if _block_torch:
+    del sys.modules["torch"]
 
 
 class Writer:

@@ -1,11 +1,12 @@
-"""DESIGN.md: TensorFlow belongs to dataset preparation only. Importing jaxseg and
-reading a prepared dataset must never import it."""
+"""DESIGN.md: TensorFlow belongs to dataset preparation only, PyTorch to checkpoint
+conversion and the reference tests. Importing jaxseg and reading a prepared dataset
+must never import either."""
 import subprocess
 import sys
 
 from tests.conftest import ROOT
 
-NO_TF_LOADED = ("tf = [m for m in sys.modules if m.split('.')[0] == 'tensorflow']\n"
+NO_TF_LOADED = ("tf = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'torch')]\n"
                 "assert not tf, tf[:5]\n")
 
 

@@ -1,5 +1,7 @@
+import atexit
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,7 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Most tests compile the same tiny programs, many in `python -m jaxseg.main` subprocesses:
 # a compilation cache shared by the session (and inherited by the subprocesses) compiles
 # each once. Set before any test module imports JAX.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxseg-test-jit-cache-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxseg-test-jit-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+# Every program, not only those compiling for over a second (JAX's default): the eval
+# and init programs of a tiny run compile in under a second each, many times over.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # The programs are tiny, so compiling dominates: without LLVM's optimisations a tiny CLI
 # run takes 25 s instead of 40 s. The subprocesses inherit the flag (see `devices_env`).
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -45,6 +52,22 @@ def data_dir(tmp_path_factory):
   from jaxseg.data import datasets
   datasets.dataset_dir("shapes", path)
   return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir, tmp_path_factory):
+  """(work dir, stdout) of `configs/quickstart.py:tiny` trained by the CLI: 4 steps,
+  checkpoints 2 and 4, evaluated at step 4. Shared by the session: a test that changes
+  it (other than appending --mode eval rows) works on a copy (`copy_tiny_run`)."""
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  out = run_cli("--config", "configs/quickstart.py:tiny", "--workdir", workdir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out.stdout
+
+
+def copy_tiny_run(tiny_run, workdir):
+  shutil.copytree(tiny_run[0], workdir)
+  return str(workdir)
 
 
 def run_cli(*args, env=None, timeout=600):

@@ -14,12 +14,10 @@ from tests.conftest import ROOT, run_cli
 TINY = "configs/quickstart.py:tiny"
 
 
-@pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  out = run_cli("--config", TINY, "--workdir", workdir)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, out.stdout
+@pytest.fixture
+def trained(tiny_run):
+  """(work dir, stdout) of `python -m jaxseg.main --config TINY --workdir DIR`."""
+  return tiny_run
 
 
 def test_train_writes_the_work_dir(trained):

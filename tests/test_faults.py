@@ -2,6 +2,7 @@
 unwritable or full work dir, a damaged checkpoint, a corrupt record."""
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,15 +18,20 @@ from jaxseg import train
 from jaxseg.data import pipeline
 from jaxseg.errors import CheckpointMismatchError, InputDataError, NonFiniteError, WorkdirError
 from jaxseg.models.segmentor import build_model
-from tests.conftest import ROOT, load_config, run_cli
+from tests.conftest import ROOT, copy_tiny_run, load_config, run_cli
 
 TINY = "configs/quickstart.py:tiny"
+# Most runs here test resuming and checkpoints, not evaluation: without it (it would
+# run at the last step) each run is seconds shorter.
+NO_EVAL = "--config.evals.confusion.every=-1"
 
 
-def tiny(steps, **train_overrides):
+def tiny(steps, evaluate=True, **train_overrides):
   config = load_config("quickstart", "tiny")
   config.train.steps = steps
   config.train.update(train_overrides)
+  if not evaluate:
+    config.evals.confusion.every = -1
   return config
 
 
@@ -51,9 +57,9 @@ def assert_same_variables(workdir_a, workdir_b, atol=1e-6):
 
 def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(data_dir, tmp_path):
   overrides = ["--config.train.steps=12", "--config.train.log_every=1", "--config.train.ckpt_every=100",
-               "--config.train.eval_every=100"]
-  full = str(tmp_path / "full")
-  assert run_cli("--config", TINY, "--workdir", full, *overrides).returncode == 0
+               "--config.train.eval_every=100", NO_EVAL]
+  full = str(tmp_path / "full")  # the uninterrupted run: in this process (the signal is not its subject)
+  train.train_and_evaluate(tiny(12, evaluate=False, log_every=1, ckpt_every=100, eval_every=100), full)
   resumed = str(tmp_path / "resumed")
   proc = start(resumed, *overrides)
   wait_for_step(proc, random.Random(os.getpid()).randint(2, 8))
@@ -71,9 +77,10 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(dat
 def test_kill_9_during_async_saves_always_resumes_from_an_intact_checkpoint(data_dir, tmp_path):
   # A checkpoint every step, so a save is in flight almost all the time; each round
   # kills the process at a random moment just after a step's save began.
+  # Each kill lands by step 10 or so; the resumed run then goes on to step 20.
   workdir = str(tmp_path / "run")
-  overrides = ["--config.train.steps=30", "--config.train.log_every=1", "--config.train.ckpt_every=1",
-               "--config.train.eval_every=1000", "--config.train.keep_checkpoints=2"]
+  overrides = ["--config.train.steps=20", "--config.train.log_every=1", "--config.train.ckpt_every=1",
+               "--config.train.eval_every=1000", "--config.train.keep_checkpoints=2", NO_EVAL]
   rng = random.Random(1)
   for _ in range(2):
     proc = start(workdir, *overrides)
@@ -85,8 +92,8 @@ def test_kill_9_during_async_saves_always_resumes_from_an_intact_checkpoint(data
   out = run_cli("--config", TINY, "--workdir", workdir, *overrides)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Resumed from" in out.stdout
-  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 30
-  assert jaxseg.load(workdir).step == 30
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())[-1] == 20
+  assert jaxseg.load(workdir).step == 20
 
 
 def nan_batch(shape=(8, 64, 64)):
@@ -118,9 +125,9 @@ def test_a_non_finite_step_leaves_the_state_unchanged():
     ("stop", "non-finite loss term(s) aux, seg at step 3 (train.on_nonfinite='stop')"),
     ("skip", "2 consecutive non-finite steps ending at step 4"),
 ])
-def test_non_finite_policies_keep_the_last_good_checkpoint(data_dir, tmp_path, policy, message):
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny(8, ckpt_every=2, eval_every=100), workdir, stop_after=2)
+def test_non_finite_policies_keep_the_last_good_checkpoint(tiny_run, tmp_path, policy, message):
+  workdir = copy_tiny_run(tiny_run, tmp_path / "run")
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))  # a run that has reached step 2
   # The resumed run divides by a zero std: every loss from step 3 on is non-finite.
   config = tiny(8, ckpt_every=2, eval_every=100, on_nonfinite=policy, max_consecutive_skips=2)
   config.dataset.std = (0.0, 0.0, 0.0)
@@ -171,7 +178,7 @@ def test_full_disk_fails_at_start(small_disk):
 
 def test_full_disk_at_save_is_reported_and_nothing_is_lost(data_dir, small_disk):
   fill(small_disk, 300_000)  # room for config.json and logs, not for a 1 MB checkpoint
-  out = run_cli("--config", TINY, "--workdir", str(small_disk / "run"))
+  out = run_cli("--config", TINY, "--workdir", str(small_disk / "run"), NO_EVAL)
   assert out.returncode == 2, out.stderr[-3000:]
   # ENOSPC reaches us as the OS's message or, from tensorstore's writer, as its errno
   assert "a checkpoint write to" in out.stdout
@@ -180,9 +187,8 @@ def test_full_disk_at_save_is_reported_and_nothing_is_lost(data_dir, small_disk)
   assert "jaxseg: error: the last checkpoint (step 4) could not be written" in out.stderr
 
 
-def test_damaged_checkpoint_is_a_clear_error_and_restore_picks_another(data_dir, tmp_path):
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny(4, ckpt_every=2, eval_every=100), workdir)
+def test_damaged_checkpoint_is_a_clear_error_and_restore_picks_another(tiny_run, tmp_path):
+  workdir = copy_tiny_run(tiny_run, tmp_path / "run")  # checkpoints 2 and 4
   state_dir = os.path.join(workdir, "checkpoints", "4", "state")
   for root, _, files in os.walk(state_dir):
     for name in files:
@@ -190,8 +196,8 @@ def test_damaged_checkpoint_is_a_clear_error_and_restore_picks_another(data_dir,
       with open(path, "r+b") as f:  # truncate every file of the state to half
         f.truncate(os.path.getsize(path) // 2)
   with pytest.raises(CheckpointMismatchError, match=r"checkpoints/4 is unreadable .*--restore .*checkpoints/2"):
-    train.train_and_evaluate(tiny(6, ckpt_every=2, eval_every=100), workdir)
-  out = run_cli("--config", TINY, "--workdir", workdir, "--config.train.steps=6",
+    train.train_and_evaluate(tiny(6, evaluate=False, ckpt_every=2, eval_every=100), workdir)
+  out = run_cli("--config", TINY, "--workdir", workdir, "--config.train.steps=6", NO_EVAL,
                 "--restore", os.path.join(workdir, "checkpoints", "2"))
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Resumed from" in out.stdout and "checkpoints/2" in out.stdout

@@ -110,6 +110,8 @@ def main():
   wd = os.path.abspath(args.workdir)
   os.makedirs(wd, exist_ok=True)
   os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH", "")]))
+  # Runs of a stage that differ only by their weights (pretrained or not) compile the same programs once.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(wd, "jax_cache"))
   load = os.getloadavg()[0]
   times = {}
 
@@ -132,8 +134,8 @@ def main():
       "pssl_demo_pretrain.py", pretrained, f"--config.dataset.data_dir={os.path.join(labels, 'tfds')}")}, 1)
 
   runs = {}
-  for seed in range(args.seeds):
-    for kind, extra in (("pssl", [f"--config.model.init_from={pretrained}"]), ("scratch", [])):
+  for kind, extra in (("pssl", [f"--config.model.init_from={pretrained}"]), ("scratch", [])):
+    for seed in range(args.seeds):  # a seed's second run comes after its first: its programs are cached
       out = os.path.join(wd, f"finetune_{kind}_seed{seed}")
       runs[f"{out}.log"] = train_cmd("pssl_demo_finetune.py", out, f"--config.seed={seed}", *extra)
   times["4. fine-tuning"] = stage("fine-tuning", runs, args.jobs)

@@ -21,7 +21,7 @@ def get_config(variant=""):
   c.input.update(dict(crop_size=(64, 64), flip=True, photometric=True))
   c.model.backbone.update(dict(depth=10, width=16, stem="7x7", output_stride=32, multi_grid=()))
   c.optim.update(dict(lr=0.05, weight_decay=1e-4))
-  c.train.update(dict(batch_size=32, steps=300, log_every=50, eval_every=300, ckpt_every=300,
+  c.train.update(dict(batch_size=32, steps=150, log_every=50, eval_every=150, ckpt_every=150,
                       best_metric="accuracy", tensorboard_images=0))
   c.evals = dict(accuracy=dict(every=0))
   c.eval.batch_size = 50

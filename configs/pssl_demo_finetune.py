@@ -24,7 +24,7 @@ def get_config():
   c.input.crop_size = (96, 96)
   c.model.backbone.output_stride = 16
   c.model.eval_output_stride = 16
-  c.train.update(dict(batch_size=16, steps=300, log_every=50, eval_every=300, ckpt_every=300,
+  c.train.update(dict(batch_size=16, steps=200, log_every=50, eval_every=200, ckpt_every=200,
                       tensorboard_images=0))
   c.eval.batch_size = 50
   return c

@@ -25,6 +25,6 @@ def get_config():
   c.dataset.update(dict(name="pssl_generated", data_dir="", train_split="train", eval_split="train",
                         num_classes=classes))
   c.loss.class_weights = (1.0,) * (classes - 1) + (0.1,)  # w(background) = 0.1
-  c.train.update(dict(steps=400, eval_every=400, ckpt_every=400))
+  c.train.update(dict(steps=300, eval_every=300, ckpt_every=300))
   c.evals = {}
   return c

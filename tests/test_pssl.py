@@ -362,6 +362,11 @@ def test_classification_family_loss_accuracy_and_transforms_against_numpy():
   acc = family.evaluators()["accuracy"]
   scores = acc.result(acc.update(acc.init(), pred, jax.tree.map(jnp.asarray, batch)))
   assert scores == {"accuracy": 2 / 3, "num_images": 3}
+  from jaxseg import sharding  # jaxseg.load's object: any image size, resized inside
+  classifier = family.predictor(model, variables, 0, sharding.make_mesh())
+  np.testing.assert_allclose(classifier.logits(records[0]["image"][None]),
+                             family.apply(model, variables, {"image": family.eval_transform(records[0])["image"][None]},
+                                          train=False), rtol=1e-5, atol=1e-6)
 
 
 def test_pspnet_finetune_configs_hold_the_pretraining_model_and_paddleseg_schedules():

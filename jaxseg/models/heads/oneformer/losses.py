@@ -197,17 +197,25 @@ def oneformer_losses(outputs, targets, key, text_queries, logit_scale, *, num_cl
   keep = int(importance_sample_ratio * num_points)
   num_masks = jnp.maximum(valid.sum().astype(jnp.float32), 1.0)  # |G| over the (global) batch
   class_w, mask_w, dice_w = cost_weights
-  layers = [outputs] + list(outputs.get("aux", []))
-  terms = {}
-  for l, (layer, layer_key) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
+
+  def layer_terms(layer):
+    class_logits, mask_logits, layer_key = layer
     points = draw_points(layer_key, b, m, num_points, oversample_ratio, importance_sample_ratio)
-    class_logits, mask_logits = layer["class_logits"], layer["mask_logits"]
     assigned = matching.match(class_logits, mask_logits.transpose(0, 3, 1, 2), classes, masks, valid,
                               points["match"], class_weight=class_w, mask_weight=mask_w, dice_weight=dice_w)
+    return (class_loss(class_logits, assigned, classes, valid, no_object_weight),
+            *mask_losses(mask_logits, assigned, masks, valid, points, keep, num_masks))
+
+  # one compiled layer, run for every layer in turn (the matching's solver is a large program)
+  layers = [outputs] + list(outputs.get("aux", []))
+  stack = lambda name: jnp.stack([layer[name] for layer in layers])
+  per_layer = jax.lax.map(layer_terms, (stack("class_logits"), stack("mask_logits"),
+                                        jax.random.split(key, len(layers))))
+  terms = {}
+  for l in range(len(layers)):
     suffix = "" if l == 0 else f"_{l - 1}"
-    terms["class" + suffix] = class_loss(class_logits, assigned, classes, valid, no_object_weight)
-    terms["mask" + suffix], terms["dice" + suffix] = mask_losses(mask_logits, assigned, masks, valid, points,
-                                                                 keep, num_masks)
+    for name, values in zip(("class", "mask", "dice"), per_layer):
+      terms[name + suffix] = values[l]
   if text_queries is not None:
     terms["contrastive"] = contrastive_loss(outputs["queries"], text_queries, jnp.asarray(logit_scale))
   return terms

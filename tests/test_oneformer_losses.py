@@ -55,7 +55,7 @@ def loss(layers, queries, text, logit_scale, targets, key):
 
 # ((total, terms), d total / d (layers, queries, text, logit_scale)): one compilation for both tests
 step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
-LOGIT_SCALE = np.float32(np.log(1 / 0.07))
+LOGIT_SCALE = L.initial_logit_scale()
 
 
 def test_losses_and_gradients_equal_transformers(monkeypatch):
@@ -117,6 +117,7 @@ def test_losses_and_gradients_equal_transformers(monkeypatch):
   relative("d total / d queries", grads[1], t_queries.grad.numpy())
   relative("d total / d text queries", grads[2], t_text.grad.numpy())
   relative("d total / d logit scale", grads[3], ref.logit_scale.grad.numpy())
+  R.report("initial logit scale", LOGIT_SCALE, ref.logit_scale.detach().numpy(), tol=1e-6)
   assert abs(float(grads[3])) > 1e-4 and float(ours["contrastive"]) > 0.05
 
 

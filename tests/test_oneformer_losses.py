@@ -3,9 +3,9 @@ random predictions of non-zero scale, two aux layers, padded ground truth (junk 
 padded slot), ground-truth masks at another resolution than the predictions. Both sides
 get the same random points: torch.rand, which the reference calls for its matching points
 and its importance-sampling candidates, is replaced by a feed of jaxseg's own draws. The
-terms and the gradients of the weighted total (logit scale included) are
-compared (equal gradients of every layer's class and mask logits are equal matchings); and
-a jitted gradient step on a batch without any valid ground truth is finite.
+terms and the gradients of the weighted total (logit scale included) are compared: equal
+gradients of every layer's class and mask logits are equal matchings. A jitted gradient
+step on a batch without any valid ground truth is finite.
 """
 import jax
 import numpy as np

@@ -108,29 +108,46 @@ def dense(p, x):
   return x @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
 
 
-@pytest.mark.parametrize("fusion", ["max", "sum", None])  # None: the Mask R-CNN head, one level
-def test_box_head_equals_numpy(fusion):
+def np_gn(x, scale, bias, groups=32, eps=1e-5):
+  g = x.reshape(x.shape[0], groups, -1)
+  g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
+  return g.reshape(x.shape) * scale + bias
+
+
+@pytest.mark.parametrize("fusion,norm", [("max", "none"), ("sum", "none"), ("max", "gn"), (None, "none"),
+                                         (None, "gn")])  # None: the Mask R-CNN head, one level
+def test_box_head_equals_numpy(fusion, norm):
   rng = np.random.RandomState(2)
-  l, r, c, k = 4, 5, 3, 2
+  l, r, c, k, hidden = 4, 5, 3, 2, 256  # 8 features per group of the GroupNorm
   pooled = rng.randn(l, r, 7, 7, c).astype(np.float32)
   x = pooled if fusion else pooled[0]
-  head = BoxHead(k, representation=6, adaptive=fusion is not None, fusion=fusion or "max")
+  head = BoxHead(k, representation=hidden, adaptive=fusion is not None, fusion=fusion or "max", norm=norm)
   variables = jax.jit(head.init)(jax.random.key(0), x)
-  p = jax.tree.map(np.asarray, variables["params"])
-  # non-zero scales on the predictor, so its output is not just the near-zero initialisation
-  p["cls_score"]["kernel"] = rng.randn(*p["cls_score"]["kernel"].shape).astype(np.float32)
-  p["bbox_pred"]["bias"] = rng.randn(*p["bbox_pred"]["bias"].shape).astype(np.float32)
+  # random scales everywhere (the predictor and GroupNorm start from constants)
+  p = jax.tree.map(lambda v: rng.randn(*v.shape).astype(np.float32) * (0.3 if v.ndim == 2 else 1.0),
+                   variables["params"])
   logits, deltas = jax.jit(head.apply)({"params": p}, x)
+
+  def first(name, x, norm_name):
+    y = dense(p["fc6"][name] if fusion else p["fc6"], x.reshape(r, -1))  # NHWC flattening
+    if norm == "gn":
+      q = p["fc6"][norm_name] if fusion else p["fc6_norm"]
+      y = np_gn(y, q["scale"], q["bias"])
+    return np.maximum(y, 0)
+
   if fusion:
-    per = [np.maximum(dense(p["fc6"][f"fc1_level{i}"], pooled[i].reshape(r, -1)), 0) for i in range(l)]
+    per = [first(f"fc1_level{i}", pooled[i], f"norm1_level{i}") for i in range(l)]
     h = np.max(per, 0) if fusion == "max" else np.sum(per, 0)
-    assert set(p["fc6"]) == {f"fc1_level{i}" for i in range(l)}
+    assert {f"fc1_level{i}" for i in range(l)} <= set(p["fc6"])  # one first layer per level
   else:
-    h = np.maximum(dense(p["fc6"], x.reshape(r, -1)), 0)  # NHWC flattening
-  h = np.maximum(dense(p["fc7"], h), 0)
-  np.testing.assert_allclose(np.asarray(logits), dense(p["cls_score"], h), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(deltas), dense(p["bbox_pred"], h).reshape(r, k + 1, 4), rtol=1e-4, atol=1e-5)
-  assert p["cls_score"]["kernel"].shape == (6, k + 1) and p["bbox_pred"]["kernel"].shape == (6, 4 * (k + 1))
+    h = first(None, x, None)
+  h = dense(p["fc7"], h)
+  h = np.maximum(np_gn(h, p["fc7_norm"]["scale"], p["fc7_norm"]["bias"]) if norm == "gn" else h, 0)
+  np.testing.assert_allclose(np.asarray(logits), dense(p["cls_score"], h), rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(deltas), dense(p["bbox_pred"], h).reshape(r, k + 1, 4), rtol=1e-4,
+                             atol=1e-3)
+  assert p["cls_score"]["kernel"].shape == (hidden, k + 1)
+  assert p["bbox_pred"]["kernel"].shape == (hidden, 4 * (k + 1))
 
 
 def conv_relu(p, x):

@@ -133,7 +133,7 @@ class PANet(nn.Module):
   adaptive_pooling: bool = True
   fusion: str = "max"  # adaptive pooling's fusion: "max" | "sum"
   fc_fusion: bool = True
-  head_norm: str = "none"  # the mask head's convs: "none" | "bn" | "gn"
+  head_norm: str = "none"  # "none" | "gn": GroupNorm in the box head's FCs and the mask head's convs
   representation: int = 1024
   mask_channels: int = 256
   # RPN (torchvision's defaults)
@@ -169,6 +169,8 @@ class PANet(nn.Module):
       raise ValueError(f"mask_rois {self.mask_rois} exceeds roi_batch_size {self.roi_batch_size}")
     if self.fusion not in ("max", "sum"):
       raise ValueError(f"fusion must be 'max' or 'sum', got '{self.fusion}'")
+    if self.head_norm not in ("none", "gn"):
+      raise ValueError(f"head_norm must be 'none' or 'gn', got '{self.head_norm}'")
 
   def pool(self, pyramid, boxes, image_index, size):
     """(R, 4) RoIs -> (R, s, s, C) from one level each, or (L, R, s, s, C) from all levels."""
@@ -208,7 +210,7 @@ class PANet(nn.Module):
         lambda o, d, size: propose(o, d, anchors, (size[0], size[1]), pre, post, self.rpn_nms_threshold)
     )(objectness, deltas, image_sizes)
     box_head = BoxHead(self.num_classes, self.representation, self.adaptive_pooling, self.fusion,
-                       self.dtype, name="box_head")
+                       self.head_norm, self.dtype, name="box_head")
     mask_head = MaskHead(self.num_classes, self.mask_channels, self.adaptive_pooling, self.fusion,
                          self.fc_fusion, self.head_norm, self.dtype, name="mask_head")
     out = {"proposals": proposals, "proposal_valid": proposal_valid}

@@ -17,6 +17,7 @@ from jaxseg.models.detection import losses, targets
 from jaxseg.models.detection.box_head import BoxHead
 from jaxseg.models.detection.mask_head import MaskHead
 from jaxseg.models.detection.panet import MASK_RCNN, PANet, mask_grid_shift, postprocess
+from jaxseg.models.detection.rpn import RPNHead
 from jaxseg.models.necks.fpn import FPN
 from tests.test_detection_ops import np_iou, np_nms, np_roi_align
 from tests.test_fpn import np_conv
@@ -103,6 +104,23 @@ def test_losses_without_foreground_are_finite():
 
 
 # ---------------------------------------------------------------------------- heads
+
+def test_rpn_head_equals_numpy_in_the_anchors_order():
+  rng = np.random.RandomState(8)
+  levels = [rng.randn(2, 8 >> i, 6 >> i, 4).astype(np.float32) for i in range(2)]
+  head = RPNHead(num_anchors=3)
+  variables = jax.jit(head.init)(jax.random.key(0), levels)
+  p = jax.tree.map(lambda v: rng.randn(*v.shape).astype(np.float32) * 0.3, variables["params"])
+  objectness, deltas = jax.jit(head.apply)({"params": p}, levels)
+  for x, o, d in zip(levels, objectness, deltas):
+    t = np.maximum(np_conv(x, p["conv"]["kernel"], p["conv"]["bias"]), 0)  # shared by the levels
+    logits = t @ p["cls_logits"]["kernel"][0, 0] + p["cls_logits"]["bias"]  # (B, H, W, A)
+    reg = t @ p["bbox_pred"]["kernel"][0, 0] + p["bbox_pred"]["bias"]  # (B, H, W, 4 A): anchor-major
+    b, h, w, _ = x.shape
+    # anchors.grid_anchors' order: row-major cells, then the 3 aspect ratios
+    np.testing.assert_allclose(np.asarray(o), logits.reshape(b, h * w * 3), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(d), reg.reshape(b, h, w, 3, 4).reshape(b, -1, 4), rtol=1e-4, atol=1e-4)
+
 
 def dense(p, x):
   return x @ np.asarray(p["kernel"]) + np.asarray(p["bias"])

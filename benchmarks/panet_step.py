@@ -1,4 +1,4 @@
-"""PANet and its Mask R-CNN setting (ResNet-50-FPN, 81 classes) at the COCO canvas
+"""PANet and its Mask R-CNN setting (ResNet-50-FPN, 80 classes + background) at the COCO canvas
 (832 x 1344: short side 800 padded to a multiple of 64, long side <= 1333): the training
 step (forward + backward + SGD update, batch 2 per device as the papers' 16 images on 8
 GPUs) and inference (batch 1), by XLA's compiled analysis on this device: FLOPs (cost

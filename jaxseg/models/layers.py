@@ -32,8 +32,11 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = conv(self.features, self.kernel, self.stride, self.dilation, self.dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                     dtype=self.dtype, name="bn")(x)
+    if not train and self.has_variable("params", "bias"):  # the BN folded into the conv (models/fold_bn.py)
+      x = x + self.get_variable("params", "bias").astype(x.dtype)
+    else:
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                       dtype=self.dtype, name="bn")(x)
     return nn.relu(x) if self.relu else x
 
 

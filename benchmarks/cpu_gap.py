@@ -57,17 +57,19 @@ def main():
   p.add_argument("--iters", type=int, default=3)
   p.add_argument("--repeat", type=int, default=1, help="runs of the three sides, one after another")
   p.add_argument("--json", default="cpu_gap.json")
+  p.add_argument("--kinds", nargs="+", default=["predict", "train", "infer"],
+                 help="the rows to measure: predict (DeepLabv3), train (DeepLabv3), infer (STDC1)")
   args = p.parse_args()
   args.tiny = False
   base = os.path.splitext(os.path.abspath(args.json))[0]
-  report = {"cases": gpu_suite.cases(False, cpu_table=True), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  report = {"cases": [c for c in gpu_suite.cases(False, cpu_table=True) if c["kind"] in args.kinds], "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "runs": []}
   for _ in range(args.repeat):
     run = {}
     for label, side, env in SIDES:
       load = os.getloadavg()
       got = gpu_suite.spawn(side, args, time.time() + 3600, f"{base}.{side}.part", env,
-                            ["--cpu_table", "--iters", str(args.iters)])
+                            ["--cpu_table", "--iters", str(args.iters), "--kinds", *args.kinds])
       got["load_before"] = load
       run[label] = got
       os.remove(f"{base}.{side}.part")

@@ -309,7 +309,7 @@ SIDES = {"jax": {"train": jax_train, "infer": jax_stdc, "memory": jax_pam, "pred
          "torch": {"train": torch_train, "infer": torch_stdc, "memory": lambda *a: None, "predict": torch_predict}}
 
 
-def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None):
+def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None, kinds=None):
   """Measures every case this side has, in order, until `deadline` (time.time())."""
   if side == "jax":
     import jax
@@ -327,6 +327,8 @@ def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None):
   iters, warmup = (iters or (1 if tiny else 10)), (1 if tiny or cpu_table else 3)
   results = {}
   for case in cases(tiny, cpu_table):
+    if kinds and case["kind"] not in kinds:
+      continue
     key = case_key(case)
     if time.time() > deadline:
       r = {"skipped": "time budget spent"}
@@ -406,9 +408,10 @@ def main():
   p.add_argument("--out", help=argparse.SUPPRESS)
   p.add_argument("--cpu_table", action="store_true", help=argparse.SUPPRESS)  # benchmarks/cpu_gap.py's cases
   p.add_argument("--iters", type=int, help=argparse.SUPPRESS)
+  p.add_argument("--kinds", nargs="*", help=argparse.SUPPRESS)  # only the cases of these kinds
   args = p.parse_args()
   if args.side:
-    return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters)
+    return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters, args.kinds)
 
   start = time.time()
   report = {"settings": {"tiny": args.tiny, "budget_s": args.budget_s}, "cases": cases(args.tiny)}

@@ -32,7 +32,7 @@ SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", BEFORE), ("jaxseg af
 
 
 def table(report):
-  head = f"{'case':<44}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
+  head = f"{'case':<52}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
   lines = [head, "-" * len(head)]
   for case in report["cases"]:
     key = gpu_suite.case_key(case)
@@ -41,7 +41,7 @@ def table(report):
       cells = [run[label]["results"].get(key, {}).get(ms) for label, _, _ in SIDES]
       ratios = [cells[0] / c if c and cells[0] else None for c in cells[1:]]
       name = key + " (ms)" + (f" run {r + 1}" if len(report["runs"]) > 1 else "")
-      lines.append(f"{name:<44}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
+      lines.append(f"{name:<52}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
                    + "".join(f"{x:>13.2f}x" if x else f"{'-':>14}" for x in ratios))
   lines.append("ratio = PyTorch time / jaxseg time (>1: jaxseg faster). before: "
                + " ".join(f"{k}={v}" for k, v in BEFORE.items()) + f"; XLA_FLAGS='{report['xla_flags']}'.")

@@ -1,18 +1,20 @@
-"""jaxseg next to PyTorch on this CPU, before and after the CPU lowering of dilated
-convolutions (jaxseg/models/atrous_conv.py), in one run:
+"""jaxseg next to PyTorch on this CPU, before and after jaxseg's CPU work, in one run:
 
   python benchmarks/cpu_gap.py                 # the README's CPU table
   python benchmarks/cpu_gap.py --iters 5 --json cpu_gap.json
 
 Rows: DeepLabv3-R50 OS8 inference at 513x513 batch 1 (normalise, forward, resize,
 argmax), its training step at 321x321 batch 2 (SGD, auxiliary FCN loss), and STDC1
-inference at 512x1024 batch 1; float32. "before" is jaxseg with
-JAXSEG_DILATED_CONV=xla (XLA's dilated convolutions, as before the lowering);
-"after" is jaxseg's default. Each side runs in its own process, one after another,
-PyTorch first (the cases and both sides' code are benchmarks/gpu_suite.py's, whose
-PyTorch DeepLabv3 is built layer for layer from the same config). On a CPU shared
-with other jobs the load changes between the sides: the load average is printed
-before each.
+inference at 512x1024 batch 1; float32. "before" is jaxseg with the 1x1 convolutions
+as XLA's convolutions and the BatchNorms unfolded (JAXSEG_POINTWISE_CONV=xla
+JAXSEG_FOLD_BN=0; the dilated convolutions' CPU lowering on, as before); "after" is
+jaxseg's default (jaxseg/models/atrous_conv.py: dilated and 1x1 convolutions lowered
+for CPU; jaxseg/models/fold_bn.py: BatchNorm folded for inference). Each side runs in
+its own process, one after another, PyTorch first (the cases and both sides' code are
+benchmarks/gpu_suite.py's, whose PyTorch DeepLabv3 is built layer for layer from the
+same config). On a CPU shared with other jobs the load changes between the sides: the
+load average is printed before each; --repeat runs the three sides again and reports
+each run's row.
 """
 from __future__ import annotations
 
@@ -25,41 +27,57 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import gpu_suite  # noqa: E402
 
-SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", {"JAXSEG_DILATED_CONV": "xla"}),
-         ("jaxseg after", "jax", {})]
+BEFORE = {"JAXSEG_POINTWISE_CONV": "xla", "JAXSEG_FOLD_BN": "0"}
+SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", BEFORE), ("jaxseg after", "jax", {})]
+
+
+def table(report):
+  head = f"{'case':<52}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
+  lines = [head, "-" * len(head)]
+  for case in report["cases"]:
+    key = gpu_suite.case_key(case)
+    ms = "step_ms" if case["kind"] == "train" else "latency_ms"
+    for r, run in enumerate(report["runs"]):
+      cells = [run[label]["results"].get(key, {}).get(ms) for label, _, _ in SIDES]
+      ratios = [cells[0] / c if c and cells[0] else None for c in cells[1:]]
+      name = key + " (ms)" + (f" run {r + 1}" if len(report["runs"]) > 1 else "")
+      lines.append(f"{name:<52}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
+                   + "".join(f"{x:>13.2f}x" if x else f"{'-':>14}" for x in ratios))
+  lines.append("ratio = PyTorch time / jaxseg time (>1: jaxseg faster). before: "
+               + " ".join(f"{k}={v}" for k, v in BEFORE.items()) + f"; XLA_FLAGS='{report['xla_flags']}'.")
+  for r, run in enumerate(report["runs"]):
+    lines.append(f"run {r + 1}, load average (1/5/15 min) before each side: "
+                 + "; ".join(f"{label} {'/'.join(f'{v:.1f}' for v in run[label]['load_before'])}"
+                             for label, _, _ in SIDES))
+  return "\n".join(lines)
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--iters", type=int, default=3)
+  p.add_argument("--repeat", type=int, default=1, help="runs of the three sides, one after another")
   p.add_argument("--json", default="cpu_gap.json")
+  p.add_argument("--kinds", nargs="+", default=["predict", "train", "infer"],
+                 help="the rows to measure: predict (DeepLabv3), train (DeepLabv3), infer (STDC1)")
   args = p.parse_args()
   args.tiny = False
   base = os.path.splitext(os.path.abspath(args.json))[0]
-  report = {"cases": gpu_suite.cases(False, cpu_table=True), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "sides": {}}
-  for label, side, env in SIDES:
-    load = os.getloadavg()
-    got = gpu_suite.spawn(side, args, time.time() + 3600, f"{base}.{side}.part", env,
-                          ["--cpu_table", "--iters", str(args.iters)])
-    got["load_before"] = load
-    report["sides"][label] = got
-    os.remove(f"{base}.{side}.part")
-  head = f"{'case':<40}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
-  lines = [head, "-" * len(head)]
-  for case in report["cases"]:
-    key = gpu_suite.case_key(case)
-    ms = "step_ms" if case["kind"] == "train" else "latency_ms"
-    cells = [report["sides"][label]["results"].get(key, {}).get(ms) for label, _, _ in SIDES]
-    ratios = [cells[0] / c if c and cells[0] else None for c in cells[1:]]
-    lines.append(f"{key + ' (ms)':<40}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
-                 + "".join(f"{r:>13.2f}x" if r else f"{'-':>14}" for r in ratios))
-  lines.append("ratio = PyTorch time / jaxseg time (>1: jaxseg faster). Load average (1/5/15 min) before each side: "
-               + "; ".join(f"{label} {'/'.join(f'{v:.1f}' for v in report['sides'][label]['load_before'])}"
-                           for label, _, _ in SIDES))
-  print("\n".join(lines))
-  with open(args.json, "w") as f:
-    json.dump(report, f, indent=2)
+  report = {"cases": [c for c in gpu_suite.cases(False, cpu_table=True) if c["kind"] in args.kinds], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "runs": []}
+  for _ in range(args.repeat):
+    run = {}
+    for label, side, env in SIDES:
+      load = os.getloadavg()
+      got = gpu_suite.spawn(side, args, time.time() + 3600, f"{base}.{side}.part", env,
+                            ["--cpu_table", "--iters", str(args.iters), "--kinds", *args.kinds])
+      got["load_before"] = load
+      run[label] = got
+      os.remove(f"{base}.{side}.part")
+      print(f"{label}: {got['results']}", file=sys.stderr, flush=True)
+    report["runs"].append(run)
+    with open(args.json, "w") as f:  # after every run: an interrupted --repeat keeps what it measured
+      json.dump(report, f, indent=2)
+  print(table(report))
 
 
 if __name__ == "__main__":

@@ -137,20 +137,22 @@ def jax_predict(case, tiny, iters, warmup):
   """DeepLabv3 inference as jaxseg evaluates: normalise, forward, resize, argmax."""
   import jax
 
+  from jaxseg.models.fold_bn import inference_variables
   from jaxseg.models.segmentor import build_model
   from jaxseg.tools.timing import synthetic_batch, timed
   from jaxseg.train import make_predict
 
   config = train_config(case, tiny)
   model = build_model(config, config.model.eval_output_stride)
-  images = jax.device_put(synthetic_batch(config, case["batch"], tuple(case["size"]), seed=1)["image"])
-  small = images[:, :65, :65].astype("float32")  # parameter shapes do not depend on the size
+  batch = {"image": jax.device_put(synthetic_batch(config, case["batch"], tuple(case["size"]), seed=1)["image"])}
+  small = batch["image"][:, :65, :65].astype("float32")  # parameter shapes do not depend on the size
   variables = jax.jit(lambda: model.init({"params": jax.random.key(0)}, small, train=False))()
+  variables = inference_variables(variables)  # as jaxseg.load runs (JAXSEG_FOLD_BN=0: unfolded)
   predict = jax.jit(make_predict(config, model))
   t = time.perf_counter()
-  compiled = predict.lower(variables, images).compile()
+  compiled = predict.lower(variables, batch).compile()
   compile_s = time.perf_counter() - t
-  seconds = timed(lambda: jax.block_until_ready(compiled(variables, images)), iters, warmup)
+  seconds = timed(lambda: jax.block_until_ready(compiled(variables, batch)), iters, warmup)
   return {"fps": case["batch"] / seconds, "latency_ms": 1e3 * seconds, "compile_s": compile_s}
 
 
@@ -159,6 +161,7 @@ def jax_stdc(case, tiny, iters, warmup):
   import jax.numpy as jnp
 
   from jaxseg.convert import load_config_file
+  from jaxseg.models.fold_bn import inference_variables
   from jaxseg.models.layers import resize
   from jaxseg.models.segmentor import build_model
   from jaxseg.tools.timing import timed
@@ -168,7 +171,7 @@ def jax_stdc(case, tiny, iters, warmup):
   model = build_model(config)
   x = jax.random.normal(jax.random.key(0), (case["batch"], *case["size"], 3), jnp.float32)
   variables = jax.jit(lambda: model.init({"params": jax.random.key(1)}, x[:1], train=True))()
-  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  variables = inference_variables({"params": variables["params"], "batch_stats": variables["batch_stats"]})
   apply = jax.jit(lambda v, x: resize(model.apply(v, x, train=False)["seg"], x.shape[1:3]))
   t = time.perf_counter()
   compiled = apply.lower(variables, x).compile()
@@ -306,7 +309,7 @@ SIDES = {"jax": {"train": jax_train, "infer": jax_stdc, "memory": jax_pam, "pred
          "torch": {"train": torch_train, "infer": torch_stdc, "memory": lambda *a: None, "predict": torch_predict}}
 
 
-def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None):
+def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None, kinds=None):
   """Measures every case this side has, in order, until `deadline` (time.time())."""
   if side == "jax":
     import jax
@@ -324,6 +327,8 @@ def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None):
   iters, warmup = (iters or (1 if tiny else 10)), (1 if tiny or cpu_table else 3)
   results = {}
   for case in cases(tiny, cpu_table):
+    if kinds and case["kind"] not in kinds:
+      continue
     key = case_key(case)
     if time.time() > deadline:
       r = {"skipped": "time budget spent"}
@@ -403,9 +408,10 @@ def main():
   p.add_argument("--out", help=argparse.SUPPRESS)
   p.add_argument("--cpu_table", action="store_true", help=argparse.SUPPRESS)  # benchmarks/cpu_gap.py's cases
   p.add_argument("--iters", type=int, help=argparse.SUPPRESS)
+  p.add_argument("--kinds", nargs="*", help=argparse.SUPPRESS)  # only the cases of these kinds
   args = p.parse_args()
   if args.side:
-    return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters)
+    return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters, args.kinds)
 
   start = time.time()
   report = {"settings": {"tiny": args.tiny, "budget_s": args.budget_s}, "cases": cases(args.tiny)}

@@ -14,6 +14,7 @@ from jaxseg import checkpoint, families, sharding
 from jaxseg.config import upgrade
 from jaxseg.errors import NoCheckpointError
 from jaxseg.families.semantic import Segmenter  # noqa: F401  (what `load` returns for semantic work dirs)
+from jaxseg.models.fold_bn import inference_variables
 from jaxseg.state import state_factory, variables
 
 
@@ -28,7 +29,8 @@ def workdir_config(workdir):
 
 def restore(workdir, config=None, step=None):
   """(config, family, variables, step, mesh) of checkpoint `step` (default: the
-  latest) in `workdir`, built from `config` (default: the work dir's config.json)."""
+  latest) in `workdir`, built from `config` (default: the work dir's config.json);
+  the variables for inference, BatchNorm folded into the convolutions."""
   if config is None:
     config = workdir_config(workdir)
   else:
@@ -49,7 +51,7 @@ def restore(workdir, config=None, step=None):
                           abstract_state, sharding.state_shardings(abstract_state, mesh))
   state, _ = checkpoint.restore(mngr, step, abstract)
   mngr.close()
-  return config, family, variables(state), step, mesh
+  return config, family, inference_variables(variables(state)), step, mesh  # BN folded for inference
 
 
 def load(workdir, config=None, step=None):

@@ -78,3 +78,22 @@ def test_bfloat16_taps_round_once():
   assert got.dtype == jnp.bfloat16
   err = lambda y: float(jnp.abs(y.astype(jnp.float32) - exact).max())
   assert err(got) <= 1.5 * err(_direct(x, kernel, 2)) + 1e-6, (err(got), err(_direct(x, kernel, 2)))
+
+
+def test_pointwise_matmul_equals_flax_conv_and_its_gradients(monkeypatch):
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(2, 7, 9, 5)), jnp.float32)  # odd sizes: stride 2 keeps ceil(H / 2)
+  monkeypatch.delenv("JAXSEG_POINTWISE_CONV", raising=False)
+  assert atrous_conv.pointwise_lowering("cpu") == "matmul" and atrous_conv.pointwise_lowering("gpu") == "xla"
+  for stride in (1, 2):
+    flax_conv = nn.Conv(6, (1, 1), strides=stride, padding=((0, 0), (0, 0)), use_bias=False)
+    params = flax_conv.init(jax.random.key(0), x)
+    ours = atrous_conv.Conv(6, 1, stride)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+    loss = lambda m: jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))
+    want = loss(flax_conv)(params, x)
+    monkeypatch.setenv("JAXSEG_POINTWISE_CONV", "matmul")
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+    for got_leaf, want_leaf in zip(jax.tree.leaves(loss(ours)(params, x)), jax.tree.leaves(want)):
+      np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-4, err_msg=f"stride {stride}")
+    monkeypatch.delenv("JAXSEG_POINTWISE_CONV")

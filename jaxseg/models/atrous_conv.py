@@ -24,6 +24,12 @@ checkpoints and imported weights do not depend on the lowering.
 
 JAXSEG_DILATED_CONV=xla|taps|mixed|auto (default auto) forces a lowering on any
 backend, for benchmarks and tests.
+
+1x1 convolutions (ResNet's bottleneck and downsample convs, most of its FLOPs) go
+through here too: XLA:CPU hands them to its convolution library, 3-5x slower than
+the same contraction as a matmul forward and 5-10x slower backward (measured on a
+2-core CPU at ResNet-50's OS8 shapes), so on CPU they are a matmul over channels
+(strided: of the strided input). JAXSEG_POINTWISE_CONV=xla|matmul|auto forces one.
 """
 from __future__ import annotations
 
@@ -52,6 +58,24 @@ def lowering(dilation, stride, backend=None):
   if (backend or jax.default_backend()) != "cpu":
     return "xla"
   return "taps" if dilation >= TAPS_FORWARD_FROM_RATE else "mixed"
+
+
+def pointwise_lowering(backend=None):
+  """'matmul' or 'xla' for a 1x1 convolution on `backend`."""
+  forced = os.environ.get("JAXSEG_POINTWISE_CONV", "auto")
+  if forced not in ("auto", "xla", "matmul"):
+    raise ValueError(f"JAXSEG_POINTWISE_CONV must be auto, xla or matmul, got '{forced}'")
+  if forced != "auto":
+    return forced
+  return "matmul" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def pointwise_conv(x, kernel, stride=1):
+  """The 1x1 convolution (kernel (1, 1, in, out)) as a matmul over channels."""
+  if stride != 1:  # no padding: the output samples every stride-th input pixel
+    x = x[:, ::stride, ::stride]
+  y = jnp.einsum("nhwi,io->nhwo", x, kernel[0, 0], preferred_element_type=jnp.float32)
+  return y.astype(jnp.result_type(x, kernel))  # rounded once, as the direct convolution
 
 
 def xla_conv(x, kernel, dilation, stride=1):
@@ -128,7 +152,10 @@ mixed_conv.defvjp(_mixed_forward, _tap_grads)
 
 
 def dilated_conv(x, kernel, dilation, stride=1):
-  """The 'same'-padded convolution, lowered as `lowering` says for this backend."""
+  """The 'same'-padded convolution, lowered as `lowering` (1x1: `pointwise_lowering`)
+  says for this backend."""
+  if kernel.shape[0] == 1 and pointwise_lowering() == "matmul":
+    return pointwise_conv(x, kernel, stride)
   form = lowering(dilation, stride)
   if form == "taps":
     return tap_conv(x, kernel, dilation)
@@ -138,7 +165,8 @@ def dilated_conv(x, kernel, dilation, stride=1):
 
 
 class Conv(nn.Module):
-  """A bias-free k x k convolution with 'same' padding d*(k-1)/2, lowered per backend."""
+  """A bias-free k x k convolution with 'same' padding d*(k-1)/2, lowered per backend
+  (the parameter as flax.linen.Conv's: checkpoints do not depend on the lowering)."""
   features: int
   kernel_size: int
   stride: int = 1

@@ -11,7 +11,7 @@ from jaxseg.models import atrous_conv
 
 
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, name=None):
-  if dilation > 1:  # same parameters; lowered per backend (XLA:CPU's dilated convs are slow)
+  if dilation > 1 or kernel == 1:  # same parameters; lowered per backend (XLA:CPU's are slow)
     return atrous_conv.Conv(features, kernel, stride, dilation, dtype, name=name)
   pad = dilation * (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
@@ -32,8 +32,11 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = conv(self.features, self.kernel, self.stride, self.dilation, self.dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                     dtype=self.dtype, name="bn")(x)
+    if not train and self.has_variable("params", "bias"):  # the BN folded into the conv (models/fold_bn.py)
+      x = x + self.get_variable("params", "bias").astype(x.dtype)
+    else:
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                       dtype=self.dtype, name="bn")(x)
     return nn.relu(x) if self.relu else x
 
 

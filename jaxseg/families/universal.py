@@ -291,3 +291,119 @@ class Family(Base):
     b, h = self.config.model.backbone, head_keys(self.config)
     backbone = f"ResNet-{b.depth}" if b.name == "resnet" else f"Swin (C={b.width}, depths {tuple(b.swin_depths)})"
     return f"OneFormer {backbone}, {h['queries']} queries, {h['decoder_layers']} decoder layers"
+
+  # -- jaxseg.load and --mode predict
+  def predictor(self, model, variables, step, mesh):
+    return Predictor(self, model, variables, step, mesh)
+
+  def write_predictions(self, predictor, input_dir, output_dir):
+    """COCO's panoptic format (OUTPUT_DIR/panoptic/<name>.png + panoptic.json, the
+    panoptic task) and COCO's results JSON (OUTPUT_DIR/instances.json, RLE masks, the
+    instance task) for every image of `input_dir`; image ids 1, 2, ... in name order."""
+    import cv2
+
+    from jaxseg.prediction_files import InstanceResultsWriter, PanopticWriter
+
+    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
+    if not names:
+      raise InputDataError(f"no images in {input_dir}")
+    categories = self.categories()
+    panoptic = PanopticWriter(os.path.join(output_dir, "panoptic"), categories)
+    results = InstanceResultsWriter(os.path.join(output_dir, "instances.json"), categories)
+    for image_id, name in enumerate(names, 1):
+      path = os.path.join(input_dir, name)
+      bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+      if bgr is None:
+        raise InputDataError(f"cannot read image {path}")
+      rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
+      ids, segments = predictor.panoptic(rgb)
+      panoptic.add(image_id, name, ids[0], [s["category"] for s in segments[0]])
+      masks, classes, scores, boxes = predictor.instances(rgb)[0]
+      results.add(image_id, classes, scores, boxes, masks)
+      print(f"[{image_id}/{len(names)}] {name}: {len(segments[0])} segments, {len(classes)} instances", flush=True)
+    print(f"wrote {panoptic.close()} (PNGs beside it) and {results.close()}")
+
+
+class Predictor:
+  """What jaxseg.load returns for a universal work dir. Every method takes uint8 RGB
+  images (B, H, W, 3) of any size (padded at the bottom and right to a multiple of 32
+  with the mean colour, i.e. 0 once normalised, as the authors' batching; the outputs
+  cut back to (H, W)) and the task whose token conditions the queries:
+
+    query_outputs(images, task)  {"class_logits" (B, N, K + 1), "mask_logits" (B, N,
+                                 ceil(H / 4), ceil(W / 4))}: the raw last-layer outputs
+    logits(images, task)         (B, H, W, K) semantic scores sum_q p_q(c) m_q
+    predict(images, task)        (B, H, W) int32 class ids (their argmax)
+    panoptic(images, task)       ((B, H, W) int32 segment ids (0 void), per image the
+                                 segments [{"id", "category", "isthing", "score"}])
+    instances(images, task)      per image (masks (n, H, W) bool, classes (n,), scores
+                                 (n,), boxes (n, 4) xyxy) of its valid detections
+
+  with the thresholds of the work dir's config.evals (panoptic_quality, coco_ap)."""
+
+  def __init__(self, family, model, variables, step, mesh):
+    self.family, self.config, self.variables, self.step = family, family.config, variables, step
+    self.replicated = sharding.replicated(mesh)
+    self.options = family.evaluator_options()
+
+    def run(v, images, task, what):
+      raw = family.query_outputs(model, v, normalize(images, family.config), [task])[0]
+      size = tuple(images.shape[1:3])
+      c, m = raw["class_logits"], raw["mask_logits"]
+      if what == "raw":
+        return {"class_logits": c, "mask_logits": jnp.transpose(m, (0, 3, 1, 2))}
+      if what == "semantic":
+        return postprocess.semantic_scores(c, m, size)
+      if what == "panoptic":
+        return postprocess.panoptic_queries(c, m, size, self.options["panoptic_quality"]["object_mask_threshold"])
+      return postprocess.instance_predictions(c, m, size, self.options["coco_ap"]["max_detections"],
+                                              family.isthing())
+
+    self._run = jax.jit(run, static_argnums=(2, 3))
+
+  def _padded(self, images):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+      raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
+    h, w = images.shape[1:3]
+    ph, pw = -h % SIZE_DIVISIBILITY, -w % SIZE_DIVISIBILITY
+    if ph or pw:
+      mean = np.round(np.asarray(self.config.dataset.mean)).astype(np.uint8)
+      images = np.concatenate([images, np.broadcast_to(mean, (images.shape[0], ph, w, 3))], 1)
+      images = np.concatenate([images, np.broadcast_to(mean, (images.shape[0], h + ph, pw, 3))], 2)
+    return jnp.asarray(images), (h, w)
+
+  def _task(self, task):
+    if task not in TASKS:
+      raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return task
+
+  def query_outputs(self, images, task="panoptic"):
+    x, (h, w) = self._padded(images)
+    out = jax.device_get(self._run(self.variables, x, self._task(task), "raw"))
+    return {"class_logits": out["class_logits"], "mask_logits": out["mask_logits"][:, :, :-(-h // 4), :-(-w // 4)]}
+
+  def logits(self, images, task="semantic"):
+    x, (h, w) = self._padded(images)
+    return np.asarray(self._run(self.variables, x, self._task(task), "semantic"))[:, :h, :w]
+
+  def predict(self, images, task="semantic"):
+    return self.logits(images, task).argmax(-1).astype(np.int32)
+
+  def panoptic(self, images, task="panoptic"):
+    x, (h, w) = self._padded(images)
+    queries = jax.device_get(self._run(self.variables, x, self._task(task), "panoptic"))
+    queries["query_map"] = queries["query_map"][:, :h, :w]  # the areas are counted on the canvas, as the
+    out = postprocess.panoptic_segments(queries, self.family.isthing(),  # authors' (their padding: 32 too)
+                                        self.options["panoptic_quality"]["overlap_threshold"])
+    return out["panoptic"], out["segments"]
+
+  def instances(self, images, task="instance"):
+    x, (h, w) = self._padded(images)
+    out = jax.device_get(self._run(self.variables, x, self._task(task), "instance"))
+    per_image = []
+    for b, valid in enumerate(out["instance_valid"]):
+      masks = out["instance_masks"][b][valid][:, :h, :w]  # the boxes of the masks cut back to the image:
+      boxes = np.asarray(postprocess.mask_boxes(jnp.asarray(masks.transpose(1, 2, 0))[None]))[0]
+      per_image.append((masks, out["instance_classes"][b][valid], out["instance_scores"][b][valid], boxes))
+    return per_image

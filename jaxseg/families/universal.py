@@ -27,6 +27,13 @@ task-conditioned model trained once for semantic, instance and panoptic segmenta
   predictor   jaxseg.load(workdir): .panoptic, .instances, .predict (semantic), each
               taking the task, and .query_outputs(images, task)
 
+Evaluation runs on the static input.eval_size canvas. The model has no key-padding mask
+(nor has the authors'): its attention also reads the padding, which the authors keep
+below 32 px (their size divisibility) where a canvas holding both orientations of
+ADE20K's resized images (2048 x 2048) is mostly padding; scores there can differ from
+the authors' per-image padding. The predictor pads each batch to a multiple of 32, as
+they do.
+
 Batches (training): "image" uint8 (B, h, w, 3), "task_ids" (B, 77), "text_ids" (B, T,
 77), and the sampled task's ground truth "instance_classes" (B, M) int32,
 "instance_masks" (B, M, h / s, w / s) uint8 (s = input.instance_mask_stride),

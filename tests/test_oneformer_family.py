@@ -14,7 +14,7 @@ from PIL import Image
 
 from jaxseg import api, train
 from jaxseg.families import universal
-from jaxseg.models.heads.oneformer.clip_tokenizer import default_tokenizer, task_ids
+from jaxseg.models.heads.oneformer.clip_tokenizer import default_tokenizer
 from jaxseg.panoptic_quality import rgb_to_id
 from tests.conftest import ROOT, devices_env, load_config
 

@@ -57,6 +57,7 @@ from jaxseg.metrics import format_table
 from jaxseg.models.heads.oneformer import losses, postprocess
 from jaxseg.models.heads.oneformer.clip_tokenizer import TASKS, default_tokenizer, task_ids
 from jaxseg.models.heads.oneformer.oneformer import CONFIG, OneFormer, build
+from jaxseg.models.layers import resize
 from jaxseg.panoptic_evaluators import OPTIONS, CocoAPEvaluator, PanopticQualityEvaluator
 
 TASK_DRAW = (0.33, 0.66)  # the authors' INPUT.TASK_PROB: u < 0.33 semantic, < 0.66 instance, else panoptic
@@ -334,8 +335,9 @@ class Family(Base):
 class Predictor:
   """What jaxseg.load returns for a universal work dir. Every method takes uint8 RGB
   images (B, H, W, 3) of any size (padded at the bottom and right to a multiple of 32
-  with the mean colour, i.e. 0 once normalised, as the authors' batching; the outputs
-  cut back to (H, W)) and the task whose token conditions the queries:
+  with the mean colour, i.e. 0 once normalised, as the authors' batching; the mask
+  logits cut back to (H, W) before the post-processing) and the task whose token
+  conditions the queries:
 
     query_outputs(images, task)  {"class_logits" (B, N, K + 1), "mask_logits" (B, N,
                                  ceil(H / 4), ceil(W / 4))}: the raw last-layer outputs
@@ -353,12 +355,14 @@ class Predictor:
     self.replicated = sharding.replicated(mesh)
     self.options = family.evaluator_options()
 
-    def run(v, images, task, what):
+    def run(v, images, task, what, size):
       raw = family.query_outputs(model, v, normalize(images, family.config), [task])[0]
-      size = tuple(images.shape[1:3])
       c, m = raw["class_logits"], raw["mask_logits"]
       if what == "raw":
         return {"class_logits": c, "mask_logits": jnp.transpose(m, (0, 3, 1, 2))}
+      # the mask logits resized to the padded canvas and cut to the image (`size`) before
+      # inference, as the authors' sem_seg_postprocess: areas count the image's pixels only
+      m = resize(m.astype(jnp.float32), tuple(images.shape[1:3]))[:, :size[0], :size[1]]
       if what == "semantic":
         return postprocess.semantic_scores(c, m, size)
       if what == "panoptic":
@@ -366,7 +370,7 @@ class Predictor:
       return postprocess.instance_predictions(c, m, size, self.options["coco_ap"]["max_detections"],
                                               family.isthing())
 
-    self._run = jax.jit(run, static_argnums=(2, 3))
+    self._run = jax.jit(run, static_argnums=(2, 3, 4))
 
   def _padded(self, images):
     images = np.asarray(images)
@@ -387,30 +391,25 @@ class Predictor:
 
   def query_outputs(self, images, task="panoptic"):
     x, (h, w) = self._padded(images)
-    out = jax.device_get(self._run(self.variables, x, self._task(task), "raw"))
+    out = jax.device_get(self._run(self.variables, x, self._task(task), "raw", (h, w)))
     return {"class_logits": out["class_logits"], "mask_logits": out["mask_logits"][:, :, :-(-h // 4), :-(-w // 4)]}
 
   def logits(self, images, task="semantic"):
     x, (h, w) = self._padded(images)
-    return np.asarray(self._run(self.variables, x, self._task(task), "semantic"))[:, :h, :w]
+    return np.asarray(self._run(self.variables, x, self._task(task), "semantic", (h, w)))
 
   def predict(self, images, task="semantic"):
     return self.logits(images, task).argmax(-1).astype(np.int32)
 
   def panoptic(self, images, task="panoptic"):
     x, (h, w) = self._padded(images)
-    queries = jax.device_get(self._run(self.variables, x, self._task(task), "panoptic"))
-    queries["query_map"] = queries["query_map"][:, :h, :w]  # the areas are counted on the canvas, as the
-    out = postprocess.panoptic_segments(queries, self.family.isthing(),  # authors' (their padding: 32 too)
+    queries = jax.device_get(self._run(self.variables, x, self._task(task), "panoptic", (h, w)))
+    out = postprocess.panoptic_segments(queries, self.family.isthing(),
                                         self.options["panoptic_quality"]["overlap_threshold"])
     return out["panoptic"], out["segments"]
 
   def instances(self, images, task="instance"):
     x, (h, w) = self._padded(images)
-    out = jax.device_get(self._run(self.variables, x, self._task(task), "instance"))
-    per_image = []
-    for b, valid in enumerate(out["instance_valid"]):
-      masks = out["instance_masks"][b][valid][:, :h, :w]  # the boxes of the masks cut back to the image:
-      boxes = np.asarray(postprocess.mask_boxes(jnp.asarray(masks.transpose(1, 2, 0))[None]))[0]
-      per_image.append((masks, out["instance_classes"][b][valid], out["instance_scores"][b][valid], boxes))
-    return per_image
+    out = jax.device_get(self._run(self.variables, x, self._task(task), "instance", (h, w)))
+    return [tuple(out[f"instance_{k}"][b][valid] for k in ("masks", "classes", "scores", "boxes"))
+            for b, valid in enumerate(out["instance_valid"])]

@@ -71,7 +71,7 @@ def test_task_ground_truth_and_texts_follow_the_authors_mapper(task):
 
 def tiny(steps, **train_keys):
   config = load_config("oneformer_coco", "tiny")
-  config.train.update(dict(steps=steps, eval_every=steps, ckpt_every=steps, **train_keys))
+  config.train.update({"steps": steps, "eval_every": steps, "ckpt_every": steps, **train_keys})
   config.eval.batch_size = 25
   return config
 

@@ -3,10 +3,6 @@ and texts against a direct reading of the authors' dataset mapper; the `:tiny` c
 trains, resumes exactly, and evaluates PQ, mask AP and mIoU from one checkpoint, each
 with its own task token; jaxseg.load's predictor and the --mode predict files."""
 import json
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -16,7 +12,7 @@ from jaxseg import api, train
 from jaxseg.families import universal
 from jaxseg.models.heads.oneformer.clip_tokenizer import default_tokenizer
 from jaxseg.panoptic_quality import rgb_to_id
-from tests.conftest import ROOT, devices_env, load_config
+from tests.conftest import load_config
 
 ISTHING = np.array([False, True, True, True, False])  # classes 0 and 4 are stuff
 
@@ -142,35 +138,3 @@ def test_predictor_and_prediction_files(runs, tmp_path):
   results = json.load(open(tmp_path / "out" / "instances.json"))
   assert len(results) == len(classes) and all("segmentation" in r for r in results)
 
-
-SHARDED_LOSS = """
-import jax, numpy as np
-from jaxseg import families, sharding, train
-from jaxseg.data import datasets
-from tests.conftest import load_config
-config = load_config("oneformer_coco", "tiny")
-family = families.get(config)
-source = datasets.source(family.builder, "train")
-records = [family.train_transform(source[i], np.random.default_rng(i)) for i in range(8)]
-batch = families.stack([{k: v for k, v in r.items() if not k.startswith("count_")} for r in records])
-model = family.build_model(train=True)
-variables = family.init(model, jax.random.key(0), batch)  # eagerly: no compilation
-loss_fn = train.make_loss_fn(config, model, family)
-args = (variables["params"], variables["batch_stats"])
-key = jax.random.key(3)
-one = jax.jit(loss_fn)(*args, jax.device_put(batch, jax.devices()[0]), key)[0]
-mesh = sharding.make_mesh()
-eight = jax.jit(loss_fn)(*args, sharding.global_batch(batch, sharding.data_sharding(mesh)), key)[0]
-print(jax.device_count(), float(one), float(eight))
-"""
-
-
-def test_one_and_eight_devices_give_the_same_loss(data_dir):
-  """BatchNorm over the global batch, the contrastive loss over the global batch and the
-  masks counted over it: the loss of a batch split over 8 devices is that of 1."""
-  out = subprocess.run([sys.executable, "-c", SHARDED_LOSS], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, **devices_env(8)}, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  devices, one, eight = out.stdout.split()[-3:]
-  assert int(devices) == 8
-  np.testing.assert_allclose(float(eight), float(one), rtol=1e-5)

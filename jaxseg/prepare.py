@@ -2,8 +2,8 @@
 
   python -m jaxseg.prepare NAME[/CONFIG] --manual_dir DIR [--data_dir DIR] [--skip_bad_examples]
 
-NAME is shapes or shapes_panoptic (synthetic, need no archives), voc_aug, cityscapes
-(configs fine, coarse, panoptic), ade20k, ade20k_panoptic, pascal_context (configs 59,
+NAME is shapes, shapes_panoptic or shapes_classification (synthetic, need no archives),
+voc_aug, cityscapes (configs fine, coarse, panoptic), ade20k, ade20k_panoptic, pascal_context (configs 59,
 60), coco_panoptic or imagenet_pssl.
 DIR holds the official archives, as downloaded or extracted (see README, "Datasets").
 Every image and label is checked on the way in: a bad one stops the preparation with

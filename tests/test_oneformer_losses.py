@@ -3,9 +3,9 @@ random predictions of non-zero scale, two aux layers, padded ground truth (junk 
 padded slot), ground-truth masks at another resolution than the predictions. Both sides
 get the same random points: torch.rand, which the reference calls for its matching points
 and its importance-sampling candidates, is replaced by a feed of jaxseg's own draws. The
-terms and the gradients of the weighted total (logit scale included) are
-compared (equal gradients of every layer's class and mask logits are equal matchings); and
-a jitted gradient step on a batch without any valid ground truth is finite.
+terms and the gradients of the weighted total (logit scale included) are compared: equal
+gradients of every layer's class and mask logits are equal matchings. A jitted gradient
+step on a batch without any valid ground truth is finite.
 """
 import jax
 import numpy as np
@@ -55,7 +55,7 @@ def loss(layers, queries, text, logit_scale, targets, key):
 
 # ((total, terms), d total / d (layers, queries, text, logit_scale)): one compilation for both tests
 step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
-LOGIT_SCALE = np.float32(np.log(1 / 0.07))
+LOGIT_SCALE = L.initial_logit_scale()
 
 
 def test_losses_and_gradients_equal_transformers(monkeypatch):
@@ -117,6 +117,7 @@ def test_losses_and_gradients_equal_transformers(monkeypatch):
   relative("d total / d queries", grads[1], t_queries.grad.numpy())
   relative("d total / d text queries", grads[2], t_text.grad.numpy())
   relative("d total / d logit scale", grads[3], ref.logit_scale.grad.numpy())
+  R.report("initial logit scale", LOGIT_SCALE, ref.logit_scale.detach().numpy(), tol=1e-6)
   assert abs(float(grads[3])) > 1e-4 and float(ours["contrastive"]) > 0.05
 
 

@@ -314,3 +314,69 @@ def test_generation_config_and_member_errors_name_the_key_or_directory(tmp_path)
   write_checkpoint(str(tmp_path / "nofc"), workdir_config(backbone_only), variables, {"backbone_only": True})
   with pytest.raises(InputDataError, match=f"member {tmp_path / 'nofc'}: not a classifier"):
     load_member(str(tmp_path / "nofc"))
+
+
+# ------------------------------------------------------ the demonstration's pieces
+def test_shapes_classification_records_hold_one_object_of_their_class():
+  from jaxseg.data.builders import shapes, shapes_classification as view
+  classes = []
+  for i in range(6):
+    image, cls, mask = view.make_example("train", i)
+    again = view.make_example("train", i)
+    np.testing.assert_array_equal(again[0], image)  # a pure function of (split, index)
+    assert image.dtype == np.uint8 and image.shape == (*mask.shape, 3) and 112 <= min(mask.shape) <= 160
+    assert 1 <= cls <= 5 and set(np.unique(mask)) == {0, cls, 255}  # one object, its class, the band
+    assert (mask == cls).sum() >= 0.01 * mask.size
+    other, _ = shapes.make_example("train", i)
+    assert other.shape != image.shape or not np.array_equal(other, image)  # not the semantic dataset's image
+    classes.append(cls)
+  assert len(set(classes)) >= 3
+
+
+def test_classification_family_loss_accuracy_and_transforms_against_numpy():
+  from jaxseg import families
+  from jaxseg.data.builders import shapes_classification as view
+  from tests.conftest import load_config
+  config = load_config("pssl_demo_classifier", "tiny")
+  family = families.get(config)
+  records = [dict(zip(("image", "label"), view.make_example("train", i)[:2])) for i in range(4)]
+  rng = np.random.default_rng(0)
+  batch = {k: np.stack([family.train_transform(r, rng)[k] for r in records]) for k in ("image", "label")}
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.uint8
+  np.testing.assert_array_equal(batch["label"], [r["label"] for r in records])
+  assert family.eval_transform(records[0])["image"].shape == (32, 32, 3)
+  with pytest.raises(InputDataError, match="record 7: class 6 outside dataset.num_classes = 6"):
+    family.eval_transform({"image": records[0]["image"], "label": 6}, where="record 7")
+
+  model = family.build_model(train=True)
+  variables = family.init(model, jax.random.key(0), jax.tree.map(jnp.asarray, batch))
+  assert set(variables["params"]) == {"backbone", "fc"}  # what jaxseg.pssl.generate explains
+  batch["label"][3] = -1  # a blank eval entry: counts for nothing
+  logits = np.asarray(family.apply(model, variables, batch, train=False), np.float64)
+  loss, terms = family.loss(jnp.asarray(logits), batch, None)
+  log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
+      logits.max(-1, keepdims=True)
+  want = -np.mean([log_p[i, batch["label"][i]] for i in range(3)])
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  pred = {"pred": jnp.asarray([batch["label"][0], (batch["label"][1] + 1) % 6, batch["label"][2], 0])}
+  acc = family.evaluators()["accuracy"]
+  scores = acc.result(acc.update(acc.init(), pred, jax.tree.map(jnp.asarray, batch)))
+  assert scores == {"accuracy": 2 / 3, "num_images": 3}
+  from jaxseg import sharding  # jaxseg.load's object: any image size, resized inside
+  classifier = family.predictor(model, variables, 0, sharding.make_mesh())
+  np.testing.assert_allclose(classifier.logits(records[0]["image"][None]),
+                             family.apply(model, variables, {"image": family.eval_transform(records[0])["image"][None]},
+                                          train=False), rtol=1e-5, atol=1e-6)
+
+
+def test_pspnet_finetune_configs_hold_the_pretraining_model_and_paddleseg_schedules():
+  from tests.conftest import load_config
+  pretraining = load_config("pssl_pspnet_imagenet").model.to_dict()
+  for name, dataset, steps, mode in (("pssl_pspnet_voc_finetune", "voc_aug", 40000, "whole"),
+                                     ("pssl_pspnet_ade20k_finetune", "ade20k", 80000, "slide")):
+    c = load_config(name)
+    assert c.model.to_dict() == pretraining, name  # everything but the classifiers loads
+    assert (c.dataset.name, c.train.steps, c.train.batch_size, c.eval.mode) == (dataset, steps, 16, mode)
+    assert (c.optim.lr, c.optim.weight_decay, c.optim.lr_mults, c.input.crop_size) == (0.01, 4e-5, (), (512, 512))
+    assert c.input.rotate_degrees == 0 and c.input.blur_prob == 0 and c.input.scale_step == 0.25
+    assert load_config(name, "tiny").dataset.name == "shapes"

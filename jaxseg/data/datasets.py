@@ -12,7 +12,7 @@ import numpy as np
 from jaxseg.errors import ConfigError, DatasetNotFoundError
 
 # Datasets jaxseg can generate itself; others need the official archives.
-SELF_PREPARING = ("shapes", "shapes_panoptic")
+SELF_PREPARING = ("shapes", "shapes_panoptic", "shapes_classification")
 
 # What `python -m jaxseg.prepare NAME --manual_dir DIR` needs in DIR: per dataset (or
 # NAME/CONFIG), each official archive as (file name, a path inside it (or a tuple of
@@ -140,8 +140,9 @@ def load(name: str, data_dir: str = ""):
 
 
 def source(builder, split: str):
-  """A random-access source of {"image", "label", "file_name"} records of `split`."""
-  if split not in builder.info.splits:
+  """A random-access source of {"image", "label", "file_name"} records of `split`: a
+  split name, or a TFDS slice of one ("train[:5%]", "train[:60]")."""
+  if split.partition("[")[0] not in builder.info.splits:
     raise ConfigError(f"config key dataset.*_split: dataset '{builder.name}' has no split '{split}' "
                    f"(splits: {', '.join(builder.info.splits)})")
   return builder.as_data_source(split)

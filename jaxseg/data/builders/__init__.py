@@ -9,11 +9,13 @@ from jaxseg.data.builders.imagenet_pssl import ImagenetPssl
 from jaxseg.data.builders.pascal_context import PascalContext
 from jaxseg.data.builders.pssl_generated import PsslGenerated
 from jaxseg.data.builders.shapes import Shapes
+from jaxseg.data.builders.shapes_classification import ShapesClassification
 from jaxseg.data.builders.shapes_panoptic import ShapesPanoptic
 from jaxseg.data.builders.voc_aug import VocAug
 
 BUILDERS = {
     "shapes": Shapes,
+    "shapes_classification": ShapesClassification,
     "shapes_panoptic": ShapesPanoptic,
     "voc_aug": VocAug,
     "cityscapes": Cityscapes,

@@ -49,18 +49,23 @@ def fuse(per_level, mode):
 
 
 class FusedFC(nn.Module):
-  """Box branch: per-level fc (flattened grid -> features) + ReLU, fused over the levels.
-  (L, R, ph, pw, C) -> (R, features)."""
+  """Box branch: per-level fc (flattened grid -> features) (+ GroupNorm, the authors'
+  roi_2mlp_head_gn_adp) + ReLU, fused over the levels. (L, R, ph, pw, C) -> (R, features)."""
   features: int = 1024
   fusion: str = "max"
   dtype: Any = jnp.float32
+  norm: str = "none"  # "none" | "gn"
 
   @nn.compact
   def __call__(self, pooled):
     l, r = pooled.shape[:2]
     flat = pooled.reshape(l, r, -1)
-    outs = [nn.relu(nn.Dense(self.features, dtype=self.dtype, name=f"fc1_level{i}")(flat[i]))
-            for i in range(l)]
+    outs = []
+    for i in range(l):
+      x = nn.Dense(self.features, dtype=self.dtype, name=f"fc1_level{i}")(flat[i])
+      if self.norm == "gn":
+        x = nn.GroupNorm(num_groups=32, epsilon=1e-5, dtype=self.dtype, name=f"norm1_level{i}")(x)
+      outs.append(nn.relu(x))
     return fuse(jnp.stack(outs), self.fusion)
 
 
@@ -71,10 +76,11 @@ class FusedConv(nn.Module):
   fusion: str = "max"
   norm: str = "none"
   dtype: Any = jnp.float32
+  kernel_init: Any = None  # None: ConvNorm's default
 
   @nn.compact
   def __call__(self, pooled, train: bool):
     outs = [ConvNorm(self.features, 3, norm=self.norm, relu=True, dtype=self.dtype,
-                     name=f"conv1_level{i}")(pooled[i], train)
+                     kernel_init=self.kernel_init, name=f"conv1_level{i}")(pooled[i], train)
             for i in range(pooled.shape[0])]
     return fuse(jnp.stack(outs), self.fusion)

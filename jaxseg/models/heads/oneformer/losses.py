@@ -1,5 +1,5 @@
-"""OneFormer's training losses (Jain et al. 2023, Sec. 3.4: Mask2Former's criterion, Cheng
-et al. 2022, Sec. 3.3, plus the query-text contrastive loss), static shapes, inside the jit.
+"""OneFormer's training losses (Jain et al. 2023: Mask2Former's matched losses, Cheng et al.
+2022, plus the query-text contrastive loss, Sec. 3.3), static shapes, inside the jit.
 
 Every decoder layer's predictions (the last and each of outputs["aux"]: deep supervision)
 get their own Hungarian matching sigma (jaxseg.matching: cost 2 x class + 5 x BCE + 5 x dice
@@ -23,6 +23,12 @@ of the whole batch:
 Terms come back unweighted, named "class", "mask", "dice", "contrastive" and "class_i",
 "mask_i", "dice_i" for aux layer i (i = 0: the prediction before the first decoder layer);
 `total(terms)` weights them with WEIGHTS (2, 5, 5, 0.5: every layer alike, as the authors').
+
+The layers run one after another through one compiled program (lax.map); each holds its
+B x M x 3P importance-sampling candidates only while it runs, and the backward pass keeps
+only its matching and its B x M x P points, reading the masks at them again (rematerialised:
+at N = 150, M = 150, 128 x 128 masks, 2 images, 10 layers, the loss and its gradient take
+1.5 GiB of temporaries instead of 3.1; benchmarks/oneformer_losses.py).
 
 Padded ground truth (instance_valid False) costs the same for every query in the matching,
 so it leaves the real slots' assignment unchanged; the queries it takes count as no-object
@@ -51,15 +57,24 @@ Where transformers' OneFormerLoss differs from the authors' SetCriterion
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxseg import matching
 from jaxseg.models.heads.oneformer.deformable_attention import bilinear_sample
 
 # the paper's loss weights (the authors' CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, CONTRASTIVE_WEIGHT)
 WEIGHTS = {"class": 2.0, "mask": 5.0, "dice": 5.0, "contrastive": 0.5}
+TEMPERATURE = 0.07  # the contrastive temperature's initial value: logit_scale starts at log(1 / 0.07)
 MAX_LOGIT_SCALE = 100.0  # tau is clamped at 100 (CLIP's)
+
+
+def initial_logit_scale():
+  """log(1 / TEMPERATURE), the learned logit_scale's initial value (a float32 scalar)."""
+  return jnp.float32(math.log(1 / TEMPERATURE))
 
 
 def total(terms, weights=WEIGHTS):
@@ -91,6 +106,8 @@ def importance_points(mask_logits, coarse, extra, keep):
   """PointRend's points per mask, no gradient: of the `coarse` candidates (B, M, C, 2) the
   `keep` of largest uncertainty -|logit| of mask_logits (B, M, h, w), then `extra`
   (B, M, P - keep, 2) -> (B, M, P, 2)."""
+  if keep == 0:
+    return extra
   uncertainty = -jnp.abs(sample_masks(jax.lax.stop_gradient(mask_logits), coarse))
   top = jax.lax.top_k(uncertainty, keep)[1]  # (B, M, keep)
   chosen = jnp.take_along_axis(coarse, top[..., None], axis=2)
@@ -115,6 +132,7 @@ def mask_losses(mask_logits, assigned, gt_masks, gt_valid, points, keep, num_mas
   pred = jnp.take_along_axis(mask_logits.astype(jnp.float32), assigned[:, None, None, :], axis=3)
   pred = pred.transpose(0, 3, 1, 2)  # (B, M, h, w): the matched query of every slot
   at = jax.lax.stop_gradient(importance_points(pred, points["coarse"], points["extra"], keep))
+  at = checkpoint_name(at, "points")
   x = sample_masks(pred, at)
   g = sample_masks(gt_masks.astype(jnp.float32), at)
   bce = (g * jax.nn.softplus(-x) + (1 - g) * jax.nn.softplus(x)).mean(-1)
@@ -140,7 +158,10 @@ def contrastive_loss(queries, text_queries, logit_scale):
   return own(logits) + own(logits.T)
 
 
-def check_inputs(outputs, targets, text_queries, num_classes):
+def check_inputs(outputs, targets, text_queries, num_classes, num_points, oversample_ratio, importance_sample_ratio):
+  if num_points < 1 or oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+    raise ValueError(f"oneformer losses: num_points {num_points} must be >= 1, oversample_ratio {oversample_ratio} "
+                     f">= 1 and importance_sample_ratio {importance_sample_ratio} in [0, 1]")
   for name in ("class_logits", "mask_logits"):
     if name not in outputs:
       raise ValueError(f"oneformer losses: outputs lack '{name}' (have {sorted(outputs)})")
@@ -183,14 +204,14 @@ def oneformer_losses(outputs, targets, key, text_queries, logit_scale, *, num_cl
   key: the random points' key; layer l (0 = the last, 1 + i = aux i) uses
     draw_points(jax.random.split(key, L + 1)[l], B, M, num_points, ...).
   text_queries: the text mapper's (B, N, d), or None for no contrastive term.
-  logit_scale: the learned log(1 / temperature), a scalar the caller owns (initialise it at
-    log(1 / 0.07)); tau = min(exp(logit_scale), 100).
+  logit_scale: the learned log(1 / temperature), a scalar parameter the caller owns and
+    trains (initial_logit_scale() = log(1 / 0.07)); tau = min(exp(logit_scale), 100).
   cost_weights: the matching's (class, BCE, dice) weights.
 
   Returns {"class", "mask", "dice", "contrastive" (with text_queries), "class_i", "mask_i",
   "dice_i" for every aux layer i}: float32 scalars; total(terms) weighs them with WEIGHTS.
   """
-  check_inputs(outputs, targets, text_queries, num_classes)
+  check_inputs(outputs, targets, text_queries, num_classes, num_points, oversample_ratio, importance_sample_ratio)
   classes, masks, valid = (targets[k] for k in ("instance_classes", "instance_masks", "instance_valid"))
   valid = valid.astype(bool)
   b, m = valid.shape
@@ -203,9 +224,13 @@ def oneformer_losses(outputs, targets, key, text_queries, logit_scale, *, num_cl
     points = draw_points(layer_key, b, m, num_points, oversample_ratio, importance_sample_ratio)
     assigned = matching.match(class_logits, mask_logits.transpose(0, 3, 1, 2), classes, masks, valid,
                               points["match"], class_weight=class_w, mask_weight=mask_w, dice_weight=dice_w)
+    assigned = checkpoint_name(assigned, "assigned")
     return (class_loss(class_logits, assigned, classes, valid, no_object_weight),
             *mask_losses(mask_logits, assigned, masks, valid, points, keep, num_masks))
 
+  # the backward pass keeps each layer's matching and points and reads the masks at them again
+  keep_names = jax.checkpoint_policies.save_only_these_names("assigned", "points")
+  layer_terms = jax.checkpoint(layer_terms, policy=keep_names)
   # one compiled layer, run for every layer in turn (the matching's solver is a large program)
   layers = [outputs] + list(outputs.get("aux", []))
   stack = lambda name: jnp.stack([layer[name] for layer in layers])

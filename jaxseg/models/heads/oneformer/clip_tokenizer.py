@@ -34,7 +34,7 @@ def default_vocab_path():
   spec = importlib.util.find_spec("mmseg")
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError(f"CLIP's BPE vocabulary ({VOCAB_FILE}) comes from the mmsegmentation package, which is "
-                            "not installed: pip install mmsegmentation==1.2.2 (or pass vocab_path=)")
+                            "not installed: pip install -e \".[oneformer]\" (or pass vocab_path=)")
   path = os.path.join(list(spec.submodule_search_locations)[0], "utils", VOCAB_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing from the installed mmsegmentation package")

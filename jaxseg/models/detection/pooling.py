@@ -71,10 +71,11 @@ class FusedConv(nn.Module):
   fusion: str = "max"
   norm: str = "none"
   dtype: Any = jnp.float32
+  kernel_init: Any = None  # None: ConvNorm's default
 
   @nn.compact
   def __call__(self, pooled, train: bool):
     outs = [ConvNorm(self.features, 3, norm=self.norm, relu=True, dtype=self.dtype,
-                     name=f"conv1_level{i}")(pooled[i], train)
+                     kernel_init=self.kernel_init, name=f"conv1_level{i}")(pooled[i], train)
             for i in range(pooled.shape[0])]
     return fuse(jnp.stack(outs), self.fusion)

@@ -55,15 +55,16 @@ class ConvNorm(nn.Module):
   bias: bool | None = None  # None: a bias only without a norm
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  kernel_init: Any = None  # None: Kaiming-uniform(a=1), torchvision's FPN initialisation
 
   @nn.compact
   def __call__(self, x, train: bool):
     pad = (self.kernel - 1) // 2
+    init = self.kernel_init or nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
     bias = self.norm == "none" if self.bias is None else self.bias
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=((pad, pad), (pad, pad)), use_bias=bias, dtype=self.dtype,
-                kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
-                name="conv")(x)
+                kernel_init=init, name="conv")(x)
     if self.norm == "bn":
       x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                        dtype=self.dtype, name="norm")(x)

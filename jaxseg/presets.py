@@ -239,7 +239,7 @@ def detection_tiny(c):
   c.model.neck.channels = 32
   c.model.head.update(dict(representation=64, mask_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
                            rpn_pre_nms_top_n_train=256, rpn_post_nms_top_n_train=128, rpn_pre_nms_top_n_test=128,
-                           rpn_post_nms_top_n_test=64, rpn_batch_size=64, roi_batch_size=64, mask_rois=16,
+                           rpn_post_nms_top_n_test=64, rpn_batch_size=64, roi_batch_size=32, mask_rois=8,
                            detections=16, detections_pre_nms=128))
   c.train.frozen_bn = ()
   c.optim.update(dict(lr=0.02, warmup_steps=2, decay_steps=(3,)))

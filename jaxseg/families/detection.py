@@ -71,6 +71,11 @@ class Family(Base):
     # dataset class -> detector class (-1: not a thing)
     self.to_detector = np.full(config.dataset.num_classes, -1, np.int32)
     self.to_detector[list(self.things)] = np.arange(len(self.things))
+    self.paste_convention = config.eval.get("mask_paste", "torchvision")
+    if self.paste_convention not in paste.CONVENTIONS:
+      raise ConfigError(f"config key eval.mask_paste must be one of {', '.join(paste.CONVENTIONS)}, "
+                        f"got '{self.paste_convention}'")
+    self._isthing = None
 
   # ---------------------------------------------------------------- model
   def build_model(self, train):
@@ -78,14 +83,17 @@ class Family(Base):
     return detector.build_detector(self.config, len(self.things), tuple(i.crop_size if train else i.eval_size))
 
   def isthing(self):
-    """(K,) bool of the dataset's thing classes, checked against its metadata."""
-    isthing = np.zeros(self.config.dataset.num_classes, bool)
-    isthing[list(self.things)] = True
-    stored = instances.thing_classes(self.builder, self.config.dataset.num_classes)
-    if not (stored[isthing]).all():
-      raise ConfigError(f"config key dataset.thing_classes: classes {np.flatnonzero(isthing & ~stored).tolist()} "
-                        f"are stuff in dataset '{self.config.dataset.name}'")
-    return isthing
+    """(K,) bool of the detector's classes among the dataset's, which must be things
+    in its metadata (read once)."""
+    if self._isthing is None:
+      isthing = np.zeros(self.config.dataset.num_classes, bool)
+      isthing[list(self.things)] = True
+      stored = instances.thing_classes(self.builder, self.config.dataset.num_classes)
+      if not stored[isthing].all():
+        raise ConfigError(f"config key dataset.thing_classes: classes {np.flatnonzero(isthing & ~stored).tolist()} "
+                          f"are stuff in dataset '{self.config.dataset.name}'")
+      self._isthing = isthing
+    return self._isthing
 
   def example(self, train):
     c = self.config.input
@@ -155,9 +163,8 @@ class Family(Base):
     out = self.detect(model, variables, batch)
     size = batch["image"].shape[1:3]
     b, d = out["scores"].shape
-    convention = self.config.eval.get("mask_paste", "torchvision")
     masks = paste.paste_masks(out["masks"].reshape(b * d, *out["masks"].shape[2:]),
-                              out["boxes"].reshape(b * d, 4), size, convention).reshape(b, d, *size)
+                              out["boxes"].reshape(b * d, 4), size, self.paste_convention).reshape(b, d, *size)
     masks = masks & out["valid"][:, :, None, None]
     return {"instance_masks": masks, "instance_classes": jnp.asarray(self.things, jnp.int32)[out["classes"]],
             "instance_scores": out["scores"], "instance_boxes": out["boxes"], "instance_valid": out["valid"]}
@@ -196,6 +203,11 @@ class Family(Base):
                         if isinstance(v, float) and (k.startswith("box_") or k.startswith("mask_")))
     lines.append(f"step {step}: {summary}")
     return "\n".join(lines)
+
+  def log_evaluation(self, tb, step, scores, predict, eval_source):
+    """The AP scalars (COCO's NaN, no ground truth in a size range, left out)."""
+    tb.scalars(step, {k: v for k, v in scores.items() if isinstance(v, float) and np.isfinite(v)
+                      and k != "eval_seconds"}, "eval/")
 
   # ---------------------------------------------------------------- prediction
   def predictor(self, model, variables, step, mesh):
@@ -259,7 +271,7 @@ class Detector:
     self.data_sharding, self.replicated = sharding.data_sharding(mesh), sharding.replicated(mesh)
     self.canvas = tuple(config.input.eval_size)
     self._detect = jax.jit(lambda v, batch: self.family.detect(self.model, v, batch))
-    convention = config.eval.get("mask_paste", "torchvision")
+    convention = self.family.paste_convention
     things = jnp.asarray(self.family.things, jnp.int32)
 
     def to_image(out, resized, size):

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxseg.config import load_config_file  # noqa: F401  (the --config of python -m jaxseg.convert)
 from jaxseg.convert import mmseg, timm, torchvision, transformers
-from jaxseg.convert.io import ConversionError, read_state_dict
+from jaxseg.convert.io import ConversionError, read_beside, read_state_dict
 from jaxseg.convert.tables import check_against, map_tensors, strip_prefix
 
 # --from -> the module whose arch(name) gives the mapping
@@ -74,7 +74,7 @@ def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"
   arch = SOURCES[source].arch(arch_name, classifier=True) if classifier else SOURCES[source].arch(arch_name)
   sd, dropped = strip_prefix(sd, arch)
   try:
-    keys = arch.config(sd)
+    keys = arch.config(sd, read_beside(path, arch.config_file)) if arch.config_file else arch.config(sd)
   except ConversionError as e:
     raise ConversionError(f"{path}: {e}") from None
   if config is not None and "dataset.num_classes" in keys and keys["dataset.num_classes"] != config.dataset.num_classes:
@@ -85,11 +85,13 @@ def convert_state_dict(sd, source, arch_name, config=None, path="the checkpoint"
   out, skipped = map_tensors(sd, arch)
   if arch.fixup:
     arch.fixup(out)
-  check_against(out, expected_variables(config, arch.backbone_only, arch.classifier), arch_name, path)
+  expected = arch.variables(config, sd) if arch.variables else expected_variables(config, arch.backbone_only,
+                                                                                  arch.classifier)
+  check_against(out, expected, arch_name, path)
   variables = flax.traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, (v, _) in out.items()},
                                                 sep="/")
   report = {"from": source, "arch": arch_name, "input": path, "backbone_only": arch.backbone_only,
-            "classifier": arch.classifier,
+            "classifier": arch.classifier, "variables_only": arch.variables is not None,
             "loaded": {src: target for target, (_, src) in sorted(out.items())},
             "skipped": sorted(dropped + skipped)}
   return config, variables, report
@@ -111,7 +113,7 @@ def write_checkpoint(output, config, variables, report):
     params = jax.tree.map(jnp.asarray, variables["params"])
     batch_stats = jax.tree.map(jnp.asarray, variables.get("batch_stats", {}))
     step = jnp.zeros((), jnp.int32)
-    if report["backbone_only"] or report.get("classifier"):
+    if report["backbone_only"] or report.get("classifier") or report.get("variables_only"):
       state = {"step": step, "params": params, "batch_stats": batch_stats}
     else:  # a TrainState as training saves it, so eval/predict/load restore it unchanged
       _, _, tx, _ = state_factory(config, build_model(config))

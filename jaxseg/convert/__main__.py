@@ -12,6 +12,9 @@
       --output weights/hf_swin_l        (SwinModel / SwinBackbone / a OneFormer checkpoint's backbone)
   --from timm --arch swin_large_patch4_window12_384 --input model.safetensors --output weights/timm_swin_l
       (also the Microsoft release's .pth and, as "backbone.*", the OneFormer authors' checkpoints)
+  --from transformers --arch oneformer --input oneformer_ade20k_swin_large/model.safetensors --output runs/hf_oneformer
+      (the whole OneFormerForUniversalSegmentation, its text mapper where the checkpoint has one; the
+      attention heads from the config.json beside the file, else 8)
   --from torchvision --arch resnet50 --classifier --input resnet50-11ad3fa6.pth --output members/tv_r50
 
 --config (optional) supplies the dataset, input and evaluation settings written to
@@ -30,7 +33,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxseg.convert", description=__doc__.split("\n\n")[0])
   p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
   p.add_argument("--arch", required=True, help="architecture of the checkpoint (e.g. resnet101, "
-                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50, swin, "
+                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50, swin, oneformer, "
                  "swin_large_patch4_window12_384)")
   p.add_argument("--input", required=True, help=".pth/.pt/.bin or .safetensors file")
   p.add_argument("--output", required=True, help="directory to create")

@@ -76,6 +76,19 @@ def read_torch(path):
   return out
 
 
+def read_beside(path, name):
+  """The JSON file `name` in the directory of checkpoint `path` (a transformers
+  save_pretrained directory's config.json), or None where there is none."""
+  file = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+  if not os.path.isfile(path) or not os.path.isfile(file):
+    return None
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise InputDataError(f"{file} (read with {path}) is not a JSON file ({e})") from e
+
+
 def read_state_dict(path):
   """{name: numpy array} of a .pth/.pt/.bin or .safetensors file; a "module." prefix
   (DataParallel) is dropped."""

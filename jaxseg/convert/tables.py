@@ -51,6 +51,8 @@ KINDS = {
     "token_embedding": {"weight": ("params", "token_embedding", None)},
     "positional_embedding": {"positional_embedding": ("params", "positional_embedding", None)},
     "prompt_ctx": {"weight": ("params", "prompt_ctx", None)},
+    # OneFormer's learned contrastive temperature, log(1 / tau), kept by transformers' loss module
+    "logit_scale": {"logit_scale": ("params", "logit_scale", None)},
     # mmseg's Encoding: a = softmax(scale * |x - d|^2), ours softmax(-s * |x - d|^2)
     "encoding": {"codewords": ("params", "codewords", None), "scale": ("params", "smoothing", np.negative)},
 }
@@ -74,6 +76,12 @@ class Arch:
   backbone_only: bool = False
   classifier: bool = False  # an ImageNet classifier: backbone + fc (jaxseg.pssl.explain.Classifier)
   fixup: Callable | None = None  # converted dict -> None, in place
+  # a JSON file beside the checkpoint (transformers' config.json) that `config` also reads:
+  # config(state dict, its dict or None when absent)
+  config_file: str = ""
+  # the variables {"params/...": ShapeDtypeStruct} of a model that jaxseg.models.segmentor
+  # does not build, from (config, state dict); its checkpoint then holds the variables alone
+  variables: Callable | None = None
 
 
 def _regex(pattern):
@@ -119,7 +127,7 @@ def map_tensors(sd, arch):
         skipped.append(key)
       else:
         collection, ours, layout = KINDS[kind][leaf]
-        target = f"{collection}/{_fill(dst, m.groupdict())}/{ours}"
+        target = "/".join(p for p in (collection, _fill(dst, m.groupdict()), ours) if p)  # dst "": top level
         if target in out:
           raise ConversionError(f"{key} and {out[target][1]} both map to {target}")
         out[target] = ((layout(value) if layout else value), key)

@@ -6,12 +6,22 @@ on the 3x3 conv (downsample_in_bottleneck=False, the default of these checkpoint
 And transformers' Swin (--arch swin, microsoft/swin-*, or a OneFormer Swin checkpoint
 for its backbone): SwinModel / SwinBackbone / SwinForImageClassification keys of the
 hub files or of transformers >= 5; the architecture is read from the tensor shapes.
+
+And the whole OneFormerForUniversalSegmentation (--arch oneformer; the hub's shi-labs/oneformer_*_swin_*):
+backbone, pixel decoder, task encoder, transformer decoder and, where the checkpoint has
+them (a training checkpoint), the text mapper and the contrastive temperature. The numbers
+are read from the tensor shapes, but for the attention heads, which come from the
+config.json beside the checkpoint (a save_pretrained directory) or, without one, are the
+authors' 8 (every released checkpoint's).
 """
 from __future__ import annotations
 
 import math
 import re
 
+import flax
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.convert.io import ConversionError
@@ -28,6 +38,10 @@ RESNET = [
 
 
 def arch(name, classifier=False):
+  if name == "oneformer":  # the whole model; a hub name (shi-labs/oneformer_*_swin_*) gives its Swin
+    if classifier:
+      raise ConversionError(f"--classifier: --arch {name}: only ImageNet ResNets convert with their classifier")
+    return oneformer_arch(name)
   if re.fullmatch(r"(microsoft/)?swin.*|(shi-labs/)?oneformer.*swin.*", name):
     if classifier:
       raise ConversionError(f"--classifier: --arch {name}: only ImageNet ResNets convert with their classifier")
@@ -218,3 +232,105 @@ ONEFORMER_SKIP = (r"model\.pixel_level_module\.encoder\.(swin\.)?layernorm\..*",
 def oneformer_fixup(out):
   swin_output_norms(out)
   fuse_qkv(out)
+
+
+# ---------------------------------------------- --arch oneformer: the whole model
+ENCODER = "model.pixel_level_module.encoder."
+PIXEL_DECODER = "model.pixel_level_module.decoder."
+DECODER = "model.transformer_module.decoder."
+TEXT = "model.text_mapper."
+LEVELS = 3  # the deformable encoder's levels (1/32, 1/16, 1/8), fixed in both codes
+TEXT_CONTEXT, TEXT_VOCAB = 77, 49408  # CLIP's, as jaxseg's TextMapper and the authors' configs
+
+
+def _count(sd, pattern):
+  """How many layers i the keys matching `pattern` (with one (\\d+) group) number 0..n-1."""
+  found = {int(m.group(1)) for m in map(re.compile(pattern).match, sd) if m}
+  if found and found != set(range(len(found))):
+    raise ConversionError(f"layers {sorted(found)} of {pattern} are not numbered 0..n-1")
+  return len(found)
+
+
+def oneformer_keys(sd, hf_config):
+  """The config keys of the OneFormer of state dict `sd` (transformers' key names) and
+  of its config.json (`hf_config`, or None): family, dataset.num_classes, the Swin
+  model.backbone and model.head (name "oneformer" and its architecture numbers)."""
+  if not any(ENCODER + p + "embeddings.patch_embeddings.projection.weight" in sd for p in ("", "swin.")):
+    kind = (hf_config or {}).get("backbone_config", {}).get("model_type", "not a Swin")
+    raise ConversionError(f"--arch oneformer: the backbone ({kind}) has no Swin patch embedding under "
+                          f"{ENCODER}; jaxseg converts the OneFormer checkpoints with Swin backbones")
+  backbone = swin_keys({k[len(ENCODER):]: v for k, v in sd.items() if k.startswith(ENCODER)})
+  queries, hidden = shape(sd, "model.transformer_module.queries_embedder.weight")
+  dim = shape(sd, PIXEL_DECODER + "input_projections.0.0.weight")[0]
+  if dim != hidden:  # transformers' decoder then projects each level by weights it never saves
+    raise ConversionError(f"--arch oneformer: conv_dim {dim} != hidden_dim {hidden}; jaxseg's OneFormer (as "
+                          "every released checkpoint) has one width for the pixel decoder and the queries")
+  heads = int((hf_config or {}).get("num_attention_heads", 8))
+  per_head = shape(sd, PIXEL_DECODER + "encoder.layers.0.self_attn.attention_weights.weight")[0]
+  if per_head % (heads * LEVELS):
+    raise ConversionError(f"--arch oneformer: {per_head} deformable attention weights per query are not "
+                          f"{heads} heads x {LEVELS} levels x n points (num_attention_heads of config.json)")
+  head = {"name": "oneformer", "dim": int(dim), "mask_dim": shape(sd, PIXEL_DECODER + "mask_projection.weight")[0],
+          "groups": 32,  # transformers' GroupNorm(32, conv_dim), the authors' GN
+          "encoder_layers": _count(sd, re.escape(PIXEL_DECODER) + r"encoder\.layers\.(\d+)\."),
+          "encoder_heads": heads, "encoder_points": per_head // (heads * LEVELS),
+          "encoder_ffn_dim": shape(sd, PIXEL_DECODER + "encoder.layers.0.fc1.weight")[0],
+          "heads": heads, "decoder_layers": _count(sd, re.escape(DECODER) + r"layers\.(\d+)\."),
+          "queries": int(queries), "ffn_dim": shape(sd, DECODER + "layers.0.ffn.linear1.weight")[0],
+          "query_layers": _count(sd, re.escape(DECODER) + r"query_transformer\.decoder\.layers\.(\d+)\.")}
+  if TEXT + "text_encoder.token_embedding.weight" in sd:
+    vocab, width = shape(sd, TEXT + "text_encoder.token_embedding.weight")
+    context = shape(sd, TEXT + "text_encoder.positional_embedding")[0]
+    if (vocab, context) != (TEXT_VOCAB, TEXT_CONTEXT):
+      raise ConversionError(f"--arch oneformer: the text encoder has {vocab} tokens x context {context}, "
+                            f"jaxseg's CLIP tokenizer {TEXT_VOCAB} x {TEXT_CONTEXT}")
+    head.update(text_layers=_count(sd, re.escape(TEXT) + r"text_encoder\.transformer\.layers\.(\d+)\."),
+                text_width=int(width), text_proj_layers=_count(sd, re.escape(TEXT) + r"text_projector\.layers\.(\d+)\."),
+                n_ctx=shape(sd, TEXT + "prompt_ctx.weight")[0])
+  return {"family": "universal", "dataset.num_classes": shape(sd, DECODER + "class_embed.weight")[0] - 1,
+          **backbone, "model.neck.name": "", "model.head": head}
+
+
+def oneformer_modules(config):
+  """(OneFormer, TextMapper or None) of the keys `oneformer_keys` writes into `config`."""
+  from jaxseg.models.backbones.swin import from_config
+  from jaxseg.models.heads.oneformer.oneformer import OneFormer
+  from jaxseg.models.heads.oneformer.pixel_decoder import PixelDecoder
+  from jaxseg.models.heads.oneformer.task_encoder import TaskEncoder
+  from jaxseg.models.heads.oneformer.text_mapper import TextMapper
+  from jaxseg.models.heads.oneformer.transformer_decoder import TransformerDecoder
+  h = config.model.head
+  model = OneFormer(
+      backbone=from_config(config.model.backbone),
+      pixel_decoder=PixelDecoder(dim=h.dim, mask_dim=h.mask_dim, heads=h.encoder_heads, layers=h.encoder_layers,
+                                 points=h.encoder_points, ffn_dim=h.encoder_ffn_dim, groups=h.groups),
+      transformer_decoder=TransformerDecoder(config.dataset.num_classes, dim=h.dim, mask_dim=h.mask_dim,
+                                             heads=h.heads, layers=h.decoder_layers, queries=h.queries,
+                                             ffn_dim=h.ffn_dim, query_layers=h.query_layers),
+      task_encoder=TaskEncoder(h.dim))
+  text = None
+  if "text_layers" in h:
+    text = TextMapper(h.dim, width=h.text_width, layers=h.text_layers, proj_layers=h.text_proj_layers, n_ctx=h.n_ctx)
+  return model, text
+
+
+def oneformer_variables(config, sd):
+  """{"params/...": ShapeDtypeStruct} of the OneFormer of `config`: the model's, the text
+  mapper's under text_mapper/ and the temperature logit_scale where `sd` has them."""
+  model, text = oneformer_modules(config)
+  images, ids = jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, TEXT_CONTEXT), jnp.int32)
+  tree = jax.eval_shape(lambda: model.init(jax.random.key(0), images, ids))
+  out = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
+  if text is not None:
+    texts = jax.eval_shape(lambda: text.init(jax.random.key(0), jnp.zeros((1, 1, TEXT_CONTEXT), jnp.int32)))
+    out.update({f"params/text_mapper/{k}": v
+                for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(texts["params"]), sep="/").items()})
+  if "criterion.logit_scale" in sd:
+    out["params/logit_scale"] = jax.ShapeDtypeStruct((), jnp.float32)
+  return out
+
+
+def oneformer_arch(name):
+  return Arch(name, [*oneformer_swin_rows(), *oneformer_text_mapper_rows(), ("criterion", "", "logit_scale")],
+              oneformer_keys, skip=(*ONEFORMER_SKIP, r"criterion\.empty_weight"),  # the CE's class weights
+              fixup=oneformer_fixup, config_file="config.json", variables=oneformer_variables)

@@ -56,7 +56,8 @@ def restore(workdir, config=None, step=None):
 
 def load(workdir, config=None, step=None):
   """The predictor of checkpoint `step` (default: the latest) in `workdir`: for the
-  semantic family a `Segmenter` (`.logits(images)`, `.predict(images)`)."""
+  semantic family a `Segmenter` (`.logits(images)`, `.predict(images)`), for the
+  detection family a `Detector` (`.instances(images)`)."""
   config, family, variables_, step, mesh = restore(workdir, config, step)
   return family.predictor(family.build_model(train=False), variables_, step, mesh)
 

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
       ignore_index=255,
       mean=IMAGENET_MEAN,
       std=IMAGENET_STD,
+      thing_classes=(),  # detection family: the dataset classes it detects, in its class order
   )
 
   c.input = dict(
@@ -191,6 +192,7 @@ def base_config() -> ml_collections.ConfigDict:
       scales=(1.0,),  # multi-scale: e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
       flip=False,
       batch_size=8,
+      mask_paste="torchvision",  # detection: how masks are pasted into their boxes (models/detection/paste.py)
   )
 
   # Named evaluators of the family (semantic: "confusion" -> mIoU, aAcc, mAcc, per-class
@@ -201,18 +203,20 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def head_modules():
-  """model.head.name -> the module that defines its keys (CONFIG): the semantic
-  segmentor's heads (jaxseg.models.segmentor.HEADS) and the other families' models."""
+def components(kind):
+  """"HEADS" or "NECKS": name -> module (with its CONFIG) of the segmentor's components,
+  the detector's (jaxseg.models.detection.detector) and OneFormer's (a head)."""
+  from jaxseg.models import segmentor
+  from jaxseg.models.detection import detector
   from jaxseg.models.heads.oneformer import oneformer
-  from jaxseg.models.segmentor import HEADS
-  return {**HEADS, "oneformer": oneformer}
+  other = {"HEADS": {"oneformer": oneformer}, "NECKS": {}}[kind]
+  return {**getattr(segmentor, kind), **getattr(detector, kind), **other}
 
 
 def head(name, **keys):
   """model.head: the head `name` with its keys (jaxseg.models.heads.<module>.CONFIG)
   at their defaults but for `keys`; an unknown key is a ConfigError."""
-  HEADS = head_modules()
+  HEADS = components("HEADS")
   if name not in HEADS:
     raise ConfigError(f"config key model.head.name: unknown head '{name}' (known: {', '.join(HEADS)})"
                       f"{_suggest(name, HEADS)}")
@@ -221,7 +225,7 @@ def head(name, **keys):
 
 def neck(name="", **keys):
   """model.neck: the neck `name` ("" = none) with its keys (its module's CONFIG)."""
-  from jaxseg.models.segmentor import NECKS
+  NECKS = components("NECKS")
   if name and name not in NECKS:
     raise ConfigError(f"config key model.neck.name: unknown neck '{name}' (known: '', {', '.join(NECKS)})"
                       f"{_suggest(name, NECKS)}")

@@ -248,3 +248,77 @@ def oneformer_tiny(c):
   c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2, tensorboard_images=0))
   c.eval.batch_size = 50
   return c
+
+
+# PANet (Liu et al. 2018) and its Mask R-CNN setting: the detection family
+# (jaxseg/families/detection.py, jaxseg/models/detection/detector.py).
+DETECTION_LOSSES = ("rpn_objectness", "rpn_box", "box_class", "box_regression", "mask")
+
+
+def panet(c, depth=50, norm="gn"):
+  """The PANet detector: ResNet-`depth` (torchvision's 7x7 stem, not dilated, frozen
+  BN as Detectron's ImageNet-initialised backbones), FPN P2..P6 of 256 channels with
+  the bottom-up path N2..N6, adaptive feature pooling (max) in the box and mask heads,
+  the mask head's fully-connected fusion; GroupNorm on the FPN and mask-head convs (the
+  authors' GN configuration). Every loss term weighs 1; box and mask AP (COCO's
+  protocol) pick the best checkpoint by mask AP."""
+  c.family = "detection"
+  c.model.backbone.update(dict(depth=depth, stem="7x7", output_stride=32, multi_grid=()))
+  c.model.eval_output_stride = 32
+  c.model.neck = neck("fpn", channels=256, norm=norm, bottom_up=True)
+  c.model.head = head("panet", adaptive_pooling=True, fusion="max", fc_fusion=True, head_norm=norm)
+  c.model.aux_heads = {}
+  c.model.dropout = 0.0
+  c.loss.weights = {k: 1.0 for k in DETECTION_LOSSES}
+  c.train.frozen_bn = ("^backbone/",)
+  c.train.best_metric = "mask_ap"
+  c.evals = dict(coco_ap=dict(every=0, iou_types=("bbox", "segm")))
+  return c
+
+
+def mask_rcnn(c):
+  """The Mask R-CNN setting of a PANet config (the paper's ablation baseline): no
+  bottom-up path, each RoI pooled from one FPN level, no fully-connected fusion, no
+  GroupNorm; data and schedule unchanged."""
+  c.model.neck.update(dict(bottom_up=False, norm="none"))
+  c.model.head.update(dict(adaptive_pooling=False, fc_fusion=False, head_norm="none"))
+  return c
+
+
+def detection_schedule(c, lr, steps, decay_steps, batch_size=16, eval_every=10000, warmup_steps=500,
+                       warmup_ratio=1 / 3):
+  """Detectron's solver (the PANet authors' code): SGD momentum 0.9, weight decay 1e-4
+  on the conv / fc kernels (none on biases and GroupNorm), biases at twice the lr
+  (BIAS_DOUBLE_LR), linear warmup from `warmup_ratio` x lr over `warmup_steps` (500
+  iterations from 1/3), lr x 0.1 at each of `decay_steps`."""
+  c.optim.update(dict(name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, decay_norm_and_bias=False,
+                      schedule="step", decay_steps=tuple(decay_steps), decay_gamma=0.1, warmup_steps=warmup_steps,
+                      warmup="linear", warmup_ratio=warmup_ratio, head_lr_mult=1.0, lr_mults=((r"bias$", 2.0),)))
+  c.train.update(dict(batch_size=batch_size, steps=steps, eval_every=eval_every, ckpt_every=min(eval_every, 5000)))
+  return c
+
+
+def detection_tiny(c):
+  """The `:tiny` smoke variant of a detection config: the instance view of `shapes`
+  (shapes_panoptic, things disk .. cross), 128 x 128 canvases (multi-scale short side
+  96..128 for training, images scaled to a long side of 128 for evaluation), ResNet-10 at
+  width 8 with BN trained, FPN and heads of 32 / 64 channels (the config's norm kept:
+  GroupNorm's 32 groups then hold 1..2 channels), few proposals, RoIs and detections, 4
+  steps. The model's structure (bottom-up path, adaptive pooling, FC fusion, or the
+  Mask R-CNN setting) stays the config's."""
+  c.dataset.update(dict(name="shapes_panoptic", train_split="train", eval_split="val", num_classes=8,
+                        thing_classes=(1, 2, 3, 4, 5)))
+  c.input.update(dict(scale_mode="short_side", short_side_range=(96, 128), short_side_step=0, max_long_side=128,
+                      crop_size=(128, 128), eval_size=(128, 128), eval_short_side=0, eval_long_side=128,
+                      max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
+  c.model.backbone.update(dict(depth=10, width=8))
+  c.model.neck.channels = 32
+  c.model.head.update(dict(representation=64, mask_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
+                           rpn_pre_nms_top_n_train=256, rpn_post_nms_top_n_train=128, rpn_pre_nms_top_n_test=128,
+                           rpn_post_nms_top_n_test=64, rpn_batch_size=64, roi_batch_size=32, mask_rois=8,
+                           detections=16, detections_pre_nms=128))
+  c.train.frozen_bn = ()
+  c.optim.update(dict(lr=0.02, warmup_steps=2, decay_steps=(3,)))
+  c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2, tensorboard_images=0))
+  c.eval.update(dict(batch_size=25))
+  return c

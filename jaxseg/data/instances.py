@@ -28,6 +28,9 @@ Batch entries of one record (M = input.max_instances, s = input.instance_mask_st
   count_instances_dropped  () int32: instances beyond M in the crop, the smallest by area
                     (never an error); train.py logs its running total (families.COUNT_PREFIX)
   count_bad_segments () int32, with input.skip_bad_records only: segments left out as bad
+  image_size        (2,) int32, with image_size=True only: the rows and columns of the
+                    canvas the image covers (its top-left region; the rest is padding),
+                    which detectors clip their boxes to
 
 Which segments are instances is the caller's: "things" (instance tasks, detection) or
 "all" (panoptic / mask-classification training, stuff segments included). Crowd
@@ -217,7 +220,7 @@ def segment_boxes(index, n):
   return boxes.astype(np.float32)
 
 
-def train_targets(record, rng, config, isthing, which="things", panoptic=False, where="record"):
+def train_targets(record, rng, config, isthing, which="things", panoptic=False, where="record", image_size=False):
   """A training record's batch entries: random scale (input.scale_mode, see
   draw_ratio) + rotation (input.rotate_degrees) + crop with padding (image
   input.crop_image_fill, label ignore, panoptic void) in one resampling of the crop
@@ -225,33 +228,51 @@ def train_targets(record, rng, config, isthing, which="things", panoptic=False, 
   to the image and the segment-index map; then `targets`. Random draws come from
   `rng` only (grain's per-(seed, position) generator), so the stream is reproducible
   and resumes exactly. With input.cat_max_ratio < 1, crops where one category covers
-  more than that fraction of the labelled pixels are redrawn."""
+  more than that fraction of the labelled pixels are redrawn.
+
+  image_size=True (detection): the batch also has "image_size", the region of the crop
+  the image covers (its padding, and what a rotation uncovers, marked by an index one
+  past the segments until it is made void); the flip then mirrors that region only,
+  the padding staying bottom / right, as the detection toolboxes flip before padding."""
   c, d = config.input, config.dataset
   image, index, segments, bad = decode(record, d.num_classes, where, c.skip_bad_records)
-  classes = np.concatenate([[d.ignore_index], segments["category"]]).astype(np.uint8)
+  outside = len(segments["category"]) + 1  # the crop's padding, with image_size (< 2^16: see decode)
+  classes = np.concatenate([[d.ignore_index], segments["category"], [d.ignore_index]]).astype(np.uint8)
   ratio = draw_ratio(rng, index.shape, c)
   image, index = transforms.scale_rotate_crop(
       image, index, rng, tuple(c.crop_size), c.scale_range, ratio=ratio, rotate_degrees=c.rotate_degrees,
       rotate_prob=c.rotate_prob, image_fill=tuple(c.rotate_image_fill), cat_max_ratio=c.cat_max_ratio,
-      ignore_index=d.ignore_index, label_fill=VOID, classes=classes, pad_image=tuple(c.crop_image_fill))
+      ignore_index=d.ignore_index, label_fill=outside if image_size else VOID, classes=classes,
+      pad_image=tuple(c.crop_image_fill))
+  if image_size:
+    inside = index != outside
+    h, w = int(inside.any(1).sum()), int(inside.any(0).sum())
+    index = np.where(inside, index, VOID).astype(np.uint16)
+  else:
+    h, w = index.shape
   if c.flip and rng.random() < 0.5:
-    image, index = image[:, ::-1], index[:, ::-1]
+    if image_size:  # the image region alone (numpy copies overlapping operands first)
+      image[:h, :w], index[:h, :w] = image[:h, :w][:, ::-1], index[:h, :w][:, ::-1]
+    else:
+      image, index = image[:, ::-1], index[:, ::-1]
   image = transforms.blur_and_colour(image, rng, c)
   out = {"image": np.ascontiguousarray(image),
          **targets(np.ascontiguousarray(index), segments, isthing, c.max_instances, c.instance_mask_stride, which,
                    panoptic, d.ignore_index)}
+  if image_size:
+    out["image_size"] = np.array([h, w], np.int32)
   if c.skip_bad_records:
     out["count_bad_segments"] = np.int32(bad)
   return out
 
 
-def eval_targets(record, config, isthing, which="things", panoptic=False, where="record"):
+def eval_targets(record, config, isthing, which="things", panoptic=False, where="record", image_size=False):
   """An evaluation record's batch entries: the full image, resized by the keep-ratio
   rule of the semantic eval transform (input.eval_short_side / eval_long_side) with
   its segment map (nearest), padded to the static input.eval_size (image 0, label
   ignore, panoptic void); then `targets`. The ground truth is resized with the image:
   scoring at the stored size (as the semantic family does) waits for the first
-  panoptic family."""
+  panoptic family. image_size=True: with "image_size", the resized image's (h, w)."""
   c, d = config.input, config.dataset
   image, index, segments, bad = decode(record, d.num_classes, where, c.skip_bad_records)
   size = tuple(c.eval_size)
@@ -263,9 +284,12 @@ def eval_targets(record, config, isthing, which="things", panoptic=False, where=
   if index.shape[0] > size[0] or index.shape[1] > size[1]:
     raise InputDataError(f"{where}: image is {index.shape[0]}x{index.shape[1]}, larger than "
                          f"config input.eval_size {size}")
+  resized = index.shape
   image, index = transforms.pad_to(image, index, size, VOID)
   out = {"image": image, **targets(index, segments, isthing, c.max_instances, c.instance_mask_stride, which,
                                    panoptic, d.ignore_index)}
+  if image_size:
+    out["image_size"] = np.array(resized, np.int32)
   if c.skip_bad_records:
     out["count_bad_segments"] = np.int32(bad)
   return out

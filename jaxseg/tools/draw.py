@@ -220,3 +220,19 @@ def prediction_row(image, label, pred, palette, ignore_index=255):
   """The panels of PREDICTION_TITLES for one image."""
   return [np.asarray(image, np.uint8), colorize(label, palette), colorize(pred, palette),
           error_map(np.asarray(pred), np.asarray(label), ignore_index)]
+
+
+def instance_overlay(image, masks, classes, scores, boxes, palette, alpha=0.5):
+  """The image with detected instances: each mask ((N, H, W) bool) blended in its
+  class's colour (its own shade, white outlines, as panoptic_overlay), the higher score
+  drawn over the lower where masks overlap, and each box outlined in the class colour."""
+  masks, classes = np.asarray(masks, bool), np.asarray(classes)
+  ids = np.zeros(np.asarray(image).shape[:2], np.int64)
+  for k in np.argsort(np.asarray(scores), kind="stable"):  # ascending: the best painted last
+    ids[masks[k]] = k + 1
+  out = panoptic_overlay(image, ids, {k + 1: int(classes[k]) for k in range(len(classes))}, palette, alpha)
+  img = Image.fromarray(out)
+  draw = ImageDraw.Draw(img)
+  for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+    draw.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=tuple(int(v) for v in palette[classes[k]]))
+  return np.asarray(img)

@@ -106,7 +106,7 @@ def main():
     rows.append((setting, "inference, batch 1", n_params, stats, ms))
 
   print(f"device: {jax.devices()[0].device_kind}, canvas {H}x{W}, {NUM_CLASSES} classes")
-  print(f"| setting | program | params (M) | GFLOPs | temp (GiB) | args (GiB) | compile (s) | ms / image |")
+  print("| setting | program | params (M) | GFLOPs | temp (GiB) | args (GiB) | compile (s) | ms / image |")
   print("|---|---|---|---|---|---|---|---|")
   for setting, program, n, s, ms in rows:
     run = f"{ms:.0f}" if ms is not None else "-"

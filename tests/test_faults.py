@@ -70,7 +70,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(dat
   stopped_at = int(err.split("at step ")[1].split(";")[0])
   assert os.listdir(os.path.join(resumed, "checkpoints")) == [str(stopped_at)]
   out = run_cli("--config", TINY, "--workdir", resumed, *overrides)
-  assert out.returncode == 0 and f"Resumed from" in out.stdout, out.stderr[-2000:]
+  assert out.returncode == 0 and "Resumed from" in out.stdout, out.stderr[-2000:]
   assert_same_variables(full, resumed)
 
 

@@ -19,7 +19,7 @@ from jaxseg.models.detection.mask_head import MaskHead
 from jaxseg.models.detection.panet import MASK_RCNN, PANet, mask_grid_shift, postprocess
 from jaxseg.models.detection.rpn import RPNHead
 from jaxseg.models.necks.fpn import FPN
-from tests.test_detection_ops import np_iou, np_nms, np_roi_align
+from tests.test_detection_ops import np_nms, np_roi_align
 from tests.test_fpn import np_conv
 
 

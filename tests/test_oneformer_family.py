@@ -105,8 +105,11 @@ def test_one_checkpoint_evaluates_pq_ap_and_miou(runs):
   trained = [json.loads(line) for line in open(root / "full" / "metrics.jsonl")][-1]
   assert trained["step"] == 4 and sorted(trained["evaluators"]) == ["coco_ap", "confusion", "panoptic_quality"]
   scores = api.evaluate(str(root / "full"))  # --mode eval: the latest checkpoint, all three tasks
+  # --mode eval folds BatchNorm into the convolutions (jaxseg.models.fold_bn): equal to
+  # rounding, so a pixel near a tie may flip (measured: mIoU 0.0302153 vs 0.0302152)
   for key in ("pq", "pq_things", "pq_stuff", "mask_ap", "miou"):
-    assert key in scores and scores[key] == trained[key] or (np.isnan(scores[key]) and np.isnan(trained[key]))
+    assert key in scores
+    np.testing.assert_allclose(scores[key], trained[key], atol=1e-4, err_msg=key)  # NaN == NaN here
   assert 0 <= scores["pq"] <= 1 and 0 <= scores["miou"] <= 1 and len(scores["per_class_iou"]) == 8
   row = [json.loads(line) for line in open(root / "full" / "metrics.jsonl")][-1]
   assert row["mode"] == "eval" and row["step"] == 4

@@ -16,6 +16,26 @@ from jaxseg.errors import InputDataError
 from jaxseg.panoptic_quality import VOID, id_to_rgb
 
 
+def image_names(input_dir):
+  """The files of `input_dir` that --mode predict reads, sorted (hidden ones left out)."""
+  if not os.path.isdir(input_dir):
+    raise InputDataError(f"--input {input_dir} is not a folder")
+  names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
+  if not names:
+    raise InputDataError(f"no images in {input_dir}")
+  return names
+
+
+def read_rgb(input_dir, name):
+  """Image `name` of `input_dir` as uint8 RGB (H, W, 3)."""
+  import cv2
+  path = os.path.join(input_dir, name)
+  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+  if bgr is None:
+    raise InputDataError(f"cannot read image {path}")
+  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 class PanopticWriter:
   """OUTPUT_DIR/<file_name>.png per image and OUTPUT_DIR/panoptic.json {"annotations":
   [{"image_id", "file_name", "segments_info": [{"id", "category_id", "iscrowd", "area",

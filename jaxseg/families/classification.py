@@ -100,14 +100,10 @@ class Family(Base):
 
   def write_predictions(self, predictor, input_dir, output_dir):
     """predictions.csv: file, class id, class name, probability, one image a line."""
-    import cv2
-
     from jaxseg.data import datasets
-    if not os.path.isdir(input_dir):
-      raise InputDataError(f"--input {input_dir} is not a folder")
-    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
-    if not names:
-      raise InputDataError(f"no images in {input_dir}")
+    from jaxseg.prediction_files import image_names, read_rgb
+
+    names = image_names(input_dir)
     try:
       classes = datasets.class_names(self.builder, self.config.dataset.num_classes)
     except datasets.DatasetNotFoundError:
@@ -116,10 +112,7 @@ class Family(Base):
     with open(os.path.join(output_dir, "predictions.csv"), "w") as f:
       f.write("file,class,name,probability\n")
       for name in names:
-        bgr = cv2.imread(os.path.join(input_dir, name), cv2.IMREAD_COLOR)
-        if bgr is None:
-          raise InputDataError(f"cannot read image {os.path.join(input_dir, name)}")
-        p = jax.nn.softmax(predictor.logits(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])[0])
+        p = jax.nn.softmax(predictor.logits(read_rgb(input_dir, name)[None])[0])
         k = int(np.argmax(p))
         f.write(f"{name},{k},{classes[k]},{float(p[k]):.4f}\n")
     print(f"wrote the classes of {len(names)} images to {os.path.join(output_dir, 'predictions.csv')}")

@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxseg import sharding
 from jaxseg.data import instances, transforms
-from jaxseg.errors import ConfigError, InputDataError
+from jaxseg.errors import ConfigError
 from jaxseg.evaluate import normalize
 from jaxseg.families import Base
 from jaxseg.models.detection import detector, losses, paste
@@ -219,14 +219,10 @@ class Family(Base):
     id is its file name's number where it is one (COCO's 000000000139.jpg -> 139),
     else its position in the sorted folder."""
     from jaxseg.data import datasets
-    from jaxseg.prediction_files import InstanceResultsWriter
+    from jaxseg.prediction_files import InstanceResultsWriter, image_names, read_rgb
     from jaxseg.tools import draw
 
-    if not os.path.isdir(input_dir):
-      raise InputDataError(f"--input {input_dir} is not a folder")
-    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
-    if not names:
-      raise InputDataError(f"no images in {input_dir}")
+    names = image_names(input_dir)
     k = self.config.dataset.num_classes
     try:
       categories, builder = self.categories(), self.builder
@@ -236,11 +232,7 @@ class Family(Base):
     os.makedirs(output_dir, exist_ok=True)
     writer = InstanceResultsWriter(os.path.join(output_dir, "results.json"), categories)
     for i, name in enumerate(names):
-      path = os.path.join(input_dir, name)
-      bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-      if bgr is None:
-        raise InputDataError(f"cannot read image {path}")
-      rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+      rgb = read_rgb(input_dir, name)
       found = detector.instances(rgb[None])[0]
       stem = os.path.splitext(name)[0]
       writer.add(int(stem) if stem.isdigit() else i, found["classes"], found["scores"], found["boxes"], found["masks"])

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxseg import sharding
 from jaxseg.data import transforms
-from jaxseg.errors import ConfigError, InputDataError
+from jaxseg.errors import ConfigError
 from jaxseg.evaluate import BoundaryF, ConfusionMatrix, normalize, predict_scores, resized_back
 from jaxseg.families import Base
 from jaxseg.losses import cross_entropy, ohem_cross_entropy
@@ -207,16 +207,12 @@ class Family(Base):
 
   def write_predictions(self, seg, input_dir, output_dir):
     """<name>.png (class-id mask, palette PNG) and <name>_overlay.png per image."""
-    import cv2
     from PIL import Image
 
     from jaxseg.data import datasets
+    from jaxseg.prediction_files import image_names, read_rgb
 
-    if not os.path.isdir(input_dir):
-      raise InputDataError(f"--input {input_dir} is not a folder")
-    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
-    if not names:
-      raise InputDataError(f"no images in {input_dir}")
+    names = image_names(input_dir)
     try:
       builder = self.builder
     except datasets.DatasetNotFoundError:
@@ -224,11 +220,7 @@ class Family(Base):
     palette = datasets.palette(self.config.dataset.num_classes, builder)
     os.makedirs(output_dir, exist_ok=True)
     for i, name in enumerate(names):
-      path = os.path.join(input_dir, name)
-      bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-      if bgr is None:
-        raise InputDataError(f"cannot read image {path}")
-      rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+      rgb = read_rgb(input_dir, name)
       mask = seg.predict(rgb[None])[0].astype(np.uint8)
       stem = os.path.splitext(name)[0]
       out = Image.fromarray(mask, mode="P")

@@ -50,7 +50,7 @@ import numpy as np
 
 from jaxseg import sharding
 from jaxseg.data import instances
-from jaxseg.errors import ConfigError, InputDataError
+from jaxseg.errors import ConfigError
 from jaxseg.evaluate import ConfusionMatrix, normalize
 from jaxseg.families import Base
 from jaxseg.metrics import format_table
@@ -308,22 +308,14 @@ class Family(Base):
     """COCO's panoptic format (OUTPUT_DIR/panoptic/<name>.png + panoptic.json, the
     panoptic task) and COCO's results JSON (OUTPUT_DIR/instances.json, RLE masks, the
     instance task) for every image of `input_dir`; image ids 1, 2, ... in name order."""
-    import cv2
+    from jaxseg.prediction_files import InstanceResultsWriter, PanopticWriter, image_names, read_rgb
 
-    from jaxseg.prediction_files import InstanceResultsWriter, PanopticWriter
-
-    names = sorted(n for n in os.listdir(input_dir) if not n.startswith("."))
-    if not names:
-      raise InputDataError(f"no images in {input_dir}")
+    names = image_names(input_dir)
     categories = self.categories()
     panoptic = PanopticWriter(os.path.join(output_dir, "panoptic"), categories)
     results = InstanceResultsWriter(os.path.join(output_dir, "instances.json"), categories)
     for image_id, name in enumerate(names, 1):
-      path = os.path.join(input_dir, name)
-      bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-      if bgr is None:
-        raise InputDataError(f"cannot read image {path}")
-      rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
+      rgb = read_rgb(input_dir, name)[None]
       ids, segments = predictor.panoptic(rgb)
       panoptic.add(image_id, name, ids[0], [s["category"] for s in segments[0]])
       masks, classes, scores, boxes = predictor.instances(rgb)[0]

@@ -1,7 +1,8 @@
 """The detection family (jaxseg.families.detection): mask pasting against torch's own
 bilinear kernels following torchvision's and Detectron2's paste rules; the crop's image
-region and its flip; the PANet `:tiny` config trains, reports box and mask AP, resumes
-exactly and predicts COCO results JSON from the command line."""
+region and its flip; the PANet `:tiny` config (on a 64 x 64 canvas, one shared pair of
+work dirs) trains, reports box and mask AP, resumes exactly and predicts COCO results JSON
+from the command line."""
 import json
 import os
 
@@ -107,44 +108,66 @@ def test_train_targets_report_the_image_region_and_flip_within_it():
 
 
 def tiny(steps, evaluate=True):
+  """`:tiny` on a 64 x 64 canvas (the images scaled to a long side of 64), scored on 16
+  val images: the code paths of the 128 x 128 variant at a quarter of the pixels."""
   config = load_config("panet_coco", "tiny")
-  config.train.update(dict(steps=steps, log_every=1, ckpt_every=steps // 2, eval_every=steps))
-  config.evals.coco_ap.every = 0 if evaluate else -1  # -1: the interrupted run skips the 200 val images
+  config.input.update(dict(short_side_range=(48, 64), max_long_side=64, crop_size=(64, 64), eval_size=(64, 64),
+                           eval_long_side=64))
+  config.dataset.eval_split = "val[:16]"
+  config.train.update(dict(steps=steps, log_every=1, ckpt_every=1, eval_every=steps))
+  config.evals.coco_ap.every = 0 if evaluate else -1  # -1: the interrupted run skips the evaluation
   return config
 
 
-def test_tiny_panet_trains_evaluates_resumes_and_predicts(data_dir, tmp_path):
+CLI_TINY = ["--config.input.short_side_range=(48, 64)", "--config.input.max_long_side=64",
+            "--config.input.crop_size=(64, 64)", "--config.input.eval_size=(64, 64)",
+            "--config.input.eval_long_side=64"]  # tiny() on the command line
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+  """Work dirs of `tiny`: "full" trained 2 steps and evaluated, "resumed" stopped after
+  step 1 and resumed to 2; with their final states. Shared by the module."""
   datasets.dataset_dir("shapes_panoptic", data_dir)
-  n = 2
-  full = train.train_and_evaluate(tiny(2 * n), str(tmp_path / "full"))
-  train.train_and_evaluate(tiny(2 * n, evaluate=False), str(tmp_path / "resumed"), stop_after=n)
-  resumed = train.train_and_evaluate(tiny(2 * n, evaluate=False), str(tmp_path / "resumed"))
-  assert int(resumed.step) == int(full.step) == 2 * n
+  root = tmp_path_factory.mktemp("panet_tiny")
+  full = train.train_and_evaluate(tiny(2), str(root / "full"))
+  train.train_and_evaluate(tiny(2, evaluate=False), str(root / "resumed"), stop_after=1)
+  resumed = train.train_and_evaluate(tiny(2, evaluate=False), str(root / "resumed"))
+  return root, full, resumed
+
+
+def test_tiny_panet_resumes_exactly(trained):
+  root, full, resumed = trained
+  assert int(resumed.step) == int(full.step) == 2
   for a, b in zip(jax.tree.leaves((full.params, full.batch_stats, full.opt_state)),
                   jax.tree.leaves((resumed.params, resumed.batch_stats, resumed.opt_state))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
-  read = lambda p: [json.loads(l) for l in open(tmp_path / p / "train_log.jsonl")]
+  read = lambda p: [json.loads(l) for l in open(root / p / "train_log.jsonl")]
   full_log, resumed_log = read("full"), read("resumed")
-  assert [r["step"] for r in resumed_log] == [r["step"] for r in full_log] == list(range(1, 2 * n + 1))
+  assert [r["step"] for r in resumed_log] == [r["step"] for r in full_log] == [1, 2]
   np.testing.assert_allclose([r["loss"] for r in resumed_log], [r["loss"] for r in full_log], atol=1e-6)
   for term in ("rpn_objectness", "rpn_box", "box_class", "box_regression", "mask"):
     assert all(np.isfinite(r[f"loss_{term}"]) for r in full_log)
   assert full_log[0]["loss_rpn_objectness"] > 0.5  # BCE of a fresh RPN: about log 2
-  # The evaluation: COCO's box and mask AP, per class over the five things.
-  metrics = [json.loads(l) for l in open(tmp_path / "full" / "metrics.jsonl")]
-  assert metrics[-1]["step"] == 2 * n
+
+
+def test_tiny_panet_reports_box_and_mask_ap(trained):
+  root = trained[0]
+  metrics = [json.loads(l) for l in open(root / "full" / "metrics.jsonl")]
+  assert [m["step"] for m in metrics] == [2]
   for name in ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "mask_ap75"):
     assert 0 <= metrics[-1][name] <= 1
   assert len(metrics[-1]["per_class_mask_ap"]) == 8 and metrics[-1]["per_class_mask_ap"][0] is None
 
-  # --mode predict from the command line: COCO results JSON and overlays.
+
+def test_tiny_panet_predicts_coco_results_from_the_cli(trained, tmp_path):
   images = tmp_path / "images"
   images.mkdir()
   for i in (4, 7):
     cv2.imwrite(str(images / f"{i:06d}.png"), cv2.cvtColor(sp.make_example("val", i)["image"], cv2.COLOR_RGB2BGR))
   out = tmp_path / "predictions"
-  done = run_cli("--config", "configs/panet_coco.py:tiny", "--workdir", str(tmp_path / "full"), "--mode",
-                 "predict", "--input", str(images), "--output", str(out))
+  done = run_cli("--config", "configs/panet_coco.py:tiny", *CLI_TINY, "--workdir", str(trained[0] / "full"),
+                 "--mode", "predict", "--input", str(images), "--output", str(out))
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.load(open(out / "results.json"))
   assert results and {r["image_id"] for r in results} <= {4, 7}

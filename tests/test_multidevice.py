@@ -84,3 +84,73 @@ def test_model_axis_must_divide_the_devices():
   n = jax.device_count()
   with pytest.raises(ConfigError, match=f"train.model_axis = {n + 1} must divide the {n} devices"):
     sharding.make_mesh(model=n + 1)
+
+
+# The detector (PANet `:tiny`, 64 x 64 canvas): its RPN and RoI sampling, padded NMS and
+# BatchNorm over the global batch give the same loss, terms and gradients on 8 devices
+# as on 1, and the same parameters after a step.
+DETECTION_CHECK = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jaxseg import families, sharding
+from jaxseg.state import state_factory
+from jaxseg.train import make_loss_fn, make_train_step
+from tests.conftest import load_config
+
+assert jax.device_count() == 8, jax.devices()
+config = load_config("panet_coco", "tiny")
+config.input.update(dict(crop_size=(64, 64), max_instances=3))
+config.train.batch_size = 8
+family = families.get(config)
+model = family.build_model(train=True)
+init_fn, abstract, tx, schedule = state_factory(config, model, family)
+rng = np.random.default_rng(0)
+b, m, n = 8, 3, 64
+batch = {"image": rng.integers(0, 256, (b, n, n, 3)).astype(np.uint8),
+         "image_size": np.tile(np.array([n, n], np.int32), (b, 1)),
+         "instance_boxes": np.zeros((b, m, 4), np.float32), "instance_classes": rng.integers(0, 5, (b, m)).astype(np.int32),
+         "instance_masks": np.zeros((b, m, n, n), np.uint8), "instance_valid": np.zeros((b, m), bool),
+         "instance_iscrowd": np.zeros((b, m), np.int32)}
+batch["image_size"][1] = (48, 40)
+for i in range(b):
+  for j in range(1 + i % m):  # 1..3 objects, their masks ellipses inside their boxes
+    x0, y0 = rng.integers(0, 24, 2)
+    x1, y1 = x0 + rng.integers(10, 36), y0 + rng.integers(10, 36)
+    yy, xx = np.mgrid[:n, :n]
+    inside = ((xx - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((yy - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2 <= 1
+    batch["instance_masks"][i, j] = inside
+    ys, xs = np.nonzero(inside)
+    batch["instance_boxes"][i, j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    batch["instance_valid"][i, j] = True
+    batch["image"][i][inside] = 40 * (j + 1)
+grad_fn = jax.value_and_grad(make_loss_fn(config, model, family), has_aux=True)
+
+results = []
+for devices in (jax.devices(), jax.devices()[:1]):
+  mesh = sharding.make_mesh(devices, 1)
+  data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  state_sh = sharding.state_shardings(abstract, mesh)
+  state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))
+  batch_on = sharding.global_batch(batch, data_sh)
+  assert len(batch_on["image"].sharding.device_set) == len(devices)
+  (loss, (terms, stats)), grads = jax.jit(grad_fn)(state.params, state.batch_stats, batch_on, jax.random.key(1))
+  step = jax.jit(make_train_step(config, model, tx, schedule, family), in_shardings=(state_sh, data_sh),
+                 out_shardings=(state_sh, repl), donate_argnums=0)
+  state, logs = step(state, batch_on)
+  results.append(jax.device_get((loss, terms, grads, stats, state.params, logs["loss"])))
+
+eight, one = results
+assert eight[1]["mask"] > 0 and eight[1]["rpn_box"] > 0 and eight[1]["box_regression"] > 0, eight[1]
+names = ["loss", "loss terms", "gradients", "BN statistics", "params after a step", "the step's loss"]
+for name, a, b in zip(names, eight, one):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
+print("ok", float(eight[0]), {k: float(v) for k, v in eight[1].items()})
+"""
+
+
+def test_detector_on_eight_devices_equals_one_device():
+  env = {**os.environ, **devices_env(8)}
+  out = subprocess.run([sys.executable, "-c", DETECTION_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "ok" in out.stdout

@@ -299,14 +299,14 @@ def detection_schedule(c, lr, steps, decay_steps, batch_size=16, eval_every=1000
 
 
 def detection_tiny(c):
-  """The `:tiny` variant of a detection config: a run on the instance view of `shapes`
-  (shapes_panoptic, things disk .. cross) that trains from scratch to mask AP >= 0.5 in
-  20 minutes on 2 CPU cores (the tests override train.steps and the canvas). 128 x 128
-  canvases (multi-scale short side 96..128 for training, images scaled to a long side of
-  128 for evaluation), ResNet-10 at width 8 with BN trained, the FPN at 32 channels, the
-  box head's FCs at 256 (GroupNorm's 32 groups then hold 8 features, as 1024 / 32 hold
-  32 in the paper's head; at 64 they held 2, which GN flattens to +-1), the mask head at
-  64; few proposals, RoIs and detections. SGD lr 0.02 at batch 8, Detectron's linear
+  """The `:tiny` variant of a detection config: a run from scratch on the instance view
+  of `shapes` (shapes_panoptic, things disk .. cross), sized for 20 minutes on 2 CPU
+  cores (its target: mask AP >= 0.5; the tests override train.steps and the canvas).
+  128 x 128 canvases (multi-scale short side 96..128 for training, images scaled to a
+  long side of 128 for evaluation), ResNet-10 at width 8 with BN trained, the FPN at 32
+  channels, the box head's FCs at 256 (GroupNorm's 32 groups then hold 8 features each;
+  at 64 they held 2, which GN flattens to +-1), the mask head at 64; few proposals, RoIs
+  and detections. SGD lr 0.02 at batch 8 (the paper's 0.02 at 16), Detectron's linear
   warmup over 50 steps, 600 steps with lr x 0.1 at 450 and 550; evaluated once, at the
   end, on the 200 val images. The model's structure (bottom-up path, adaptive pooling,
   FC fusion, or the Mask R-CNN setting) stays the config's."""

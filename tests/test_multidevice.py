@@ -87,13 +87,13 @@ def test_model_axis_must_divide_the_devices():
 
 
 # The detector (PANet `:tiny`, 64 x 64 canvas): its RPN and RoI sampling, padded NMS and
-# BatchNorm over the global batch give the same loss, terms and gradients on 8 devices
-# as on 1, and the same parameters after a step.
+# BatchNorm over the global batch give the same loss, terms and gradient norm on 8 devices
+# as on 1, and the same parameters after the step (one compiled step per mesh).
 DETECTION_CHECK = r"""
 import jax, jax.numpy as jnp, numpy as np
 from jaxseg import families, sharding
 from jaxseg.state import state_factory
-from jaxseg.train import make_loss_fn, make_train_step
+from jaxseg.train import make_train_step
 from tests.conftest import load_config
 
 assert jax.device_count() == 8, jax.devices()
@@ -122,29 +122,30 @@ for i in range(b):
     batch["instance_boxes"][i, j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     batch["instance_valid"][i, j] = True
     batch["image"][i][inside] = 40 * (j + 1)
-grad_fn = jax.value_and_grad(make_loss_fn(config, model, family), has_aux=True)
+initial = jax.device_get(jax.jit(init_fn)(jax.random.key(0)))
 
 results = []
 for devices in (jax.devices(), jax.devices()[:1]):
   mesh = sharding.make_mesh(devices, 1)
   data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
   state_sh = sharding.state_shardings(abstract, mesh)
-  state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(0))
+  state = jax.device_put(initial, state_sh)
   batch_on = sharding.global_batch(batch, data_sh)
   assert len(batch_on["image"].sharding.device_set) == len(devices)
-  (loss, (terms, stats)), grads = jax.jit(grad_fn)(state.params, state.batch_stats, batch_on, jax.random.key(1))
   step = jax.jit(make_train_step(config, model, tx, schedule, family), in_shardings=(state_sh, data_sh),
                  out_shardings=(state_sh, repl), donate_argnums=0)
   state, logs = step(state, batch_on)
-  results.append(jax.device_get((loss, terms, grads, stats, state.params, logs["loss"])))
+  results.append(jax.device_get((logs, state.params, state.batch_stats)))
 
 eight, one = results
-assert eight[1]["mask"] > 0 and eight[1]["rpn_box"] > 0 and eight[1]["box_regression"] > 0, eight[1]
-names = ["loss", "loss terms", "gradients", "BN statistics", "params after a step", "the step's loss"]
-for name, a, b in zip(names, eight, one):
+assert eight[0]["loss_mask"] > 0 and eight[0]["loss_rpn_box"] > 0 and eight[0]["loss_box_regression"] > 0, eight[0]
+assert eight[0]["finite"]
+# The loss, its five terms and the gradient norm; the parameters and BN statistics after
+# the step (the gradients through SGD, momentum 0.9: lr x gradient).
+for name, a, b in zip(["logs", "params after a step", "BN statistics after a step"], eight, one):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
-print("ok", float(eight[0]), {k: float(v) for k, v in eight[1].items()})
+print("ok", {k: float(v) for k, v in eight[0].items()})
 """
 
 

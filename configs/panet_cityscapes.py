@@ -16,8 +16,8 @@ half resolution. Start from an ImageNet backbone (--config.model.init_from, as
 configs/panet_coco.py) or from a COCO-trained work dir.
 
 Variants (--config configs/panet_cityscapes.py:NAME): `:maskrcnn` the Mask R-CNN setting
-(no bottom-up path, one FPN level per RoI, no FC fusion, no GroupNorm); `:tiny` smoke
-variant on the instance view of `shapes`.
+(no bottom-up path, one FPN level per RoI, no FC fusion, no GroupNorm); `:tiny` the small
+run on the instance view of `shapes` (presets.detection_tiny).
 """
 from jaxseg import presets
 from jaxseg.config import base_config

@@ -26,7 +26,7 @@ steps at 60K / 80K; `:r101` ResNet-101; `:maskrcnn` the Mask R-CNN setting (no b
 path, one FPN level per RoI, no FC fusion, no GroupNorm; the paper's ablation baseline,
 data and schedule unchanged; torchvision's checkpoints were evaluated at short side 800,
 long 1333: --config.input.eval_short_side=800 --config.input.eval_long_side=1333);
-`:tiny` smoke variant on the instance view of `shapes`.
+`:tiny` the small run on the instance view of `shapes` (presets.detection_tiny).
 """
 from jaxseg import presets
 from jaxseg.config import base_config

@@ -174,3 +174,83 @@ def test_maskrcnn_resnet50_fpn_parity():
   report("detection boxes", np.asarray(out["boxes"][0])[kept], want["boxes"])
   report("detection scores", np.asarray(out["scores"][0])[kept], want["scores"])
   report("detection masks", np.asarray(out["masks"][0])[kept], want["masks"])
+
+
+def small_maskrcnn():
+  """torchvision's MaskRCNN from its own modules at a small size: ResNet-18 (FrozenBatchNorm2d)
+  with a 32-channel FPN, a 64-wide box head and a 32-wide mask head, COCO's 91 outputs."""
+  resnet = torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)
+  backbone = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [64, 128, 256, 512], 32)
+  model = MaskRCNN(backbone, num_classes=None, box_head=TwoMLPHead(32 * 7 * 7, 64),
+                   box_predictor=FastRCNNPredictor(64, 91), mask_head=MaskRCNNHeads(32, [32] * 4, 1),
+                   mask_predictor=MaskRCNNPredictor(32, 32, 91), min_size=H, max_size=W,
+                   rpn_post_nms_top_n_test=100)
+  return randomize(model, seed=1)
+
+
+def small_config(variant):
+  config = load_config("panet_coco", variant)
+  config.model.backbone.depth = 18
+  config.model.neck.channels = 32
+  config.model.head.update(dict(representation=64, mask_channels=32, rpn_post_nms_top_n_test=100,
+                                detections_pre_nms=100 * 80))
+  return config
+
+
+def zeros_like_variables(model):
+  tree = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "sampling": jax.random.key(0)},
+                                           jnp.zeros((1, H, W, 3)), train=False))
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+
+
+def test_convert_maskrcnn_checkpoint_and_start_from_it(tmp_path, capsys):
+  from jaxseg.models.detection.paste import paste_masks
+  from tests.conftest import ROOT
+  torch.manual_seed(1)
+  tv = small_maskrcnn()
+  torch.save(tv.state_dict(), tmp_path / "maskrcnn.pth")
+  out = str(tmp_path / "converted")
+  assert convert_main(["--from", "torchvision", "--arch", "maskrcnn_resnet18_fpn", "--input",
+                       str(tmp_path / "maskrcnn.pth"), "--output", out, "--config",
+                       f"{ROOT}/configs/panet_coco.py:maskrcnn"]) == 0
+  converted = json.load(open(f"{out}/converted.json"))
+  assert len(converted["loaded"]) == len(tv.state_dict()) - len(converted["skipped"]) and converted["variables_only"]
+  written = json.load(open(f"{out}/config.json"))
+  assert written["family"] == "detection" and written["model"]["head"]["adaptive_pooling"] is False
+  assert written["model"]["neck"]["bottom_up"] is False and written["dataset"]["thing_classes"] == list(range(80))
+
+  # the Mask R-CNN setting started from it (config model.init_from) detects what torchvision detects,
+  # through torchvision's whole forward (GeneralizedRCNNTransform at this size resizes nothing)
+  image = torch.rand(3, H, W)
+  with torch.no_grad():
+    want = tv([image])[0]
+  config = small_config("maskrcnn")
+  model = build_detector(config, 80, (H, W))
+  variables, report_ = merge(zeros_like_variables(model), read_variables(out))
+  assert not report_["missing"] and not report_["skipped"]
+  x = tv.transform.normalize(image).permute(1, 2, 0)[None].numpy()
+  got = jax.jit(lambda v, i: model.apply(v, i, train=False))(variables, jnp.asarray(x))
+  kept = np.asarray(got["valid"][0])
+  assert kept.sum() == len(want["scores"]) > 5
+  np.testing.assert_array_equal(ROWS[np.asarray(got["classes"][0])[kept] + 1], want["labels"].numpy())
+  report("boxes", np.asarray(got["boxes"][0])[kept], want["boxes"].numpy())
+  report("scores", np.asarray(got["scores"][0])[kept], want["scores"].numpy())
+  # masks pasted into the image (eval.mask_paste "torchvision") against torchvision's paste
+  pasted = np.asarray(paste_masks(got["masks"][0][kept], got["boxes"][0][kept], (H, W), "torchvision"))
+  differ = pasted != (want["masks"][:, 0].numpy() > 0.5)
+  print(f"\n[pasted masks] {differ.sum()} of {differ.size} pixels differ")
+  assert differ.mean() < 1e-4 and pasted.any()
+
+  # PANet starts from the same checkpoint: what it shares loads, its own layers stay initialised
+  config = small_config("")
+  config.model.head.head_norm = "none"  # GroupNorm's 32 groups do not divide the FC fusion's 16 channels
+  panet = build_detector(config, 80, (H, W))
+  _, shared = merge(zeros_like_variables(panet), read_variables(out))
+  for key in ("params/backbone/stem/conv/kernel", "batch_stats/backbone/stem/bn/mean", "params/rpn/conv/kernel",
+              "params/box_head/fc7/kernel", "params/box_head/cls_score/kernel", "params/mask_head/mask_fcn2/conv/kernel",
+              "params/mask_head/mask_fcn_logits/kernel", "params/neck/lateral2/conv/kernel"):
+    assert key in shared["loaded"], key
+  assert any(k.startswith("params/box_head/fc6/fc1_level0") for k in shared["missing"])
+  assert any(k.startswith("params/neck/down2") for k in shared["missing"])
+  assert any(k.startswith("params/mask_head/mask_fc/") for k in shared["missing"])
+  assert "params/box_head/fc6/kernel (not in this model)" in shared["skipped"]

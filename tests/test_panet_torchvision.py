@@ -254,3 +254,26 @@ def test_convert_maskrcnn_checkpoint_and_start_from_it(tmp_path, capsys):
   assert any(k.startswith("params/neck/down2") for k in shared["missing"])
   assert any(k.startswith("params/mask_head/mask_fc/") for k in shared["missing"])
   assert "params/box_head/fc6/kernel (not in this model)" in shared["skipped"]
+
+
+def test_convert_reads_older_key_names_and_names_a_class_mismatch():
+  """torchvision's released COCO checkpoint predates its Conv2dNormActivation names
+  (backbone.fpn.inner_blocks.0.weight, rpn.head.conv.weight, roi_heads.mask_head.mask_fcn1.weight):
+  both spellings convert alike. A dataset of other thing classes than COCO's 80 is refused."""
+  from jaxseg.convert.io import ConversionError
+  sd = numpy_state_dict(small_maskrcnn())
+  old = {}
+  for key, value in sd.items():
+    key = key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+    for i in range(4):
+      key = key.replace(f"blocks.{i}.0.", f"blocks.{i}.").replace(f"mask_head.{i}.0.", f"mask_head.mask_fcn{i + 1}.")
+    old[key] = value
+  assert set(old) != set(sd)
+  _, new_vars, _ = convert_state_dict(sd, "torchvision", "maskrcnn_resnet18_fpn")
+  _, old_vars, _ = convert_state_dict(old, "torchvision", "maskrcnn_resnet18_fpn")
+  flat = lambda v: flax.traverse_util.flatten_dict(v, sep="/")
+  assert flat(new_vars).keys() == flat(old_vars).keys()
+  for key, value in flat(new_vars).items():
+    np.testing.assert_array_equal(value, flat(old_vars)[key])
+  with pytest.raises(ConversionError, match="predicts 133 classes.*'shapes_panoptic' has 8"):
+    convert_state_dict(sd, "torchvision", "maskrcnn_resnet18_fpn", load_config("panet_coco", "maskrcnn,tiny"))

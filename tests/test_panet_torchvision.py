@@ -100,7 +100,8 @@ def torchvision_outputs(model, x):
     proposals, _ = model.rpn(images, features)
     detections, _ = model.roi_heads(features, proposals, images.image_sizes)
     heads = model.roi_heads
-    logits, box_deltas = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes)))
+    pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
+    logits, box_deltas = heads.box_predictor(heads.box_head(pooled))
     boxes = detections[0]["boxes"]
     mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, [boxes], images.image_sizes)))
   n = x.shape[0]
@@ -108,7 +109,8 @@ def torchvision_outputs(model, x):
           "objectness": [o.permute(0, 2, 3, 1).reshape(n, -1).numpy() for o in objectness],
           "deltas": [d.view(n, -1, 4, *d.shape[2:]).permute(0, 3, 4, 1, 2).reshape(n, -1, 4).numpy() for d in deltas],
           "proposals": proposals[0].numpy(), "class_logits": logits.numpy(),
-          "box_deltas": box_deltas.view(len(logits), -1, 4).numpy(), "mask_logits": mask_logits.permute(0, 2, 3, 1).numpy(),
+          "box_deltas": box_deltas.view(len(logits), -1, 4).numpy(),
+          "mask_logits": mask_logits.permute(0, 2, 3, 1).numpy(),
           "boxes": boxes.numpy(), "labels": detections[0]["labels"].numpy(), "scores": detections[0]["scores"].numpy(),
           "masks": detections[0]["masks"][:, 0].numpy()}
 
@@ -203,7 +205,7 @@ def zeros_like_variables(model):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
 
 
-def test_convert_maskrcnn_checkpoint_and_start_from_it(tmp_path, capsys):
+def test_convert_maskrcnn_checkpoint_and_start_from_it(tmp_path):
   from jaxseg.models.detection.paste import paste_masks
   from tests.conftest import ROOT
   torch.manual_seed(1)
@@ -247,7 +249,8 @@ def test_convert_maskrcnn_checkpoint_and_start_from_it(tmp_path, capsys):
   panet = build_detector(config, 80, (H, W))
   _, shared = merge(zeros_like_variables(panet), read_variables(out))
   for key in ("params/backbone/stem/conv/kernel", "batch_stats/backbone/stem/bn/mean", "params/rpn/conv/kernel",
-              "params/box_head/fc7/kernel", "params/box_head/cls_score/kernel", "params/mask_head/mask_fcn2/conv/kernel",
+              "params/box_head/fc7/kernel", "params/box_head/cls_score/kernel",
+              "params/mask_head/mask_fcn2/conv/kernel",
               "params/mask_head/mask_fcn_logits/kernel", "params/neck/lateral2/conv/kernel"):
     assert key in shared["loaded"], key
   assert any(k.startswith("params/box_head/fc6/fc1_level0") for k in shared["missing"])

@@ -103,7 +103,9 @@ def mask_rcnn_fixup(out):
   """fc6 from torchvision's (C, 7, 7) flattening to ours (7, 7, C); the predictor's class
   rows from COCO's 91-id layout to the 80 things (background first)."""
   kernel, key = out["params/box_head/fc6/kernel"]
-  c = kernel.shape[0] // 49  # 7 x 7 RoIs
+  if kernel.shape[0] % 49:
+    raise ConversionError(f"{key} {kernel.shape[::-1]}: the box head's input must be C x 7 x 7 (MultiScaleRoIAlign 7)")
+  c = kernel.shape[0] // 49
   out["params/box_head/fc6/kernel"] = (kernel.reshape(c, 7, 7, -1).transpose(1, 2, 0, 3).reshape(49 * c, -1), key)
   if out["params/box_head/cls_score/bias"][0].shape[0] != COCO_OUTPUTS:
     return
@@ -159,7 +161,9 @@ KNOWN = "resnet18/34/50/101/152, deeplabv3_resnet50/101, fcn_resnet50/101, maskr
 
 def arch(name, classifier=False):
   detector = re.fullmatch(r"maskrcnn_resnet(?P<depth>\d+)_fpn", name)
-  if detector and not classifier:
+  if detector and classifier:
+    raise ConversionError(f"--classifier: --arch {name} is a detector, not an ImageNet classifier")
+  if detector:
     return mask_rcnn_arch(name, parse_depth(name, detector, KNOWN))
   m = re.fullmatch(r"(?P<head>deeplabv3_|fcn_)?resnet(?P<depth>\d+)", name)
   depth = parse_depth(name, m, KNOWN)

@@ -48,8 +48,8 @@ ground-truth slots, 12,544 points, 10 prediction layers, the text mapper; GiB):
 (compile seconds on 2 CPU cores shared with other jobs, load average ~25). Batch 2 is a
 device's share of the paper's batch 16 on 8 devices (the data-parallel step holds the
 same per device, plus the gradient all-reduce); batch 16 on one device is the whole
-batch. The CPU backend's temporaries (~6.3 GiB per image) are an upper bound for what
-an accelerator's compiler assigns.
+batch. These are the CPU backend's temporaries (~6.3 GiB per image); an accelerator's
+compiler assigns its own (not measured here: no GPU was available).
 """
 from __future__ import annotations
 

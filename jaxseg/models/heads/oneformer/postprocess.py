@@ -137,14 +137,14 @@ def panoptic_queries(class_logits, mask_logits, size, object_mask_threshold, ins
     m = jnp.where(inside[..., None], m, 0.0)  # below 0.5: no area, void
   weighted = jnp.where(keep[:, None, None, :], scores[:, None, None, :] * m, -1.0)  # dropped queries never win
   winner = jnp.argmax(weighted, axis=-1).astype(jnp.int32)  # (B, H, W)
-  inside = jnp.take_along_axis(m, winner[..., None], axis=-1)[..., 0] >= MASK_THRESHOLD
+  in_winner = jnp.take_along_axis(m, winner[..., None], axis=-1)[..., 0] >= MASK_THRESHOLD
   won = (winner[..., None] == jnp.arange(n)) & keep[:, None, None, :]  # (B, H, W, N)
   if inside is not None:
     won &= inside[..., None]
   mask_area = won.sum((1, 2), dtype=jnp.int32)
   original_area = ((m >= MASK_THRESHOLD) & keep[:, None, None, :]).sum((1, 2), dtype=jnp.int32)
-  segment_area = (won & inside[..., None]).sum((1, 2), dtype=jnp.int32)
-  query_map = jnp.where(inside & keep.any(-1)[:, None, None], winner, -1)
+  segment_area = (won & in_winner[..., None]).sum((1, 2), dtype=jnp.int32)
+  query_map = jnp.where(in_winner & keep.any(-1)[:, None, None], winner, -1)
   return {"labels": labels, "scores": scores, "keep": keep, "query_map": query_map,
           "mask_area": mask_area, "original_area": original_area, "segment_area": segment_area}
 

@@ -164,13 +164,14 @@ def main():
   names = [n for n in CONFIGS if args.only in n]
   if args.memory:
     print(f"backend {jax.default_backend()}; training step (forward, losses, backward, AdamW), float32; GiB")
-    print(f"{'config':<18} {'crop':<10} {'batch':>5} {'args':>7} {'outputs':>7} {'temp':>7} {'peak':>7} {'compile s':>9}")
+    print(f"{'config':<18} {'crop':<10} {'batch':>5} {'args':>7} {'outputs':>7} {'temp':>7} {'peak':>7} "
+          f"{'compile s':>9}")
     for name in names:
       for batch in (int(b) for b in args.memory.split(",")):
         a, o, t, peak, seconds = train_memory(name, batch)
         crop = CONFIGS[name][1]
-        print(f"{name:<18} {crop[0]}x{crop[1]:<6} {batch:>5} {a:>7.2f} {o:>7.2f} {t:>7.2f} {peak:>7.2f} {seconds:>9.0f}",
-              flush=True)
+        print(f"{name:<18} {crop[0]}x{crop[1]:<6} {batch:>5} {a:>7.2f} {o:>7.2f} {t:>7.2f} {peak:>7.2f} "
+              f"{seconds:>9.0f}", flush=True)
     return
   print(f"backend {jax.default_backend()}; {'compiled' if args.compile else 'lowered'} program, batch 1, float32")
   print(f"{'config':<18} {'crop':<10} {'K':>4} {'N':>4} {'GFLOPs':>8} {'GMACs':>8} {'params M':>9} "

@@ -249,7 +249,13 @@ def oneformer_tiny(c):
      250   0.478  0.665  0.148     18.6  (of which ~6 compiling)
      500   0.620  0.800  0.239     30.5
      750   0.670  0.834  0.284     44.3
-    1000   0.679  0.858  0.282     61.0"""
+    1000   0.679  0.858  0.282     61.0
+
+  and, from its last checkpoint, on all 200 val images (--mode eval
+  --config.dataset.eval_split=val): PQ 0.679 (things 0.597, stuff 0.814), mIoU 0.860,
+  mask AP 0.293. (The evaluations during training predate the canvas's mean-colour
+  padding and the cut to the image: on the same 50 images these give PQ 0.660, mIoU
+  0.848, mask AP 0.285.)"""
   c.dataset.update(dict(name="shapes_panoptic", train_split="train", eval_split="val", num_classes=8))
   c.model.backbone.update(dict(name="resnet", depth=10, width=8, stem="7x7", drop_path_rate=0.0))
   c.model.head = head("oneformer", dim=64, mask_dim=64, groups=8, encoder_layers=1, encoder_heads=4,

@@ -14,6 +14,7 @@ and swin/oneformer_swin_large_*.yaml):
   python benchmarks/oneformer_flops.py                    # all six
   python benchmarks/oneformer_flops.py --only ade20k      # the rows whose name has "ade20k"
   python benchmarks/oneformer_flops.py --compile          # XLA's compiled-program analysis
+  python benchmarks/oneformer_flops.py --memory 2,16      # + training-step memory at these batches
 
 The forward pass is the inference model (backbone, pixel decoder, task encoder, query
 transformer, 9 decoder layers with their predictions), without the post-processing. By
@@ -34,6 +35,21 @@ Measured on CPU (lowered; --compile gives 161.2 for ADE20K R-50, 0.25% more):
   cityscapes_swin_l  512x1024   19  250   1091.2   545.6     218.8    236.3
   coco_r50           1024x1024 133  150    640.4   320.2      47.3     64.9
   coco_swin_l        1024x1024 133  150   2093.9  1046.9     218.8    236.3
+
+Training-step memory (--memory; XLA's memory analysis of the compiled step on this CPU
+backend, compiled with --xla_backend_optimization_level=0, which changes LLVM's code
+generation, not XLA's buffer assignment; the ADE20K R-50 step: 150 queries, 100
+ground-truth slots, 12,544 points, 10 prediction layers, the text mapper; GiB):
+
+  config             crop       batch    args outputs    temp    peak compile s
+  ade20k_r50         512x512        2    0.78    0.73   12.28   13.06      1109
+  ade20k_r50         512x512       16    1.13    0.73  100.24  101.37      1431
+
+(compile seconds on 2 CPU cores shared with other jobs, load average ~25). Batch 2 is a
+device's share of the paper's batch 16 on 8 devices (the data-parallel step holds the
+same per device, plus the gradient all-reduce); batch 16 on one device is the whole
+batch. These are the CPU backend's temporaries (~6.3 GiB per image); an accelerator's
+compiler assigns its own (not measured here: no GPU was available).
 """
 from __future__ import annotations
 
@@ -105,12 +121,58 @@ def measure(name, compile_):
           "seconds": time.perf_counter() - t}
 
 
+CONFIG_FILES = {"ade20k": "oneformer_ade20k", "cityscapes": "oneformer_cityscapes", "coco": "oneformer_coco"}
+
+
+def train_memory(name, batch):
+  """XLA's memory analysis of the compiled training step of the config `name` (the
+  family's jaxseg.train.make_train_step: forward in training mode with the text mapper,
+  matching and losses at 12,544 points on every layer, backward, AdamW, state donated)
+  for `batch` images on one device: (arguments, outputs, temporaries, peak) in GiB, peak
+  = arguments + temporaries + outputs not aliased to the donated state; and the compile
+  seconds. A data-parallel step holds the same per device at its per-device batch (plus
+  the gradient all-reduce)."""
+  import importlib.util
+  from jaxseg import families
+  from jaxseg.train import make_train_step, state_factory
+  dataset, _, variant = name.partition("_")
+  spec = importlib.util.spec_from_file_location("c", os.path.join(ROOT, "configs", CONFIG_FILES[dataset] + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("swin_l" if variant == "swin_l" else "")
+  config.train.batch_size = batch
+  family = families.get(config)
+  model = family.build_model(train=True)
+  _, abstract_state, tx, schedule = state_factory(config, model, family)
+  example = family.example(train=True)
+  abstract_batch = {k: jax.ShapeDtypeStruct((batch, *v.shape), v.dtype) for k, v in example.items()}
+  t = time.perf_counter()
+  step = jax.jit(make_train_step(config, model, tx, schedule, family), donate_argnums=0)
+  m = step.lower(abstract_state, abstract_batch).compile().memory_analysis()
+  gib = lambda n: n / 2**30
+  peak = m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+  return (gib(m.argument_size_in_bytes), gib(m.output_size_in_bytes), gib(m.temp_size_in_bytes), gib(peak),
+          time.perf_counter() - t)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--only", default="", help="keep the configs whose name contains this")
   p.add_argument("--compile", action="store_true", help="analyse the compiled program, not the lowered one")
+  p.add_argument("--memory", default="", help="training-step memory at these ','-separated batch sizes")
   args = p.parse_args()
   names = [n for n in CONFIGS if args.only in n]
+  if args.memory:
+    print(f"backend {jax.default_backend()}; training step (forward, losses, backward, AdamW), float32; GiB")
+    print(f"{'config':<18} {'crop':<10} {'batch':>5} {'args':>7} {'outputs':>7} {'temp':>7} {'peak':>7} "
+          f"{'compile s':>9}")
+    for name in names:
+      for batch in (int(b) for b in args.memory.split(",")):
+        a, o, t, peak, seconds = train_memory(name, batch)
+        crop = CONFIGS[name][1]
+        print(f"{name:<18} {crop[0]}x{crop[1]:<6} {batch:>5} {a:>7.2f} {o:>7.2f} {t:>7.2f} {peak:>7.2f} "
+              f"{seconds:>9.0f}", flush=True)
+    return
   print(f"backend {jax.default_backend()}; {'compiled' if args.compile else 'lowered'} program, batch 1, float32")
   print(f"{'config':<18} {'crop':<10} {'K':>4} {'N':>4} {'GFLOPs':>8} {'GMACs':>8} {'params M':>9} "
         f"{'+text M':>8} {'s':>6}")

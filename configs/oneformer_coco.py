@@ -28,8 +28,10 @@ def swin_l(c):
 
 
 def tiny(c):
+  """presets.oneformer_tiny with COCO's step schedule at the same fractions of its 1,000
+  steps (set optim.decay_steps with train.steps)."""
   presets.oneformer_tiny(c)
-  c.optim.update(dict(schedule="step", decay_steps=(3,)))
+  c.optim.update(dict(schedule="step", decay_steps=(890, 960)))
 
 
 def get_config(variant=""):

@@ -229,10 +229,33 @@ def oneformer_swin_l(c, queries=250):
 
 
 def oneformer_tiny(c):
-  """The `:tiny` smoke variant of a OneFormer config: panoptic `shapes` (8 classes, 5
-  things), ResNet-10 at width 8, d = 64, 16 queries (4 context embeddings, 12 texts),
-  one encoder layer, 3 decoder layers, one text layer; 64x64 crops, 256 points; lr 1e-3
-  with the backbone at x1 (no pretrained weights), 4 steps."""
+  """The `:tiny` variant of a OneFormer config, a short real run on panoptic `shapes` (8
+  classes, 5 things; 1,200 train and 200 val images of 112..160 px): ResNet-10 at width
+  8 (BN trained), d = 64, 16 queries (4 context embeddings, 12 texts), one encoder
+  layer, 3 decoder layers, one text layer, 256 points; 64 x 64 crops of the image scaled
+  by 0.5..1.0; AdamW lr 1e-3 (the backbone at x1: no pretrained weights), poly, no
+  warmup, 1,000 steps of 8 images; evaluation on the whole image (160 x 160 canvas)
+  every 250 steps. The config's own evaluation thresholds stay (object mask threshold
+  0.5 on ADE20K, 0.8 on Cityscapes and COCO). Tests shorten it (train.steps etc.).
+
+  Measured (configs/oneformer_ade20k.py:tiny from the CLI with
+  --config.dataset.eval_split='val[:50]' for the evaluations during training; PQ with the
+  panoptic token, mIoU the semantic one, mask AP the instance one), on 2 CPU cores that
+  other jobs loaded to a load average of 15..30: 61 min wall, 12.7 min of CPU time (user
+  10.4 + system 2.3) for the whole run, compilation and the four evaluations included, so
+  at most 13 min on 2 idle cores:
+
+    step   PQ     mIoU   mask AP   wall min (loaded)
+     250   0.478  0.665  0.148     18.6  (of which ~6 compiling)
+     500   0.620  0.800  0.239     30.5
+     750   0.670  0.834  0.284     44.3
+    1000   0.679  0.858  0.282     61.0
+
+  and, from its last checkpoint, on all 200 val images (--mode eval
+  --config.dataset.eval_split=val): PQ 0.679 (things 0.597, stuff 0.814), mIoU 0.860,
+  mask AP 0.293. (The evaluations during training predate the canvas's mean-colour
+  padding and the cut to the image: on the same 50 images these give PQ 0.660, mIoU
+  0.848, mask AP 0.285.)"""
   c.dataset.update(dict(name="shapes_panoptic", train_split="train", eval_split="val", num_classes=8))
   c.model.backbone.update(dict(name="resnet", depth=10, width=8, stem="7x7", drop_path_rate=0.0))
   c.model.head = head("oneformer", dim=64, mask_dim=64, groups=8, encoder_layers=1, encoder_heads=4,
@@ -242,10 +265,10 @@ def oneformer_tiny(c):
   c.input.update(dict(crop_size=(64, 64), scale_mode="ratio", scale_range=(0.5, 1.0), scale_step=0.0,
                       eval_size=(160, 160), eval_short_side=0, eval_long_side=0, max_instances=12,
                       instance_mask_stride=1))
-  c.optim.update(dict(lr=1e-3))
+  c.optim.update(dict(lr=1e-3, warmup_steps=0))
   c.optim.lr_mults = ()
   c.evals.coco_ap.max_detections = 16
-  c.train.update(dict(batch_size=8, steps=4, log_every=2, eval_every=4, ckpt_every=2, tensorboard_images=0))
+  c.train.update(dict(batch_size=8, steps=1000, log_every=25, eval_every=250, ckpt_every=250, tensorboard_images=0))
   c.eval.batch_size = 50
   return c
 

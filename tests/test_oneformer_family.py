@@ -3,6 +3,10 @@ and texts against a direct reading of the authors' dataset mapper; the `:tiny` c
 trains, resumes exactly, and evaluates PQ, mask AP and mIoU from one checkpoint, each
 with its own task token; jaxseg.load's predictor and the --mode predict files."""
 import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from jaxseg import api, train
 from jaxseg.families import universal
 from jaxseg.models.heads.oneformer.clip_tokenizer import default_tokenizer
 from jaxseg.panoptic_quality import rgb_to_id
-from tests.conftest import load_config
+from tests.conftest import ROOT, devices_env, load_config
 
 ISTHING = np.array([False, True, True, True, False])  # classes 0 and 4 are stuff
 
@@ -66,35 +70,43 @@ def test_task_ground_truth_and_texts_follow_the_authors_mapper(task):
 
 
 def tiny(steps, **train_keys):
+  """configs/oneformer_coco.py:tiny shortened for the tests: `steps` steps, lr x 0.1
+  after the first (coco's step schedule), 6 val images scaled to a long side of 96 on a
+  96 x 96 canvas."""
   config = load_config("oneformer_coco", "tiny")
-  config.train.update({"steps": steps, "eval_every": steps, "ckpt_every": steps, **train_keys})
-  config.eval.batch_size = 25
+  config.train.update({"steps": steps, "eval_every": steps, "ckpt_every": steps, "log_every": 1, **train_keys})
+  config.optim.decay_steps = (1,)
+  config.dataset.eval_split = "val[:6]"
+  config.input.update(dict(eval_size=(96, 96), eval_long_side=96))
+  config.eval.batch_size = 6
   return config
 
 
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
-  """:tiny trained 4 steps straight, and 2 + 2 with a restart: (root, states)."""
+  """:tiny trained 2 steps straight (and evaluated), and 1 + 1 with a restart: (root,
+  states). One compiled train step serves both (the session's compilation cache)."""
   root = tmp_path_factory.mktemp("oneformer")
-  full = train.train_and_evaluate(tiny(4), str(root / "full"))
-  quiet = tiny(4, ckpt_every=2)
+  full = train.train_and_evaluate(tiny(2), str(root / "full"))
+  quiet = tiny(2, ckpt_every=1)
   for options in quiet.evals.values():  # the interrupted run evaluates nothing: the full run's evaluation
     options.every = -1  # is the one the tests read
-  train.train_and_evaluate(quiet, str(root / "resumed"), stop_after=2)
+  train.train_and_evaluate(quiet, str(root / "resumed"), stop_after=1)
   resumed = train.train_and_evaluate(quiet, str(root / "resumed"))
   return root, full, resumed
 
 
 def test_tiny_resumes_exactly(runs):
   root, full, resumed = runs
-  assert int(full.step) == int(resumed.step) == 4
+  assert int(full.step) == int(resumed.step) == 2
   for a, b in zip(jax.tree.leaves((full.params, full.batch_stats, full.opt_state)),
                   jax.tree.leaves((resumed.params, resumed.batch_stats, resumed.opt_state))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   read = lambda p: [json.loads(line) for line in open(root / p / "train_log.jsonl")]
   log, log2 = read("full"), read("resumed")
-  assert [r["step"] for r in log] == [r["step"] for r in log2] == [2, 4]
+  assert [r["step"] for r in log] == [r["step"] for r in log2] == [1, 2]
   np.testing.assert_allclose([r["loss"] for r in log2], [r["loss"] for r in log], atol=1e-6)
+  assert log[1]["lr"] == pytest.approx(0.1 * log[0]["lr"])  # the step schedule restored with the state
   terms = {k for k in log[0] if k.startswith("loss_")}
   assert {"loss_class", "loss_mask", "loss_dice", "loss_contrastive", "loss_class_0", "loss_dice_2"} <= terms
   assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
@@ -103,7 +115,7 @@ def test_tiny_resumes_exactly(runs):
 def test_one_checkpoint_evaluates_pq_ap_and_miou(runs):
   root, _, _ = runs
   trained = [json.loads(line) for line in open(root / "full" / "metrics.jsonl")][-1]
-  assert trained["step"] == 4 and sorted(trained["evaluators"]) == ["coco_ap", "confusion", "panoptic_quality"]
+  assert trained["step"] == 2 and sorted(trained["evaluators"]) == ["coco_ap", "confusion", "panoptic_quality"]
   scores = api.evaluate(str(root / "full"))  # --mode eval: the latest checkpoint, all three tasks
   # --mode eval folds BatchNorm into the convolutions (jaxseg.models.fold_bn): equal to
   # rounding, so a pixel near a tie may flip (measured: mIoU 0.0302153 vs 0.0302152)
@@ -112,7 +124,7 @@ def test_one_checkpoint_evaluates_pq_ap_and_miou(runs):
     np.testing.assert_allclose(scores[key], trained[key], atol=1e-4, err_msg=key)  # NaN == NaN here
   assert 0 <= scores["pq"] <= 1 and 0 <= scores["miou"] <= 1 and len(scores["per_class_iou"]) == 8
   row = [json.loads(line) for line in open(root / "full" / "metrics.jsonl")][-1]
-  assert row["mode"] == "eval" and row["step"] == 4
+  assert row["mode"] == "eval" and row["step"] == 2
 
 
 def test_predictor_and_prediction_files(runs, tmp_path):
@@ -141,3 +153,60 @@ def test_predictor_and_prediction_files(runs, tmp_path):
   results = json.load(open(tmp_path / "out" / "instances.json"))
   assert len(results) == len(classes) and all("segmentation" in r for r in results)
 
+
+
+# The training loss of a small :tiny (32 x 32 crops, 2 decoder layers, 64 points) on 8
+# CPU devices and on 1: the matching, the point sampling and every loss run inside the
+# sharded program on the global batch, so the loss, each term and the BN statistics agree.
+# The batch has an image without ground truth and one with every slot used, and each
+# task. In a subprocess: the 8 devices must be requested before JAX starts.
+EIGHT_DEVICES = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jaxseg import families, sharding
+from jaxseg.families import universal
+from jaxseg.models.heads.oneformer.clip_tokenizer import TASKS, task_ids
+from jaxseg.train import make_loss_fn, state_factory
+from tests.conftest import load_config
+
+assert jax.device_count() == 8, jax.devices()
+config = load_config("oneformer_ade20k", "tiny")
+config.input.crop_size = (32, 32)
+config.model.head.update(dict(decoder_layers=2, train_points=64))
+family = families.get(config)
+model = family.build_model(train=True)
+init_fn, abstract, tx, schedule = state_factory(config, model, family)
+rng = np.random.default_rng(0)
+b, m, k = 8, config.input.max_instances, config.dataset.num_classes
+counts = [0, 1, 3, 5, 7, 9, 12, 2]  # an image without ground truth, one with every slot used
+valid = np.arange(m)[None] < np.array(counts)[:, None]
+classes = np.where(valid, rng.integers(0, k, (b, m)), 0).astype(np.int32)
+masks = ((rng.random((b, m, 32, 32)) < 0.3) & valid[..., None, None]).astype(np.uint8)
+tasks = [TASKS[i % 3] for i in range(b)]
+table = universal.TextTable([str(i) for i in range(k)])
+batch = {"image": rng.integers(0, 256, (b, 32, 32, 3)).astype(np.uint8), "task_ids": task_ids(tasks),
+         "text_ids": np.stack([table(c, v, t, family.text_count()) for c, v, t in zip(classes, valid, tasks)]),
+         "instance_classes": classes, "instance_masks": masks, "instance_valid": valid}
+loss_fn = make_loss_fn(config, model, family)
+results = []
+for devices in (jax.devices(), jax.devices()[:1]):
+  mesh = sharding.make_mesh(devices)
+  data_sh, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  state = jax.jit(init_fn, out_shardings=sharding.state_shardings(abstract, mesh))(jax.random.key(0))
+  x = sharding.global_batch(batch, data_sh)
+  assert len(x["image"].sharding.device_set) == len(devices)
+  loss, (terms, stats) = jax.jit(loss_fn)(state.params, state.batch_stats, x, jax.random.key(1))
+  results.append(jax.device_get({"loss": loss, **terms, "stats": stats}))
+a, b1 = results
+assert len(a) == 1 + 3 * 3 + 1 + 1, sorted(a)  # 3 layers x (class, mask, dice), contrastive, BN statistics
+for name in a:
+  for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b1[name])):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
+print("ok", float(a["loss"]))
+"""
+
+
+def test_eight_devices_give_the_loss_of_one():
+  out = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], cwd=ROOT, env={**os.environ, **devices_env(8)},
+                       capture_output=True, text=True, timeout=1800)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "ok" in out.stdout

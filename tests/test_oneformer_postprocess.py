@@ -282,3 +282,40 @@ def test_bad_inputs_name_the_shapes():
     P.instance_predictions(c, m[..., :4], (6, 6), 4, isthing=[True, False, True])
   with pytest.raises(ValueError, match="size"):
     P.panoptic_queries(c, m[..., :4], (6,), 0.5)
+
+
+# ------------------------------------------------------------ cut to the image
+def test_a_padded_canvas_cut_to_the_image_equals_the_authors_crop():
+  """`inside` (the image's pixels of a padded canvas) gives on the image what the authors
+  get from the mask logits resized to the padded canvas and cropped to the image, and
+  nothing outside: void panoptic pixels, no instance pixel or box there."""
+  class_logits, mask_logits = blob_logits(1)
+  size, image = (32, 40), [(20, 40), (32, 23)]  # one image cut at the bottom, one at the right
+  inside = np.zeros((2, *size), bool)
+  for b, (h, w) in enumerate(image):
+    inside[b, :h, :w] = True
+  queries = jax.jit(P.panoptic_queries, static_argnums=(2, 3))(class_logits, mask_logits, size, 0.5, inside)
+  ours = P.panoptic_segments(queries, ISTHING, 0.8)
+  instances = jax.device_get(jax.jit(P.instance_predictions, static_argnums=(2, 3))(
+      class_logits, mask_logits, size, 12, ISTHING, inside))
+  m = upsampled(mask_logits, size)
+  segments = 0
+  for b, (h, w) in enumerate(image):
+    crop = m[b][:, :h, :w]
+    gap, margin = argmax_margin(torch.from_numpy(class_logits[b]), crop, 0.5)
+    assert gap > 1e-5 and margin > 1e-5, (gap, margin)
+    seg, want = authors_panoptic(torch.from_numpy(class_logits[b]), crop, ISTHING, 0.5, 0.8)
+    np.testing.assert_array_equal(ours["panoptic"][b][:h, :w], seg)
+    assert not ours["panoptic"][b][~inside[b]].any()
+    assert [s["category"] for s in ours["segments"][b]] == [s["category"] for s in want]
+    segments += len(want)
+    ref = authors_instances(torch.from_numpy(class_logits[b]), crop, ISTHING, 12)
+    order, valid = np.argsort(-ref["class_scores"]), instances["instance_valid"][b]
+    masks = instances["instance_masks"][b][valid]
+    np.testing.assert_array_equal(masks[:, :h, :w], ref["masks"][order])
+    assert not masks[:, ~inside[b]].any()
+    np.testing.assert_array_equal(instances["instance_boxes"][b][valid], ref["boxes"][order])
+    R.report(f"cut instance scores, image {b}", instances["instance_scores"][b][valid], ref["scores"][order])
+  uncut = P.panoptic_segments(jax.jit(P.panoptic_queries, static_argnums=(2, 3))(class_logits, mask_logits, size, 0.5),
+                              ISTHING, 0.8)
+  assert segments > 0 and (uncut["panoptic"][~inside] != 0).any()  # the cut matters here

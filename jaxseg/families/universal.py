@@ -27,17 +27,22 @@ task-conditioned model trained once for semantic, instance and panoptic segmenta
   predictor   jaxseg.load(workdir): .panoptic, .instances, .predict (semantic), each
               taking the task, and .query_outputs(images, task)
 
-Evaluation runs on the static input.eval_size canvas. The model has no key-padding mask
-(nor has the authors'): its attention also reads the padding, which the authors keep
-below 32 px (their size divisibility) where a canvas holding both orientations of
-ADE20K's resized images (2048 x 2048) is mostly padding; scores there can differ from
-the authors' per-image padding. The predictor pads each batch to a multiple of 32, as
-they do.
+Evaluation runs on the static input.eval_size canvas, each image at its top left, the
+rest filled with the mean colour (0 once normalised: the authors' padding). The model
+has no key-padding mask (nor has the authors'): its attention also reads the padding,
+which the authors keep below 32 px (their size divisibility) where a canvas holding both
+orientations of ADE20K's resized images (2048 x 2048) is mostly padding; scores there
+can differ from the authors' per-image padding. The predictions are cut to the image
+("image_size") before they are scored, as the authors crop: the padding is void in the
+panoptic map and counts in no query's area, and the instance masks, their scores and
+boxes leave it out (the semantic ground truth ignores it already). The predictor pads
+each batch to a multiple of 32, as they do.
 
 Batches (training): "image" uint8 (B, h, w, 3), "task_ids" (B, 77), "text_ids" (B, T,
 77), and the sampled task's ground truth "instance_classes" (B, M) int32,
 "instance_masks" (B, M, h / s, w / s) uint8 (s = input.instance_mask_stride),
-"instance_valid" (B, M) bool. Evaluation: "image", and the panoptic ground truth of
+"instance_valid" (B, M) bool. Evaluation: "image", "image_size" (B, 2) the rows and
+columns the image covers, and the panoptic ground truth of
 jaxseg.data.instances.eval_targets ("label", "panoptic", "panoptic_crowd").
 """
 from __future__ import annotations
@@ -64,6 +69,7 @@ TASK_DRAW = (0.33, 0.66)  # the authors' INPUT.TASK_PROB: u < 0.33 semantic, < 0
 PAD_TEXT = {"semantic": "a semantic photo", "instance": "an instance photo", "panoptic": "a panoptic photo"}
 EVALUATOR_TASK = {"panoptic_quality": "panoptic", "coco_ap": "instance", "confusion": "semantic"}
 SIZE_DIVISIBILITY = 32  # the authors' predictor pads images to a multiple of the backbone's stride
+EVAL_KEYS = ("image", "label", "panoptic", "panoptic_crowd")  # and "image_size"
 
 
 def head_keys(config):
@@ -153,7 +159,7 @@ class Family(Base):
     c = self.config
     if not train:
       blank = instances.blank(c, train=False, panoptic=True)
-      return {k: blank[k] for k in ("image", "label", "panoptic", "panoptic_crowd")}
+      return {"image_size": np.zeros(2, np.int32), **{k: blank[k] for k in EVAL_KEYS}}
     blank = instances.blank(c, train=True)
     return {"task_ids": np.zeros(77, np.int32), "text_ids": np.zeros((self.text_count(), 77), np.int32),
             **{k: blank[k] for k in ("image", "instance_classes", "instance_masks", "instance_valid")}}
@@ -196,8 +202,13 @@ class Family(Base):
     return {**out, **{k: v for k, v in t.items() if k.startswith("count_")}}
 
   def eval_transform(self, record, where="record"):
-    t = instances.eval_targets(record, self.config, self.isthing(), which="things", panoptic=True, where=where)
-    return {k: t[k] for k in ("image", "label", "panoptic", "panoptic_crowd")}
+    t = instances.eval_targets(record, self.config, self.isthing(), which="things", panoptic=True, where=where,
+                               image_size=True)
+    h, w = t["image_size"]
+    image = t["image"].copy()  # the canvas beyond the image: the mean colour, not black
+    mean = np.round(np.asarray(self.config.dataset.mean)).astype(np.uint8)
+    image[h:], image[:, w:] = mean, mean
+    return {"image": image, "image_size": t["image_size"], **{k: t[k] for k in EVAL_KEYS[1:]}}
 
   # -- loss
   def loss_weights(self):
@@ -232,19 +243,19 @@ class Family(Base):
     wanted = {EVALUATOR_TASK[name] for name in self.config.evals}
     return [t for t in TASKS if t in wanted]
 
-  def postprocess(self, task, out, size):
+  def postprocess(self, task, out, size, inside=None):
     """One task's predictions from its raw outputs, on the (H, W) canvas `size`
     (jaxseg.models.heads.oneformer.postprocess, the thresholds of config.evals): "pred"
     (semantic), "panoptic_queries" (panoptic: the jittable half; PanopticQuality does the
     rest on the host), "instance_*" (instance: the top max_detections of queries x
-    classes, stuff picks not valid)."""
+    classes, stuff picks not valid); `inside` (B, H, W) the image's pixels, or None."""
     c, m, o = out["class_logits"], out["mask_logits"], self.evaluator_options()
     if task == "semantic":
       return {"pred": jnp.argmax(postprocess.semantic_scores(c, m, size), -1).astype(jnp.int32)}
     if task == "panoptic":
-      return {"panoptic_queries": postprocess.panoptic_queries(c, m, size,
-                                                               o["panoptic_quality"]["object_mask_threshold"])}
-    return postprocess.instance_predictions(c, m, size, o["coco_ap"]["max_detections"], self.isthing())
+      return {"panoptic_queries": postprocess.panoptic_queries(
+          c, m, size, o["panoptic_quality"]["object_mask_threshold"], inside)}
+    return postprocess.instance_predictions(c, m, size, o["coco_ap"]["max_detections"], self.isthing(), inside)
 
   def evaluator_options(self):
     """{evaluator: its options}, config.evals' over the defaults."""
@@ -255,10 +266,16 @@ class Family(Base):
     """The predictions of every task an evaluator of config.evals scores, each with its
     own task token, on the image canvas (see postprocess)."""
     images = normalize(batch["image"], self.config)
+    h, w = images.shape[1:3]
+    inside = None
+    if "image_size" in batch:  # the image's pixels of the canvas: the predictions are cut to them
+      size = batch["image_size"]
+      inside = (jnp.arange(h)[None, :, None] < size[:, 0, None, None]) & \
+               (jnp.arange(w)[None, None, :] < size[:, 1, None, None])
     tasks = self.tasks()
     out = {}
     for task, raw in zip(tasks, self.query_outputs(model, variables, images, tasks)):
-      out.update(self.postprocess(task, raw, tuple(images.shape[1:3])))
+      out.update(self.postprocess(task, raw, (h, w), inside))
     return out
 
   def categories(self):

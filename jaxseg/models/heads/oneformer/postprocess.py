@@ -115,7 +115,7 @@ def semantic_scores(class_logits, mask_logits, size):
   return jnp.einsum("bnk,bhwn->bhwk", p, m)
 
 
-def panoptic_queries(class_logits, mask_logits, size, object_mask_threshold):
+def panoptic_queries(class_logits, mask_logits, size, object_mask_threshold, inside=None):
   """The jittable half of panoptic inference, per image and query (all static shapes):
 
     "labels" (B, N) int32   argmax class (K = no object);  "scores" (B, N) its probability
@@ -123,6 +123,9 @@ def panoptic_queries(class_logits, mask_logits, size, object_mask_threshold):
     "query_map" (B, H, W) int32  the kept query that wins the pixel, -1 where no query is
                             kept or the winner's m_q < 0.5 (void)
     "mask_area", "original_area", "segment_area" (B, N) int32   a_q, o_q, s_q (0 unless kept)
+
+  `inside` (B, H, W) bool, optional: the image's pixels of a padded canvas; the rest is
+  left out as if cropped (void, counted in no area), as the authors crop before this.
   """
   _check(class_logits, mask_logits, size)
   b, n, k1 = class_logits.shape
@@ -130,14 +133,18 @@ def panoptic_queries(class_logits, mask_logits, size, object_mask_threshold):
   scores, labels = probs.max(-1), probs.argmax(-1).astype(jnp.int32)
   keep = (labels != k1 - 1) & (scores > object_mask_threshold)
   m = jax.nn.sigmoid(_upsampled(mask_logits, size))  # (B, H, W, N)
+  if inside is not None:
+    m = jnp.where(inside[..., None], m, 0.0)  # below 0.5: no area, void
   weighted = jnp.where(keep[:, None, None, :], scores[:, None, None, :] * m, -1.0)  # dropped queries never win
   winner = jnp.argmax(weighted, axis=-1).astype(jnp.int32)  # (B, H, W)
-  inside = jnp.take_along_axis(m, winner[..., None], axis=-1)[..., 0] >= MASK_THRESHOLD
+  in_winner = jnp.take_along_axis(m, winner[..., None], axis=-1)[..., 0] >= MASK_THRESHOLD
   won = (winner[..., None] == jnp.arange(n)) & keep[:, None, None, :]  # (B, H, W, N)
+  if inside is not None:
+    won &= inside[..., None]
   mask_area = won.sum((1, 2), dtype=jnp.int32)
   original_area = ((m >= MASK_THRESHOLD) & keep[:, None, None, :]).sum((1, 2), dtype=jnp.int32)
-  segment_area = (won & inside[..., None]).sum((1, 2), dtype=jnp.int32)
-  query_map = jnp.where(inside & keep.any(-1)[:, None, None], winner, -1)
+  segment_area = (won & in_winner[..., None]).sum((1, 2), dtype=jnp.int32)
+  query_map = jnp.where(in_winner & keep.any(-1)[:, None, None], winner, -1)
   return {"labels": labels, "scores": scores, "keep": keep, "query_map": query_map,
           "mask_area": mask_area, "original_area": original_area, "segment_area": segment_area}
 
@@ -205,7 +212,7 @@ def mask_boxes(masks):
   return jnp.where(xs.any(1)[..., None], boxes, 0.0)
 
 
-def instance_predictions(class_logits, mask_logits, size, top_k, isthing=None):
+def instance_predictions(class_logits, mask_logits, size, top_k, isthing=None, inside=None):
   """Jittable; the outputs jaxseg.panoptic_evaluators' CocoAPEvaluator takes:
 
     "instance_masks" (B, k, H, W) bool, "instance_classes" (B, k) int32,
@@ -214,7 +221,9 @@ def instance_predictions(class_logits, mask_logits, size, top_k, isthing=None):
   and "instance_class_scores" (B, k): p_q(c) alone (what a demo's score threshold reads).
 
   `top_k` (static): k, the detections per image; `isthing` (K,) bool or None: with it
-  (a dataset with stuff), stuff picks are not valid; without, every pick is.
+  (a dataset with stuff), stuff picks are not valid; without, every pick is. `inside`
+  (B, H, W) bool, optional: the image's pixels of a padded canvas; masks, their scores
+  and boxes leave the rest out (as if cropped).
   """
   _check(class_logits, mask_logits, size)
   b, n, k1 = class_logits.shape
@@ -227,6 +236,8 @@ def instance_predictions(class_logits, mask_logits, size, top_k, isthing=None):
   picked = jnp.take_along_axis(mask_logits, query[:, None, None, :], axis=-1)  # (B, h, w, k) before resizing
   logits = _upsampled(picked, size)
   masks = logits > 0  # sigmoid > 0.5
+  if inside is not None:
+    masks &= inside[..., None]
   mask_score = (jax.nn.sigmoid(logits) * masks).sum((1, 2)) / (masks.sum((1, 2)) + 1e-6)
   valid = jnp.ones_like(label, bool) if isthing is None else _isthing(isthing, k)[label]
   return {"instance_masks": masks.transpose(0, 3, 1, 2), "instance_classes": label,

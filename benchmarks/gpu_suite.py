@@ -26,7 +26,8 @@ benchmarks/stdc_speed.py's plain torch.nn twin, channels-last, with torch.compil
 same network. PSPNet and the PAM rows have no PyTorch side.
 
 Each side runs in its own subprocess, jaxseg first, then PyTorch (two native GPU
-stacks in one process, or XLA's memory preallocation beside PyTorch, are fragile).
+stacks in one process, or XLA's memory preallocation beside PyTorch, are fragile);
+--tiny, a CPU check that compares no timings, runs both at once.
 Neither imports TensorFlow or grain. The JSON holds every number, the settings,
 the device and the versions.
 """
@@ -37,6 +38,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -346,20 +348,38 @@ def run_side(side, tiny, deadline, out_path, cpu_table=False, iters=None, kinds=
 
 
 def spawn(side, args, deadline, out_path, env=None, extra=()):
+  return collect(start(side, args, deadline, out_path, env, extra))
+
+
+def start(side, args, deadline, out_path, env=None, extra=()):
+  """Starts one side's process; `collect` waits for it and reads what it measured."""
   env = {**os.environ, **(env or {})}
   if side == "torch":
     env["JAX_PLATFORMS"] = "cpu"  # its configs import jax: keep it off the GPU
   cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--deadline", str(deadline), "--out", out_path]
   cmd += (["--tiny"] if args.tiny else []) + list(extra)
-  t = time.time()
-  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(60, deadline - t + 120))
+  log = tempfile.TemporaryFile("w+")  # not a pipe: a side never blocks on output nobody reads yet
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+  return proc, log, time.time(), deadline, out_path
+
+
+def collect(started):
+  proc, log, t, deadline, out_path = started
+  try:
+    proc.wait(timeout=max(60, deadline - t + 120))
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+  log.seek(0)
+  stderr = log.read()
+  log.close()
   got = {"info": {}, "results": {}}
   if os.path.exists(out_path):
     with open(out_path) as f:
       got = json.load(f)
   got["seconds"] = time.time() - t
   if proc.returncode:
-    got["exit"] = f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    got["exit"] = f"exit {proc.returncode}: {stderr[-2000:]}"
   return got
 
 
@@ -413,18 +433,23 @@ def main():
   if args.side:
     return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters, args.kinds)
 
-  start = time.time()
+  t0 = time.time()
   report = {"settings": {"tiny": args.tiny, "budget_s": args.budget_s}, "cases": cases(args.tiny)}
   base = os.path.splitext(os.path.abspath(args.json))[0]
-  report["jax"] = spawn("jax", args, start + 0.6 * args.budget_s, base + ".jax.part")
+  jax_side = start("jax", args, t0 + 0.6 * args.budget_s, base + ".jax.part")
+  # --tiny times nothing worth comparing: both sides at once, each on its own core.
+  torch_side = None if args.no_torch or not args.tiny else start("torch", args, t0 + args.budget_s,
+                                                                  base + ".torch.part")
+  report["jax"] = collect(jax_side)
   # Whatever of its share jaxseg left over goes to PyTorch.
-  report["torch"] = ({"info": {}, "results": {}} if args.no_torch else
-                     spawn("torch", args, start + args.budget_s, base + ".torch.part"))
+  if not args.no_torch and not args.tiny:
+    torch_side = start("torch", args, t0 + args.budget_s, base + ".torch.part")
+  report["torch"] = collect(torch_side) if torch_side else {"info": {}, "results": {}}
   for case in report["cases"]:  # PyTorch's MFU from XLA's FLOPs of the same network
     a, b = report["jax"]["results"].get(case_key(case), {}), report["torch"]["results"].get(case_key(case))
     if b and "step_ms" in b and a.get("gflops_per_step") and a.get("peak_tflops"):
       b["mfu"] = a["gflops_per_step"] / b["step_ms"] / a["peak_tflops"]
-  report["seconds"] = time.time() - start
+  report["seconds"] = time.time() - t0
   print(table(report))
   print(f"total {report['seconds']:.0f} s" + "".join(f"; {s}: {report[s]['exit']}" for s in ("jax", "torch")
                                                       if report[s].get("exit")))

@@ -235,7 +235,9 @@ def deciles_by_record(workdir):
 
 
 def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agrees(imagenet, tmp_path):
-  full = tmp_path / "full"
+  # 2 processes x 2 devices (compared at the end) run alongside the rest.
+  full, two = tmp_path / "full", tmp_path / "two"
+  two_procs = generation(imagenet, two, 2, 4, build=False, processes=2)
   out = finish(generation(imagenet, full, 2, 2))
   assert "chunk 3/3: 6/6 images" in out and "images/s, ETA" in out
   want = records(full)
@@ -287,8 +289,7 @@ def test_generation_resumes_after_kill_9_with_the_same_dataset_and_multihost_agr
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
   # 2 processes x 2 devices: the same deciles for every record as one process.
-  two = tmp_path / "two"
-  finish(generation(imagenet, two, 2, 4, build=False, processes=2))
+  finish(two_procs)
   one, many = deciles_by_record(full), deciles_by_record(two)
   assert sorted(one) == sorted(many) == list(range(6))
   for i in one:

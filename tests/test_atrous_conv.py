@@ -59,7 +59,9 @@ def test_lowering_per_backend(monkeypatch):
   assert atrous_conv.lowering(2, 1, "cpu") == "mixed"
   assert atrous_conv.lowering(12, 1, "gpu") == "xla"
   assert atrous_conv.lowering(12, 1, "tpu") == "xla"
-  assert atrous_conv.lowering(1, 1, "cpu") == "xla"
+  assert atrous_conv.lowering(1, 1, "cpu", channels=64) == "xla"
+  assert atrous_conv.lowering(1, 1, "cpu", channels=256) == "mixed"  # undilated: the taps' gradients
+  assert atrous_conv.lowering(1, 1, "gpu", channels=256) == "xla"
   assert atrous_conv.lowering(2, 2, "cpu") == "xla"  # strided: XLA's
   monkeypatch.setenv("JAXSEG_DILATED_CONV", "xla")
   assert atrous_conv.lowering(12, 1, "cpu") == "xla"

@@ -13,17 +13,23 @@ into that window. At a rate >= the input size every off-centre tap falls outside
 the image and the convolution is the 1x1 centre tap alone. Measured on a 2-core
 CPU (benchmarks/atrous_conv_speed.py) XLA's forward stays faster at small rates
 (ResNet stages at rate 2-4) and the taps win from rate 8 (ASPP's 12/24/36), while
-the gradients of the taps form win at every rate > 1; `dilated_conv` therefore
-runs the faster forward and always the taps' gradients (the convolution is
-bilinear: its gradients need only x, the kernel and the cotangent). GPU and TPU
-keep XLA's convolution both ways (their convolution kernels take the dilation
-natively).
+the kernel gradient of the taps form wins at every rate > 1; `dilated_conv`
+therefore runs the faster forward, the input gradient (the same convolution of the
+cotangent with the flipped kernel) lowered as the forward, and always the taps'
+kernel gradient (the convolution is bilinear: its gradients need only x, the kernel
+and the cotangent). GPU and TPU keep XLA's convolution both ways (their
+convolution kernels take the dilation natively).
 
 The parameter is `kernel` of shape (k, k, in, out), as flax.linen.Conv's, so
 checkpoints and imported weights do not depend on the lowering.
 
 JAXSEG_DILATED_CONV=xla|taps|mixed|auto (default auto) forces a lowering on any
-backend, for benchmarks and tests.
+backend, for benchmarks and tests ("xla": XLA's convolutions throughout).
+
+Undilated 3x3 convolutions (stride 1) keep XLA's forward; with >= 128 channels their
+gradients are the taps' too (XLA:CPU's kernel gradient, a convolution over the
+whole image with the cotangent as its window, measured 1.5-2x slower at the 3x3
+1024->256 of the auxiliary FCN head and the 3x3s of the heads; at 64 channels a tie).
 
 1x1 convolutions (ResNet's bottleneck and downsample convs, most of its FLOPs) go
 through here too: XLA:CPU hands them to its convolution library, 3-5x slower than
@@ -43,20 +49,24 @@ import jax.numpy as jnp
 
 LOWERINGS = ("auto", "xla", "taps", "mixed")
 TAPS_FORWARD_FROM_RATE = 8
+TAPS_GRADIENTS_FROM_CHANNELS = 128  # undilated: XLA's kernel gradient, below
 
 
-def lowering(dilation, stride, backend=None):
+def lowering(dilation, stride, backend=None, channels=None):
   """'taps', 'xla' or 'mixed' (XLA forward, taps gradients) for a convolution with
-  this dilation and stride on `backend`."""
+  this dilation and stride, `channels` the fewer of its input and output channels,
+  on `backend`."""
   forced = os.environ.get("JAXSEG_DILATED_CONV", "auto")
   if forced not in LOWERINGS:
     raise ValueError(f"JAXSEG_DILATED_CONV must be one of {LOWERINGS}, got '{forced}'")
-  if dilation == 1 or stride != 1:
+  if stride != 1:
     return "xla"
   if forced != "auto":
     return forced
   if (backend or jax.default_backend()) != "cpu":
     return "xla"
+  if dilation == 1:
+    return "mixed" if channels is not None and channels >= TAPS_GRADIENTS_FROM_CHANNELS else "xla"
   return "taps" if dilation >= TAPS_FORWARD_FROM_RATE else "mixed"
 
 
@@ -204,7 +214,7 @@ def dilated_conv(x, kernel, dilation, stride=1):
   says for this backend."""
   if kernel.shape[0] == 1 and pointwise_lowering() == "matmul":
     return pointwise_conv(x, kernel, stride)
-  form = lowering(dilation, stride)
+  form = lowering(dilation, stride, channels=min(kernel.shape[2:]))
   if form == "taps":
     return tap_conv(x, kernel, dilation)
   if form == "mixed":

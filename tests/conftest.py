@@ -26,6 +26,13 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = f"{XLA_FLAGS} {FAST_COMPILE}".strip()
 
+# torchvision's PyPI build cannot load its operators on a CPU-only PyTorch, and its import
+# (also from inside transformers) then fails: the first import defines the two it needs
+# first (tests/torchvision_reference.py). Costs nothing unless torchvision is imported.
+from tests.torchvision_reference import DefineOpsOnImport  # noqa: E402
+
+sys.meta_path.insert(0, DefineOpsOnImport())
+
 
 def devices_env(n, optimized=False):
   """Environment entries for a subprocess with `n` simulated CPU devices; `optimized`:

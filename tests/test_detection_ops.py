@@ -1,7 +1,8 @@
 """Detection building blocks against straightforward numpy references: IoU with padding,
 box encoding / decoding, clipping, anchors, padded NMS (random boxes with ties, duplicates
 and padding) and its per-class variant, RoIAlign (torchvision's definition written out
-loop by loop, aligned and not) and its gradient by finite differences.
+loop by loop, aligned and not, and torchvision.ops.roi_align where torchvision is
+installed) and its gradient by finite differences.
 """
 import math
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxseg.models.detection import anchors, boxes, nms, roi_align
+from tests import torchvision_reference
 
 
 def random_boxes(rng, n, size=64.0):
@@ -204,6 +206,23 @@ def test_roi_align_equals_definition(aligned, ratio):
   want = np_roi_align(feat, rois, index, 3, 0.25, ratio, aligned)
   np.testing.assert_allclose(got, want, atol=1e-5)
   assert np.abs(want[5]).max() == 0 and np.abs(want[3]).max() > 0
+
+
+@pytest.mark.parametrize("aligned,ratio", [(False, 2), (True, 2), (False, 3), (True, 1)])
+def test_roi_align_equals_torchvision(aligned, ratio):
+  """torchvision.ops.roi_align itself (its own pure-PyTorch path where its compiled operators do
+  not load, tests/torchvision_reference.py). Its adaptive sampling_ratio (<= 0) has no static
+  counterpart here (roi_align.py)."""
+  if not torchvision_reference.install():
+    pytest.skip("torchvision is not installed")
+  import torch
+  import torchvision
+  feat, rois, index = roi_case()
+  got = jax.jit(roi_align.roi_align, static_argnums=(3, 4, 5, 6))(
+      jnp.asarray(feat), jnp.asarray(rois), jnp.asarray(index), 3, 0.25, ratio, aligned)
+  rois5 = torch.from_numpy(np.concatenate([index[:, None], rois], 1).astype(np.float32))
+  want = torchvision.ops.roi_align(torch.from_numpy(feat).permute(0, 3, 1, 2), rois5, 3, 0.25, ratio, aligned)
+  np.testing.assert_allclose(np.asarray(got), want.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
 def test_roi_align_gradient_by_finite_differences():

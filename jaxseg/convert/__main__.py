@@ -16,6 +16,10 @@
       (the whole OneFormerForUniversalSegmentation, its text mapper where the checkpoint has one; the
       attention heads from the config.json beside the file, else 8)
   --from torchvision --arch resnet50 --classifier --input resnet50-11ad3fa6.pth --output members/tv_r50
+  --from torchvision --arch maskrcnn_resnet50_fpn --input maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth \
+      --config configs/panet_coco.py:maskrcnn --output weights/tv_maskrcnn
+      (the detection family's Mask R-CNN setting, COCO's 80 things; config model.init_from=weights/tv_maskrcnn
+      starts a Mask R-CNN or PANet run from it)
 
 --config (optional) supplies the dataset, input and evaluation settings written to
 OUTPUT/config.json; the model keys come from the checkpoint.
@@ -33,7 +37,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxseg.convert", description=__doc__.split("\n\n")[0])
   p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
   p.add_argument("--arch", required=True, help="architecture of the checkpoint (e.g. resnet101, "
-                 "deeplabv3_resnet101, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50, swin, oneformer, "
+                 "deeplabv3_resnet101, maskrcnn_resnet50_fpn, pspnet_r50-d8, stdc1_seg, resnet50c, microsoft/resnet-50, swin, oneformer, "
                  "swin_large_patch4_window12_384)")
   p.add_argument("--input", required=True, help=".pth/.pt/.bin or .safetensors file")
   p.add_argument("--output", required=True, help="directory to create")

@@ -21,6 +21,7 @@ import sys
 PROBES = [
     "",
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    "--xla_cpu_experimental_ynn_fusion_type=-dot,-individual_dot",  # Eigen's matmul reads transposed operands
     "--xla_cpu_use_xnnpack=false",
     "--xla_cpu_use_onednn=true",
     "--xla_cpu_enable_fast_math=true",

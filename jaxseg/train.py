@@ -18,6 +18,7 @@ from jaxseg import tensorboard
 from jaxseg.data import datasets
 from jaxseg.errors import ConfigError, NonFiniteError, Preempted, WorkdirError, first_line
 from jaxseg.evaluate import Evaluation
+from jaxseg.models.fold_bn import inference_variables
 from jaxseg.models.frozen_bn import frozen_batch_norm
 from jaxseg.replicas import Replicas
 from jaxseg.state import TrainState, state_factory, variables  # noqa: F401  (TrainState: for importers)
@@ -244,12 +245,13 @@ def train_and_evaluate(config, workdir, stop_after=None, restore=None):
       evaluations[names] = Evaluation(predict, {n: evaluators[n] for n in names}, repl)
     batches = pipeline.eval_batches(config, eval_source, sharding.eval_batch_size(config),
                                     jax.process_index(), jax.process_count(), family)
-    scores, _ = evaluations[names](variables(state), batches, to_device)
+    folded = inference_variables(variables(state))  # BN folded, as --mode eval and jaxseg.load run
+    scores, _ = evaluations[names](folded, batches, to_device)
     print(f"Evaluation on '{config.dataset.eval_split}' ({scores['eval_seconds']:.1f}s)")
     print(family.report(scores, step), flush=True)
     if jax.process_index() == 0:
       _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": step, **scores, "evaluators": list(names)})
-    family.log_evaluation(tb, step, scores, lambda batch: predict_batch(variables(state), batch), eval_source)
+    family.log_evaluation(tb, step, scores, lambda batch: predict_batch(folded, batch), eval_source)
     if metric not in scores and set(names) == set(evaluators):
       raise ConfigError(f"config key train.best_metric: no evaluator of config.evals gives '{metric}' "
                         f"(they give: {', '.join(sorted(scores))})")

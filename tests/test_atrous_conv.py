@@ -33,6 +33,26 @@ def test_taps_equal_direct_conv_and_its_gradients(k):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3, err_msg=f"gradient {name} k={k} d={d}")
 
 
+def test_gradients_with_fewer_output_than_input_channels():
+  """The kernel gradient transposes the cotangent, not x, when it has fewer channels."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 9, 6, 7)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 7, 3)), jnp.float32)
+  cot = jnp.asarray(rng.normal(size=(2, 9, 6, 3)), jnp.float32)
+  for d in (1, 2, 5, 40):
+    grad = lambda f: jax.vjp(lambda x, w: f(x, w, d), x, kernel)[1](cot)
+    want = grad(_direct)
+    for name, form in (("taps", tap_conv), ("mixed", mixed_conv)):
+      for g, w in zip(jax.jit(grad, static_argnums=0)(form), want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4, err_msg=f"gradient {name} d={d}")
+  x1 = jnp.asarray(rng.normal(size=(2, 5, 7, 8)), jnp.float32)  # 1x1, 8 -> 3 channels
+  k1 = jnp.asarray(rng.normal(size=(1, 1, 8, 3)), jnp.float32)
+  cot1 = jnp.asarray(rng.normal(size=(2, 5, 7, 3)), jnp.float32)
+  got = jax.vjp(atrous_conv.pointwise_conv, x1, k1)[1](cot1)
+  for g, w in zip(got, jax.vjp(lambda x, w: _direct(x, w, 1), x1, k1)[1](cot1)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
 def test_rate_beyond_the_image_is_the_centre_tap():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(1, 5, 5, 4)), jnp.float32)
@@ -59,7 +79,9 @@ def test_lowering_per_backend(monkeypatch):
   assert atrous_conv.lowering(2, 1, "cpu") == "mixed"
   assert atrous_conv.lowering(12, 1, "gpu") == "xla"
   assert atrous_conv.lowering(12, 1, "tpu") == "xla"
-  assert atrous_conv.lowering(1, 1, "cpu") == "xla"
+  assert atrous_conv.lowering(1, 1, "cpu", channels=64) == "xla"
+  assert atrous_conv.lowering(1, 1, "cpu", channels=256) == "mixed"  # undilated: the taps' gradients
+  assert atrous_conv.lowering(1, 1, "gpu", channels=256) == "xla"
   assert atrous_conv.lowering(2, 2, "cpu") == "xla"  # strided: XLA's
   monkeypatch.setenv("JAXSEG_DILATED_CONV", "xla")
   assert atrous_conv.lowering(12, 1, "cpu") == "xla"

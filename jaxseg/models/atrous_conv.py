@@ -13,17 +13,23 @@ into that window. At a rate >= the input size every off-centre tap falls outside
 the image and the convolution is the 1x1 centre tap alone. Measured on a 2-core
 CPU (benchmarks/atrous_conv_speed.py) XLA's forward stays faster at small rates
 (ResNet stages at rate 2-4) and the taps win from rate 8 (ASPP's 12/24/36), while
-the gradients of the taps form win at every rate > 1; `dilated_conv` therefore
-runs the faster forward and always the taps' gradients (the convolution is
-bilinear: its gradients need only x, the kernel and the cotangent). GPU and TPU
-keep XLA's convolution both ways (their convolution kernels take the dilation
-natively).
+the kernel gradient of the taps form wins at every rate > 1; `dilated_conv`
+therefore runs the faster forward, the input gradient (the same convolution of the
+cotangent with the flipped kernel) lowered as the forward, and always the taps'
+kernel gradient (the convolution is bilinear: its gradients need only x, the kernel
+and the cotangent). GPU and TPU keep XLA's convolution both ways (their
+convolution kernels take the dilation natively).
 
 The parameter is `kernel` of shape (k, k, in, out), as flax.linen.Conv's, so
 checkpoints and imported weights do not depend on the lowering.
 
 JAXSEG_DILATED_CONV=xla|taps|mixed|auto (default auto) forces a lowering on any
-backend, for benchmarks and tests.
+backend, for benchmarks and tests ("xla": XLA's convolutions throughout).
+
+Undilated 3x3 convolutions (stride 1) keep XLA's forward; with >= 128 channels their
+gradients are the taps' too (XLA:CPU's kernel gradient, a convolution over the
+whole image with the cotangent as its window, measured 1.5-2x slower at the 3x3
+1024->256 of the auxiliary FCN head and the 3x3s of the heads; at 64 channels a tie).
 
 1x1 convolutions (ResNet's bottleneck and downsample convs, most of its FLOPs) go
 through here too: XLA:CPU hands them to its convolution library, 3-5x slower than
@@ -43,20 +49,24 @@ import jax.numpy as jnp
 
 LOWERINGS = ("auto", "xla", "taps", "mixed")
 TAPS_FORWARD_FROM_RATE = 8
+TAPS_GRADIENTS_FROM_CHANNELS = 128  # undilated: XLA's kernel gradient, below
 
 
-def lowering(dilation, stride, backend=None):
+def lowering(dilation, stride, backend=None, channels=None):
   """'taps', 'xla' or 'mixed' (XLA forward, taps gradients) for a convolution with
-  this dilation and stride on `backend`."""
+  this dilation and stride, `channels` the fewer of its input and output channels,
+  on `backend`."""
   forced = os.environ.get("JAXSEG_DILATED_CONV", "auto")
   if forced not in LOWERINGS:
     raise ValueError(f"JAXSEG_DILATED_CONV must be one of {LOWERINGS}, got '{forced}'")
-  if dilation == 1 or stride != 1:
+  if stride != 1:
     return "xla"
   if forced != "auto":
     return forced
   if (backend or jax.default_backend()) != "cpu":
     return "xla"
+  if dilation == 1:
+    return "mixed" if channels is not None and channels >= TAPS_GRADIENTS_FROM_CHANNELS else "xla"
   return "taps" if dilation >= TAPS_FORWARD_FROM_RATE else "mixed"
 
 
@@ -74,8 +84,42 @@ def pointwise_conv(x, kernel, stride=1):
   """The 1x1 convolution (kernel (1, 1, in, out)) as a matmul over channels."""
   if stride != 1:  # no padding: the output samples every stride-th input pixel
     x = x[:, ::stride, ::stride]
-  y = jnp.einsum("nhwi,io->nhwo", x, kernel[0, 0], preferred_element_type=jnp.float32)
-  return y.astype(jnp.result_type(x, kernel))  # rounded once, as the direct convolution
+  return _matmul_conv(x, kernel)
+
+
+@jax.custom_vjp
+def _matmul_conv(x, kernel):
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel[0, 0], preferred_element_type=jnp.float32)
+  return y.reshape(*x.shape[:-1], -1).astype(jnp.result_type(x, kernel))  # rounded once, as the direct conv
+
+
+def _matmul_conv_grads(residuals, g):
+  """dx = g W^T; dW = x^T g with the operand of fewer channels transposed (see _transposed)."""
+  x, kernel = residuals
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]).astype(x.dtype)
+  dx = jnp.dot(g2, kernel[0, 0].T, preferred_element_type=jnp.float32).reshape(x.shape)
+  if x2.shape[1] <= g2.shape[1]:
+    dk = jnp.dot(_transposed(x2), g2, preferred_element_type=jnp.float32)
+  else:
+    dk = jnp.dot(_transposed(g2), x2, preferred_element_type=jnp.float32).T
+  return dx.astype(x.dtype), dk[None, None].astype(kernel.dtype)
+
+
+_matmul_conv.defvjp(lambda x, kernel: (_matmul_conv(x, kernel), (x, kernel)), _matmul_conv_grads)
+
+
+def _transposed(a):
+  """`a` with its last axis moved first, materialised once.
+
+  A kernel gradient sum_p x[p]^T g[p] contracts over pixels, the major axis of both
+  NHWC operands, and XLA:CPU's matmul reads its left operand with the contracted
+  axis minor: XLA copies one operand transposed, per tap of a tap-form convolution,
+  and picks the operand itself (often the one with more channels). A transposing
+  copy costs about as much as the matmul on CPU (strided reads), so the operand with
+  fewer channels is transposed here once, behind a barrier that keeps XLA from
+  folding the transpose back into each matmul; windows of it are then plain slices.
+  """
+  return jax.lax.optimization_barrier(jnp.moveaxis(a, -1, 0))
 
 
 def xla_conv(x, kernel, dilation, stride=1):
@@ -120,18 +164,32 @@ def _tap_forward(x, kernel, dilation):
   return y.astype(jnp.result_type(x, kernel))
 
 
-def _tap_grads(dilation, residuals, g):
+def _tap_grads(dilation, residuals, g, forward=_tap_forward):
   """Gradients of the taps form, accumulated in float32 like its forward: the input's
-  is the same convolution of the cotangent with the flipped, transposed kernel; the
-  kernel's, one matmul per tap over that tap's window."""
+  is the same convolution of the cotangent with the flipped, transposed kernel (run by
+  `forward`); the kernel's, one matmul per tap over that tap's window,
+
+    dL/dW[a, b] = sum_{n, p in window} x[n, p + off_ab]^T g[n, p],
+
+  its left operand the one of fewer channels, transposed once for all taps."""
   x, kernel = residuals
-  k, (_, h, w, _) = kernel.shape[0], x.shape
-  dx = _tap_forward(g.astype(x.dtype), jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
-  dk = jnp.zeros(kernel.shape, jnp.float32)
+  k, (_, h, w, cin), cout = kernel.shape[0], x.shape, kernel.shape[3]
+  g = g.astype(x.dtype)
+  dx = forward(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
+  x_left = cin <= cout  # the transposed operand: x (dW[a, b] = x^T g) or g (dW[a, b]^T = g^T x)
+  left = _transposed(x if x_left else g)  # (channels, n, h, w)
+  taps = {}
   for (a, b), rows, cols, oy, ox in _windows(k, dilation, h, w):
-    shifted = x[:, rows.start + oy:rows.stop + oy, cols.start + ox:cols.stop + ox]
-    dk = dk.at[a, b].set(jnp.einsum("nhwi,nhwo->io", shifted, g[:, rows, cols].astype(x.dtype),
-                                    preferred_element_type=jnp.float32))
+    x_rows, x_cols = slice(rows.start + oy, rows.stop + oy), slice(cols.start + ox, cols.stop + ox)
+    if x_left:
+      lhs, rhs = left[:, :, x_rows, x_cols], g[:, rows, cols]
+    else:
+      lhs, rhs = left[:, :, rows, cols], x[:, x_rows, x_cols]
+    taps[a, b] = jnp.dot(lhs.reshape(lhs.shape[0], -1), rhs.reshape(-1, rhs.shape[-1]),
+                         preferred_element_type=jnp.float32)
+  zero = jnp.zeros((cin, cout) if x_left else (cout, cin), jnp.float32)  # taps that only read padding
+  dk = jnp.stack([jnp.stack([taps.get((a, b), zero) for b in range(k)]) for a in range(k)])
+  dk = dk if x_left else jnp.swapaxes(dk, 2, 3)  # (k, k, cout, cin): one small transpose for all taps
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
@@ -148,7 +206,7 @@ def _mixed_forward(x, kernel, dilation):
   return xla_conv(x, kernel, dilation), (x, kernel)
 
 
-mixed_conv.defvjp(_mixed_forward, _tap_grads)
+mixed_conv.defvjp(_mixed_forward, functools.partial(_tap_grads, forward=xla_conv))
 
 
 def dilated_conv(x, kernel, dilation, stride=1):
@@ -156,7 +214,7 @@ def dilated_conv(x, kernel, dilation, stride=1):
   says for this backend."""
   if kernel.shape[0] == 1 and pointwise_lowering() == "matmul":
     return pointwise_conv(x, kernel, stride)
-  form = lowering(dilation, stride)
+  form = lowering(dilation, stride, channels=min(kernel.shape[2:]))
   if form == "taps":
     return tap_conv(x, kernel, dilation)
   if form == "mixed":

@@ -11,7 +11,7 @@ from jaxseg.models import atrous_conv
 
 
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, name=None):
-  if dilation > 1 or kernel == 1:  # same parameters; lowered per backend (XLA:CPU's are slow)
+  if dilation > 1 or kernel == 1 or stride == 1:  # same parameters; lowered per backend (XLA:CPU's are slow)
     return atrous_conv.Conv(features, kernel, stride, dilation, dtype, name=name)
   pad = dilation * (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),

@@ -44,8 +44,11 @@ ground-truth slots, 12,544 points, 10 prediction layers, the text mapper; GiB):
   config             crop       batch    args outputs    temp    peak compile s
   ade20k_r50         512x512        2    0.78    0.73   12.28   13.06      1109
   ade20k_r50         512x512       16    1.13    0.73  100.24  101.37      1431
+  ade20k_swin_l      640x640        2    2.72    2.64   33.88   36.60       940
+  coco_r50           1024x1024      2    0.93    0.73   37.35   38.27       627
 
-(compile seconds on 2 CPU cores shared with other jobs, load average ~25). Batch 2 is a
+(compile seconds on 2 CPU cores shared with other jobs: load average ~25 for the R-50 rows,
+the other two at nice 19 beside a test run). Not measured yet: Cityscapes, COCO Swin-L. Batch 2 is a
 device's share of the paper's batch 16 on 8 devices (the data-parallel step holds the
 same per device, plus the gradient all-reduce); batch 16 on one device is the whole
 batch. These are the CPU backend's temporaries (~6.3 GiB per image); an accelerator's

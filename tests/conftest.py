@@ -42,6 +42,19 @@ def devices_env(n, optimized=False):
                        f"--xla_force_host_platform_device_count={n}".strip(), "JAX_PLATFORMS": "cpu"}
 
 
+
+def background_check(script, devices):
+  """Runs `script` with `devices` simulated CPU devices in a process started now, beside
+  the tests that follow (a lone process keeps about one core of two busy); yields the
+  process (read it with .communicate()) and kills it if still running at teardown. For
+  module fixtures that a file's first test asks for."""
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **devices_env(devices)},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  yield proc
+  if proc.poll() is None:
+    proc.kill()
+    proc.wait()
+
 def load_config(name, variant=""):
   """configs/<name>.py's get_config(variant), as `--config configs/<name>.py:variant`."""
   spec = importlib.util.spec_from_file_location(f"configs_{name}", ROOT / "configs" / f"{name}.py")

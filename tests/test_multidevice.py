@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, devices_env
+from tests.conftest import ROOT, background_check, devices_env
 
 # Runs in a subprocess: the 8 CPU devices must be requested before JAX starts.
 CHECK = r"""
@@ -57,14 +57,8 @@ print("ok", float(results[0][0]))
 @pytest.fixture(scope="module")
 def eight_device_check():
   """CHECK's process, started by the first test that asks for it: the CLI test below,
-  so that the two run at once (a lone process keeps about one core of two busy)."""
-  env = {**os.environ, **devices_env(8)}
-  proc = subprocess.Popen([sys.executable, "-c", CHECK], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  yield proc
-  if proc.poll() is None:
-    proc.kill()
-    proc.wait()
+  so that the two run at once."""
+  yield from background_check(CHECK, 8)
 
 
 @pytest.mark.usefixtures("eight_device_check")

@@ -1,13 +1,10 @@
 """Asynchronous replicas (jaxseg/replicas.py): the exchange rule against replicas
 simulated one by one with the ordinary train step, and a CLI run with 2 replicas."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, devices_env, run_cli
+from tests.conftest import background_check, devices_env, run_cli
 
 # Runs in a subprocess with 2 CPU devices, one per replica: each replica computes
 # exactly what the one-device reference does, so the comparison is exact up to the
@@ -71,14 +68,8 @@ print("OK")
 @pytest.fixture(scope="module")
 def exchange_check():
   """CHECK's process, started by the first test that asks for it: the CLI test below,
-  so that the two run at once (a lone process keeps about one core of two busy)."""
-  env = {**os.environ, **devices_env(2)}
-  proc = subprocess.Popen([sys.executable, "-c", CHECK], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  yield proc
-  if proc.poll() is None:
-    proc.kill()
-    proc.wait()
+  so that the two run at once."""
+  yield from background_check(CHECK, 2)
 
 
 @pytest.mark.usefixtures("exchange_check")

@@ -67,8 +67,25 @@ def build_train():
   return step.lower(abstract, data).compile(), (state, data)
 
 
+def build_stdc():
+  """(compiled STDC1 inference at 512x1024 batch 1, its arguments), as benchmarks/gpu_suite.py's row."""
+  import jax.numpy as jnp
+  from jaxseg.convert import load_config_file
+  from jaxseg.models.fold_bn import inference_variables
+  from jaxseg.models.layers import resize
+  from jaxseg.models.segmentor import build_model
+  config = load_config_file(os.path.join(gpu_suite.ROOT, "configs", "stdc1_cityscapes.py"))
+  model = build_model(config)
+  x = jax.random.normal(jax.random.key(0), (1, 512, 1024, 3), jnp.float32)
+  variables = jax.jit(lambda: model.init({"params": jax.random.key(1)}, x[:, :64, :128], train=True))()
+  variables = inference_variables({"params": variables["params"], "batch_stats": variables["batch_stats"]})
+  apply = jax.jit(lambda v, x: resize(model.apply(v, x, train=False)["seg"], x.shape[1:3]))
+  return apply.lower(variables, x).compile(), (variables, x)
+
+
 CASES = {"infer": ("DeepLabv3-R50 OS8 inference 513x513 b1", build_infer),
-         "train": ("DeepLabv3-R50 OS8 training step 321x321 b2", build_train)}
+         "train": ("DeepLabv3-R50 OS8 training step 321x321 b2", build_train),
+         "stdc": ("STDC1 inference 512x1024 b1", build_stdc)}
 
 
 def hlo_kinds(hlo_text):
@@ -157,7 +174,7 @@ def report(title, ms, kinds, wall, cpu, top):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+  p.add_argument("--cases", nargs="+", default=["infer", "train"], choices=list(CASES))
   p.add_argument("--iters", type=int, default=1, help="traced calls per case (after one untraced)")
   p.add_argument("--top", type=int, default=25)
   args = p.parse_args()

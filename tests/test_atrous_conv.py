@@ -119,3 +119,26 @@ def test_pointwise_matmul_equals_flax_conv_and_its_gradients(monkeypatch):
     for got_leaf, want_leaf in zip(jax.tree.leaves(loss(ours)(params, x)), jax.tree.leaves(want)):
       np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-4, err_msg=f"stride {stride}")
     monkeypatch.delenv("JAXSEG_POINTWISE_CONV")
+
+
+def test_depthwise_taps_equal_flax_grouped_conv_and_its_gradients(monkeypatch):
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 9, 12, 6)), jnp.float32)  # odd rows: stride 2 keeps ceil(H / 2)
+  monkeypatch.delenv("JAXSEG_DEPTHWISE_CONV", raising=False)
+  assert atrous_conv.depthwise_lowering("cpu") == "taps" and atrous_conv.depthwise_lowering("gpu") == "xla"
+  for stride in (1, 2):
+    flax_conv = nn.Conv(6, (3, 3), strides=stride, padding=((1, 1), (1, 1)), feature_group_count=6, use_bias=False)
+    ours = atrous_conv.DepthwiseConv(3, stride)
+    params = ours.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(params["params"]["kernel"], flax_conv.init(jax.random.key(0), x)["params"]["kernel"])
+    loss = lambda m: jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))
+    want = loss(flax_conv)(params, x)
+    for forced in ("taps", "xla"):
+      monkeypatch.setenv("JAXSEG_DEPTHWISE_CONV", forced)
+      assert ours.apply(params, x).shape == flax_conv.apply(params, x).shape
+      np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+      for got_leaf, want_leaf in zip(jax.tree.leaves(loss(ours)(params, x)), jax.tree.leaves(want)):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-5, atol=1e-5, err_msg=f"{forced} stride {stride}")
+  monkeypatch.setenv("JAXSEG_DEPTHWISE_CONV", "fast")
+  with pytest.raises(ValueError, match="JAXSEG_DEPTHWISE_CONV"):
+    atrous_conv.depthwise_lowering("cpu")

@@ -36,6 +36,12 @@ through here too: XLA:CPU hands them to its convolution library, 3-5x slower tha
 the same contraction as a matmul forward and 5-10x slower backward (measured on a
 2-core CPU at ResNet-50's OS8 shapes), so on CPU they are a matmul over channels
 (strided: of the strided input). JAXSEG_POINTWISE_CONV=xla|matmul|auto forces one.
+
+Depthwise 3x3 convolutions (STDC's stride-2 downsampling) are grouped convolutions
+with one channel per group, which XLA:CPU runs 5-15x slower forward and about 3x
+slower in the gradients than the same sum written as nine shifted (strided) slices
+of the padded input scaled per channel, one fused elementwise pass (measured on a
+2-core CPU at STDC1's 512x1024 shapes). JAXSEG_DEPTHWISE_CONV=xla|taps|auto forces one.
 """
 from __future__ import annotations
 
@@ -78,6 +84,43 @@ def pointwise_lowering(backend=None):
   if forced != "auto":
     return forced
   return "matmul" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def depthwise_lowering(backend=None):
+  """'taps' or 'xla' for a depthwise convolution on `backend`."""
+  forced = os.environ.get("JAXSEG_DEPTHWISE_CONV", "auto")
+  if forced not in ("auto", "xla", "taps"):
+    raise ValueError(f"JAXSEG_DEPTHWISE_CONV must be auto, xla or taps, got '{forced}'")
+  if forced != "auto":
+    return forced
+  return "taps" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def xla_depthwise_conv(x, kernel, stride=1):
+  """The direct depthwise convolution, kernel (k, k, 1, channels), zero padding (k-1)/2."""
+  pad = (kernel.shape[0] - 1) // 2
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=x.shape[-1])
+
+
+def tap_depthwise_conv(x, kernel, stride=1):
+  """Equal to xla_depthwise_conv: y[i, j] = sum_{a,b} xpad[s*i + a, s*j + b] * W[a, b],
+  each tap a strided slice of the padded input (XLA fuses the nine into one pass)."""
+  k = kernel.shape[0]
+  if kernel.shape[1] != k or k % 2 == 0 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[-1]:
+    raise ValueError(f"a depthwise convolution of {x.shape[-1]} channels needs an odd square kernel "
+                     f"(k, k, 1, {x.shape[-1]}), got {kernel.shape}")
+  _, h, w, _ = x.shape
+  pad = (k - 1) // 2
+  ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  y = jnp.zeros((x.shape[0], ho, wo, x.shape[-1]), jnp.float32)  # summed in float32, rounded once
+  for a in range(k):
+    for b in range(k):
+      tap = xp[:, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride]
+      y = y + tap.astype(jnp.float32) * kernel[a, b, 0].astype(jnp.float32)
+  return y.astype(jnp.result_type(x, kernel))
 
 
 def pointwise_conv(x, kernel, stride=1):
@@ -220,6 +263,25 @@ def dilated_conv(x, kernel, dilation, stride=1):
   if form == "mixed":
     return mixed_conv(x, kernel, dilation)
   return xla_conv(x, kernel, dilation, stride)
+
+
+class DepthwiseConv(nn.Module):
+  """A bias-free depthwise k x k convolution, padding (k-1)/2, lowered per backend; the
+  parameter as flax.linen.Conv(features, feature_group_count=features)'s: `kernel`
+  (k, k, 1, channels), initialised as that one's."""
+  kernel_size: int = 3
+  stride: int = 1
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, x.shape[-1]), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if depthwise_lowering() == "taps":
+      return tap_depthwise_conv(x, kernel, self.stride)
+    return xla_depthwise_conv(x, kernel, self.stride)
 
 
 class Conv(nn.Module):

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
+from jaxseg.models.atrous_conv import DepthwiseConv
 from jaxseg.models.layers import ConvBN
 
 # model.backbone.name -> STDC modules in stages 3, 4, 5
@@ -51,8 +52,7 @@ class STDCModule(nn.Module):
     if self.stride == 2:
       # The stride-2 module downsamples block 1's output by a depthwise 3x3 conv + BN
       # (for the next block) and by a 3x3 average pool (for the concatenation).
-      y = nn.Conv(widths[0], (3, 3), strides=2, padding=((1, 1), (1, 1)), feature_group_count=widths[0],
-                  use_bias=False, dtype=self.dtype, name="downsample_conv")(first)
+      y = DepthwiseConv(3, 2, self.dtype, name="downsample_conv")(first)
       y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                        dtype=self.dtype, name="downsample_bn")(y)
       skip = nn.avg_pool(first, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # zeros count, as PyTorch

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models import atrous_conv
+from jaxseg.models.batch_norm import BatchNorm
 
 
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, name=None):
@@ -38,8 +39,8 @@ class ConvBN(nn.Module):
     if not train and self.has_variable("params", "bias"):  # the BN folded into the conv (models/fold_bn.py)
       x = x + self.get_variable("params", "bias").astype(x.dtype)
     else:
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                       dtype=self.dtype, name="bn")(x)
+      x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                    dtype=self.dtype, name="bn")(x)  # flax's, its training gradient fused on CPU
     return nn.relu(x) if self.relu else x
 
 

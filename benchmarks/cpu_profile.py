@@ -1,10 +1,11 @@
-"""Where the CPU time of DeepLabv3-R50 goes: the XLA:CPU operations (thunks) of one
+"""Where the CPU time of DeepLabv3-R50 (and, with --cases stdc, of STDC1) goes: the XLA:CPU operations (thunks) of one
 traced call of the inference graph (OS8, 513x513, batch 1: normalise, forward,
 resize, argmax) and of the training step (321x321, batch 2, SGD, auxiliary FCN
 loss), each operation's time, share and kind, summed per kind.
 
   python benchmarks/cpu_profile.py                       # both cases, top 25 operations
   python benchmarks/cpu_profile.py --cases infer --top 40
+  python benchmarks/cpu_profile.py --cases stdc --iters 3    # STDC1 inference, 512x1024 batch 1
   XLA_FLAGS=... JAXSEG_DILATED_CONV=xla python benchmarks/cpu_profile.py   # another setting
 
 The times come from jax.profiler: XLA:CPU's thunk executor records one event per

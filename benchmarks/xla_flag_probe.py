@@ -6,6 +6,7 @@ last so the drift of a shared machine shows.
 
   python benchmarks/xla_flag_probe.py
   python benchmarks/xla_flag_probe.py --train --flags "--xla_cpu_use_onednn=true"
+  python benchmarks/xla_flag_probe.py --cases stdc --iters 3    # STDC1 inference at 512x1024
 
 Milliseconds per call (--iters after one warm call) and the ratio to the mean of the
 two default runs (> 1: the flag is faster). The load average is printed per run.
@@ -59,9 +60,10 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--flags", nargs="+", default=PROBES[1:], help="XLA_FLAGS settings to probe")
   p.add_argument("--train", action="store_true", help="the training step too")
+  p.add_argument("--cases", nargs="+", default=["infer"], help="benchmarks/cpu_profile.py's cases")
   p.add_argument("--iters", type=int, default=1)
   args = p.parse_args()
-  cases = ["infer"] + (["train"] if args.train else [])
+  cases = args.cases + (["train"] if args.train and "train" not in args.cases else [])
   runs = [("", *probe("", cases, args.iters))]
   for flags in args.flags:
     runs.append((flags, *probe(flags, cases, args.iters)))

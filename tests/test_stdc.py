@@ -263,7 +263,8 @@ def conv_count(jaxpr):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_inference_graph_has_no_auxiliary_or_detail_ops(dtype, monkeypatch):
-  monkeypatch.setenv("JAXSEG_POINTWISE_CONV", "xla")  # every kernel one convolution (CPU makes 1x1s matmuls)
+  monkeypatch.setenv("JAXSEG_POINTWISE_CONV", "xla")  # every kernel one convolution (CPU makes 1x1s matmuls
+  monkeypatch.setenv("JAXSEG_DEPTHWISE_CONV", "xla")  # and depthwise ones nine slices)
   config = load_config("stdc1_cityscapes", "tiny")
   config.model.dtype = dtype
   model = build_model(config)

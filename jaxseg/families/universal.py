@@ -274,13 +274,14 @@ class Family(Base):
   def predict(self, model, variables, batch):
     """The predictions of every task an evaluator of config.evals scores, each with its
     own task token (see postprocess): at each image's stored size on the label canvas
-    with "label_size" in the batch (the module docstring), else on the image canvas,
-    cut to "image_size" where the batch has it."""
+    where eval images are resized (the module docstring), else on the image canvas
+    (the stored size is the image's), cut to "image_size" where the batch has it."""
     images = normalize(batch["image"], self.config)
     canvas = images.shape[1:3]
     size, valid, to_size = canvas, batch.get("image_size"), lambda m: m
-    if "label_size" in batch:
-      size, valid = transforms.eval_label_canvas(self.config.input), batch["label_size"]
+    i = self.config.input
+    if "label_size" in batch and (i.eval_short_side or i.eval_long_side):
+      size, valid = transforms.eval_label_canvas(i), batch["label_size"]
       to_size = lambda m: resized_back(resize(m.astype(jnp.float32), canvas), batch["image_size"], valid, size,
                                        reduce=lambda x: x)  # sem_seg_postprocess on the static label canvas
     inside = None if valid is None else ((jnp.arange(size[0])[None, :, None] < valid[:, 0, None, None]) &

@@ -9,7 +9,8 @@ linear warmup (500 iterations from lr / 3), the 2x schedule: 180K iterations, lr
 (the authors' list is (1200, 1200, 1000, 800, 600, 400), 1200 twice as likely), the long
 side at most 1400; single-scale testing at short side 1000, long side <= 1400 (the
 authors' TEST.SCALE / MAX_SIZE); flip. Every image on one 1408 x 1408 canvas (both
-orientations fit). Trained on train2017 (118,287 images), evaluated on val2017 (5,000)
+orientations fit); its boxes and masks mapped back to its stored size (at most 640 x 640,
+input.eval_label_size) and scored there, COCO's protocol. Trained on train2017 (118,287 images), evaluated on val2017 (5,000)
 with COCO's box and mask AP (pycocotools; masks pasted as torchvision's / Detectron's
 paste, eval.mask_paste). Reported val R-50: box AP 42.1, mask AP 37.8 (paper); the
 authors' reimplementation 43.1 / 38.3 (2x).
@@ -38,6 +39,7 @@ def get_config(variant=""):
                         thing_classes=tuple(range(80))))
   c.input.update(dict(scale_mode="short_side", short_side_range=(400, 1200), short_side_step=200, max_long_side=1400,
                       crop_size=(1408, 1408), eval_size=(1408, 1408), eval_short_side=1000, eval_long_side=1400,
+                      eval_label_size=(640, 640),
                       flip=True, photometric=False, cat_max_ratio=1.0, max_instances=100, instance_mask_stride=2))
   presets.panet(c, depth=50)
   presets.detection_schedule(c, lr=0.02, steps=180000, decay_steps=(120000, 160000), batch_size=16)

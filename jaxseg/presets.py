@@ -263,8 +263,8 @@ def oneformer_tiny(c):
                       text_width=64, n_ctx=4, train_points=256)  # text heads: width / 64
   c.train.frozen_bn = ()
   c.input.update(dict(crop_size=(64, 64), scale_mode="ratio", scale_range=(0.5, 1.0), scale_step=0.0,
-                      eval_size=(160, 160), eval_short_side=0, eval_long_side=0, max_instances=12,
-                      instance_mask_stride=1))
+                      eval_size=(160, 160), eval_short_side=0, eval_long_side=0, eval_label_size=(160, 160),
+                      max_instances=12, instance_mask_stride=1))  # shapes' images: at most 160 x 160
   c.optim.update(dict(lr=1e-3, warmup_steps=0))
   c.optim.lr_mults = ()
   c.evals.coco_ap.max_detections = 16
@@ -326,7 +326,7 @@ def detection_tiny(c):
   of `shapes` (shapes_panoptic, things disk .. cross), sized for 20 minutes on 2 CPU
   cores (its target: mask AP >= 0.5; the tests override train.steps and the canvas).
   128 x 128 canvases (multi-scale short side 96..128 for training, images scaled to a
-  long side of 128 for evaluation), ResNet-10 at width 8 with BN trained, the FPN at 32
+  long side of 128 for evaluation and scored at their stored size, at most 160 x 160), ResNet-10 at width 8 with BN trained, the FPN at 32
   channels, the box head's FCs at 256 (GroupNorm's 32 groups then hold 8 features each;
   at 64 they held 2, which GN flattens to +-1), the mask head at 64; few proposals, RoIs
   and detections. SGD lr 0.02 at batch 8 (the paper's 0.02 at 16), Detectron's linear
@@ -337,7 +337,7 @@ def detection_tiny(c):
                         thing_classes=(1, 2, 3, 4, 5)))
   c.input.update(dict(scale_mode="short_side", short_side_range=(96, 128), short_side_step=0, max_long_side=128,
                       crop_size=(128, 128), eval_size=(128, 128), eval_short_side=0, eval_long_side=128,
-                      max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
+                      eval_label_size=(160, 160), max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
   c.model.backbone.update(dict(depth=10, width=8))
   c.model.neck.channels = 32
   c.model.head.update(dict(representation=256, mask_channels=64, anchor_sizes=(16, 32, 64, 128, 256),

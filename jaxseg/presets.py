@@ -308,6 +308,18 @@ def mask_rcnn(c):
   return c
 
 
+def mask_rcnn_v2(c):
+  """torchvision's maskrcnn_resnet50_fpn_v2 (the improved Mask R-CNN of Li et al. 2021,
+  "Benchmarking Detection Transfer Learning with Vision Transformers"): the Mask R-CNN
+  setting with BatchNorm in the FPN and in the heads' convs, two convs in the RPN head,
+  the 4conv1fc box head (4 conv3x3 256 + BN, one FC 1024), and no frozen BN."""
+  mask_rcnn(c)
+  c.model.neck.norm = "bn"
+  c.model.head.update(dict(rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn"))
+  c.train.frozen_bn = ()
+  return c
+
+
 def detection_schedule(c, lr, steps, decay_steps, batch_size=16, eval_every=10000, warmup_steps=500,
                        warmup_ratio=1 / 3):
   """Detectron's solver (the PANet authors' code): SGD momentum 0.9, weight decay 1e-4

@@ -191,8 +191,9 @@ def test_conv_box_head_equals_numpy(fusion):
   head = BoxHead(k, representation=hidden, adaptive=fusion is not None, fusion=fusion or "max", norm="bn",
                  layers="4conv1fc", conv_channels=c)
   variables = jax.jit(head.init)(jax.random.key(0), x)
+  scale = {1: 0.5, 2: 0.3, 4: 1.0}
   rand = lambda path, v: (rng.rand(*v.shape) + 0.5 if path[-1].key in ("var", "scale") else
-                          rng.randn(*v.shape) * (0.3 if v.ndim == 2 else 0.5 if v.ndim == 1 else 1.0)).astype(np.float32)
+                          rng.randn(*v.shape) * scale[v.ndim]).astype(np.float32)
   p, stats = (jax.tree_util.tree_map_with_path(rand, variables[k]) for k in ("params", "batch_stats"))
   logits, deltas = jax.jit(lambda v, x: head.apply(v, x, False))({"params": p, "batch_stats": stats}, x)
   assert logits.shape == (r, k + 1) and deltas.shape == (r, k + 1, 4)
@@ -210,7 +211,8 @@ def test_conv_box_head_equals_numpy(fusion):
   np.testing.assert_allclose(np.asarray(deltas), dense(p["bbox_pred"], h).reshape(r, k + 1, 4), rtol=1e-4,
                              atol=1e-4)
   # training: BatchNorm on the batch's statistics, which it keeps as the new running ones
-  _, updates = jax.jit(lambda v, x: head.apply(v, x, True, mutable=["batch_stats"]))({"params": p, "batch_stats": stats}, x)
+  train = jax.jit(lambda v, x: head.apply(v, x, True, mutable=["batch_stats"]))
+  _, updates = train({"params": p, "batch_stats": stats}, x)
   assert not np.allclose(updates["batch_stats"]["conv4"]["norm"]["mean"], stats["conv4"]["norm"]["mean"])
   with pytest.raises(ValueError, match="head_norm 'bn' with the box head '2fc'"):
     BoxHead(k, norm="bn").init(jax.random.key(0), x)
@@ -462,5 +464,19 @@ def test_inference_outputs():
                                       "mask_fcn_logits"}
   assert set(params["rpn"]) == {"conv", "cls_logits", "bbox_pred"}
   assert "down2" not in params["neck"]  # no bottom-up path
+  # the v2 setting (torchvision's maskrcnn_resnet50_fpn_v2): a 2-conv RPN head, the 4conv1fc box head,
+  # BatchNorm in the FPN and the heads, whose training forward updates their batch_stats (traced only)
+  v2 = PANet(**{**{f: getattr(maskrcnn, f) for f in ("backbone", "num_classes", "image_size", "representation",
+                                                    "mask_channels", "roi_batch_size", "mask_rois")},
+                **MASK_RCNN}, neck=FPN(channels=16, norm="bn"), rpn_conv_depth=2, box_head_layers="4conv1fc",
+             box_conv_channels=16, head_norm="bn")
+  v2_vars = jax.eval_shape(lambda x: v2.init(jax.random.key(0), x), batch["image"])
+  assert set(v2_vars["params"]["rpn"]) == {"conv", "conv2", "cls_logits", "bbox_pred"}
+  assert set(v2_vars["params"]["box_head"]) == {"conv1", "conv2", "conv3", "conv4", "fc6", "cls_score", "bbox_pred"}
+  _, updates = jax.eval_shape(lambda v, b: v2.apply(v, b["image"], b, train=True, rngs={"sampling": jax.random.key(1)},
+                                                    mutable=["batch_stats"]), v2_vars, batch)
+  assert {"neck", "box_head", "mask_head"} <= set(updates["batch_stats"])
+  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
+  assert shapes(updates["batch_stats"]) == shapes(v2_vars["batch_stats"])
   with pytest.raises(ValueError, match="canvas"):
     model.apply(variables, batch["image"][:, :32])

@@ -172,7 +172,8 @@ def check_parity(tv, arch, variant, post=POST):
   x = tv.transform.normalize(x[0])[None]  # ImageNet mean / std, as GeneralizedRCNNTransform
   want = torchvision_outputs(tv, x)
 
-  config, variables, _ = convert_state_dict(numpy_state_dict(tv), "torchvision", arch, load_config("panet_coco", variant))
+  config, variables, _ = convert_state_dict(numpy_state_dict(tv), "torchvision", arch,
+                                            load_config("panet_coco", variant))
   config.model.head.update(dict(rpn_post_nms_top_n_test=post, detections_pre_nms=post * 80))  # every candidate
   model = build_detector(config, 80, (H, W))
   images = jnp.asarray(x.permute(0, 2, 3, 1).numpy())

@@ -7,8 +7,9 @@ The "Mask R-CNN" setting is the same components with
   model.head = head("panet", adaptive_pooling=False, fc_fusion=False)
 (torchvision's maskrcnn_resnet50_fpn when the backbone is ResNet-50 with the 7x7 stem and
 frozen BN: train.frozen_bn; its maskrcnn_resnet50_fpn_v2 with neck norm "bn" and head
-rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn": presets.mask_rcnn_v2). A component's keys are its module's fields, with their
-defaults: the PANet module's options, and the smooth-L1 betas of its losses.
+rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn": presets.mask_rcnn_v2).
+A component's keys are its module's fields, with their defaults: the PANet module's
+options, and the smooth-L1 betas of its losses.
 """
 from __future__ import annotations
 

@@ -40,6 +40,8 @@ starts from the --weights-backbone of the run (the command names none): start fr
 random or from an ImageNet ResNet-50 with model.init_from.
 `:tiny` the small run on the instance view of `shapes` (presets.detection_tiny).
 """
+from jaxseg import presets
+from jaxseg.config import base_config
 
 
 def maskrcnn_v2(c):
@@ -51,8 +53,6 @@ def maskrcnn_v2(c):
   c.input.update(dict(scale_mode="fit", scale_range=(0.1, 2.0), scale_step=0.0, crop_size=(1024, 1024),
                       eval_short_side=800, eval_long_side=1333, eval_size=(1344, 1344)))
   return c
-from jaxseg import presets
-from jaxseg.config import base_config
 
 
 def get_config(variant=""):

@@ -19,12 +19,12 @@ canonical rule k = floor(4 + log2(sqrt(wh) / 224)) in [2, 5] (pooling.assign_lev
 
 The Mask R-CNN setting (torchvision's maskrcnn_resnet50_fpn) is the same module with
   neck=FPN(bottom_up=False), adaptive_pooling=False, fc_fusion=False   (MASK_RCNN below)
-and torchvision's maskrcnn_resnet50_fpn_v2 adds FPN(norm="bn"), rpn_conv_depth=2,
-box_head_layers="4conv1fc", head_norm="bn" (BatchNorm in the FPN and the heads' convs)
 and its parameter tree follows torchvision's names: backbone, neck, rpn (conv, cls_logits,
 bbox_pred), box_head (fc6, fc7, cls_score, bbox_pred), mask_head (mask_fcn1..4, conv5_mask,
 mask_fcn_logits), so a checkpoint maps 1:1 (kernels transposed; fc6 permuted from
-(C, 7, 7) to (7, 7, C) flattening).
+(C, 7, 7) to (7, 7, C) flattening). torchvision's maskrcnn_resnet50_fpn_v2 is that setting
+with FPN(norm="bn"), rpn_conv_depth=2 (rpn/conv2), box_head_layers="4conv1fc" (box_head
+conv1..4, fc6) and head_norm="bn": BatchNorm in the FPN and the heads' convs.
 
 Interface
 ---------

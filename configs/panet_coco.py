@@ -27,10 +27,33 @@ steps at 60K / 80K; `:r101` ResNet-101; `:maskrcnn` the Mask R-CNN setting (no b
 path, one FPN level per RoI, no FC fusion, no GroupNorm; the paper's ablation baseline,
 data and schedule unchanged; torchvision's checkpoints were evaluated at short side 800,
 long 1333: --config.input.eval_short_side=800 --config.input.eval_long_side=1333);
+`:maskrcnn_v2` torchvision's maskrcnn_resnet50_fpn_v2 (presets.mask_rcnn_v2: BatchNorm in
+the FPN and the heads, a 2-conv RPN head, the 4conv1fc box head, no frozen BN) with its
+recipe (github.com/pytorch/vision pull 5773: 32 GPUs x 2 images, SGD lr 0.1, weight decay
+4e-5, 400 epochs with lr x 0.1 at epochs 352 and 384, SyncBN, large-scale jitter; reported
+val box AP 47.4, mask AP 41.8): batch 64, 1849 iterations an epoch (118,287 / 64), the
+warmup of torchvision's references/detection/engine.py (1000 iterations from lr / 1000),
+weight decay on every parameter and no doubled bias lr; large-scale jitter as torchvision's
+ScaleJitter(1024, 0.1..2.0) + FixedSizeCrop(1024) + flip (input.scale_mode "fit"); evaluated
+at short side 800, long 1333 (its GeneralizedRCNNTransform). Not reproduced: its
+aspect-ratio grouped batches (every image here is on one square canvas); its backbone
+starts from the --weights-backbone of the run (the command names none): start from
+random or from an ImageNet ResNet-50 with model.init_from.
 `:tiny` the small run on the instance view of `shapes` (presets.detection_tiny).
 """
 from jaxseg import presets
 from jaxseg.config import base_config
+
+
+def maskrcnn_v2(c):
+  presets.mask_rcnn_v2(c)
+  epoch = 1849  # iterations: 118,287 images at batch 64
+  presets.detection_schedule(c, lr=0.1, steps=400 * epoch, decay_steps=(352 * epoch, 384 * epoch), batch_size=64,
+                             warmup_steps=1000, warmup_ratio=1e-3)
+  c.optim.update(dict(weight_decay=4e-5, decay_norm_and_bias=True, lr_mults=()))
+  c.input.update(dict(scale_mode="fit", scale_range=(0.1, 2.0), scale_step=0.0, crop_size=(1024, 1024),
+                      eval_short_side=800, eval_long_side=1333, eval_size=(1344, 1344)))
+  return c
 
 
 def get_config(variant=""):
@@ -48,4 +71,5 @@ def get_config(variant=""):
       "1x": lambda c: presets.detection_schedule(c, lr=0.02, steps=90000, decay_steps=(60000, 80000)),
       "r101": lambda c: c.model.backbone.update(dict(depth=101)),
       "maskrcnn": presets.mask_rcnn,
+      "maskrcnn_v2": maskrcnn_v2,
       "tiny": presets.detection_tiny})

@@ -308,6 +308,18 @@ def mask_rcnn(c):
   return c
 
 
+def mask_rcnn_v2(c):
+  """torchvision's maskrcnn_resnet50_fpn_v2 (the improved Mask R-CNN of Li et al. 2021,
+  "Benchmarking Detection Transfer Learning with Vision Transformers"): the Mask R-CNN
+  setting with BatchNorm in the FPN and in the heads' convs, two convs in the RPN head,
+  the 4conv1fc box head (4 conv3x3 256 + BN, one FC 1024), and no frozen BN."""
+  mask_rcnn(c)
+  c.model.neck.norm = "bn"
+  c.model.head.update(dict(rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn"))
+  c.train.frozen_bn = ()
+  return c
+
+
 def detection_schedule(c, lr, steps, decay_steps, batch_size=16, eval_every=10000, warmup_steps=500,
                        warmup_ratio=1 / 3):
   """Detectron's solver (the PANet authors' code): SGD momentum 0.9, weight decay 1e-4
@@ -328,7 +340,7 @@ def detection_tiny(c):
   128 x 128 canvases (multi-scale short side 96..128 for training, images scaled to a
   long side of 128 for evaluation and scored at their stored size, at most 160 x 160), ResNet-10 at width 8 with BN trained, the FPN at 32
   channels, the box head's FCs at 256 (GroupNorm's 32 groups then hold 8 features each;
-  at 64 they held 2, which GN flattens to +-1), the mask head at 64; few proposals, RoIs
+  at 64 they held 2, which GN flattens to +-1), the mask head (and a conv box head) at 64; few proposals, RoIs
   and detections. SGD lr 0.02 at batch 8 (the paper's 0.02 at 16), Detectron's linear
   warmup over 50 steps, 600 steps with lr x 0.1 at 450 and 550; evaluated once, at the
   end, on the 200 val images. The model's structure (bottom-up path, adaptive pooling,
@@ -340,7 +352,8 @@ def detection_tiny(c):
                       eval_label_size=(160, 160), max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
   c.model.backbone.update(dict(depth=10, width=8))
   c.model.neck.channels = 32
-  c.model.head.update(dict(representation=256, mask_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
+  c.model.head.update(dict(representation=256, mask_channels=64, box_conv_channels=64,
+                           anchor_sizes=(16, 32, 64, 128, 256),
                            rpn_pre_nms_top_n_train=256, rpn_post_nms_top_n_train=128, rpn_pre_nms_top_n_test=128,
                            rpn_post_nms_top_n_test=64, rpn_batch_size=64, roi_batch_size=32, mask_rois=8,
                            detections=16, detections_pre_nms=128))

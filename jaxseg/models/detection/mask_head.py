@@ -14,7 +14,8 @@ PANet (Sec. 3.2 and 3.4, the authors' mask_rcnn_fcn_head_v1up4convs_gn_adp_ff):
     fg = ReLU(mask_fc(flatten(f)))  (FC -> 28 x 28 = 784, a class-agnostic foreground)
     logits_k = logits_k + fg  for every class k   (Fig. 4: "fused by addition")
   The ReLU after mask_fc is the authors' code's. `norm="gn"` puts GroupNorm (32 groups)
-  after every conv of the head, as their GN configuration (convs then have no bias).
+  after every conv of the head, as their GN configuration (convs then have no bias);
+  `norm="bn"` BatchNorm there, as torchvision's v2 MaskRCNNHeads (mask_fcn1..4).
 
 Initialisation: convs and the deconv Kaiming-normal(fan_out) (torchvision; Detectron's
 MSRAFill), mask_fc N(0, 0.01) (the authors'), zero biases. The deconv kernel is flax's
@@ -60,17 +61,17 @@ class MaskHead(nn.Module):
   adaptive: bool = True
   fusion: str = "max"
   fc_fusion: bool = True
-  norm: str = "none"
+  norm: str = "none"  # "none" | "gn" | "bn"
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, pooled, train: bool):
     c = self.channels
-    conv = lambda features, name: ConvNorm(features, 3, norm=self.norm, relu=True, dtype=self.dtype,
-                                           kernel_init=MSRA, name=name)
+    kw = dict(norm=self.norm, bn_momentum=self.bn_momentum, dtype=self.dtype, kernel_init=MSRA)
+    conv = lambda features, name: ConvNorm(features, 3, relu=True, name=name, **kw)
     if self.adaptive:
-      x = FusedConv(c, fusion=self.fusion, norm=self.norm, dtype=self.dtype, kernel_init=MSRA,
-                    name="mask_fcn1")(pooled, train)
+      x = FusedConv(c, fusion=self.fusion, name="mask_fcn1", **kw)(pooled, train)
     else:
       x = conv(c, "mask_fcn1")(pooled, train)
     x = conv(c, "mask_fcn2")(x, train)

@@ -22,7 +22,9 @@ The Mask R-CNN setting (torchvision's maskrcnn_resnet50_fpn) is the same module 
 and its parameter tree follows torchvision's names: backbone, neck, rpn (conv, cls_logits,
 bbox_pred), box_head (fc6, fc7, cls_score, bbox_pred), mask_head (mask_fcn1..4, conv5_mask,
 mask_fcn_logits), so a checkpoint maps 1:1 (kernels transposed; fc6 permuted from
-(C, 7, 7) to (7, 7, C) flattening).
+(C, 7, 7) to (7, 7, C) flattening). torchvision's maskrcnn_resnet50_fpn_v2 is that setting
+with FPN(norm="bn"), rpn_conv_depth=2 (rpn/conv2), box_head_layers="4conv1fc" (box_head
+conv1..4, fc6) and head_norm="bn": BatchNorm in the FPN and the heads' convs.
 
 Interface
 ---------
@@ -133,10 +135,14 @@ class PANet(nn.Module):
   adaptive_pooling: bool = True
   fusion: str = "max"  # adaptive pooling's fusion: "max" | "sum"
   fc_fusion: bool = True
-  head_norm: str = "none"  # "none" | "gn": GroupNorm in the box head's FCs and the mask head's convs
+  head_norm: str = "none"  # "none" | "gn" | "bn": the box head's FCs (2fc) or convs (4conv1fc), the mask head's convs
+  box_head_layers: str = "2fc"  # "2fc" | "4conv1fc" (torchvision's v2 FastRCNNConvFCHead), box_head.py
+  box_conv_channels: int = 256  # the 4conv1fc head's convs
   representation: int = 1024
   mask_channels: int = 256
+  bn_momentum: float = 0.9  # of head_norm "bn" (the family passes model.bn_momentum)
   # RPN (torchvision's defaults)
+  rpn_conv_depth: int = 1  # conv3x3 + ReLU layers before the predictors (torchvision's v2: 2)
   anchor_sizes: Sequence[int] = anchor_ops.SIZES
   aspect_ratios: Sequence[float] = anchor_ops.ASPECT_RATIOS
   rpn_pre_nms_top_n_train: int = 2000
@@ -169,8 +175,8 @@ class PANet(nn.Module):
       raise ValueError(f"mask_rois {self.mask_rois} exceeds roi_batch_size {self.roi_batch_size}")
     if self.fusion not in ("max", "sum"):
       raise ValueError(f"fusion must be 'max' or 'sum', got '{self.fusion}'")
-    if self.head_norm not in ("none", "gn"):
-      raise ValueError(f"head_norm must be 'none' or 'gn', got '{self.head_norm}'")
+    if self.head_norm not in ("none", "gn", "bn"):
+      raise ValueError(f"head_norm must be 'none', 'gn' or 'bn', got '{self.head_norm}'")
 
   def pool(self, pyramid, boxes, image_index, size):
     """(R, 4) RoIs -> (R, s, s, C) from one level each, or (L, R, s, s, C) from all levels."""
@@ -200,7 +206,7 @@ class PANet(nn.Module):
     # RPN: objectness and deltas per anchor, proposals per image
     strides = [2 ** level for level in RPN_LEVELS]
     anchors = anchor_ops.pyramid_anchors((h, w), strides, self.anchor_sizes, self.aspect_ratios)
-    objectness, deltas = RPNHead(len(self.aspect_ratios), self.dtype, name="rpn")(rpn_levels)
+    objectness, deltas = RPNHead(len(self.aspect_ratios), self.rpn_conv_depth, self.dtype, name="rpn")(rpn_levels)
     for level, (o, a) in enumerate(zip(objectness, anchors)):
       if o.shape[1] != a.shape[0]:
         raise ValueError(f"level P{RPN_LEVELS[level]}: {o.shape[1]} RPN outputs but {a.shape[0]} anchors")
@@ -210,9 +216,10 @@ class PANet(nn.Module):
         lambda o, d, size: propose(o, d, anchors, (size[0], size[1]), pre, post, self.rpn_nms_threshold)
     )(objectness, deltas, image_sizes)
     box_head = BoxHead(self.num_classes, self.representation, self.adaptive_pooling, self.fusion,
-                       self.head_norm, self.dtype, name="box_head")
+                       self.head_norm, self.box_head_layers, self.box_conv_channels, self.bn_momentum,
+                       self.dtype, name="box_head")
     mask_head = MaskHead(self.num_classes, self.mask_channels, self.adaptive_pooling, self.fusion,
-                         self.fc_fusion, self.head_norm, self.dtype, name="mask_head")
+                         self.fc_fusion, self.head_norm, self.bn_momentum, self.dtype, name="mask_head")
     out = {"proposals": proposals, "proposal_valid": proposal_valid}
     if train:
       return {**out, **self.training_outputs(roi_levels, objectness, deltas, anchors, proposals,
@@ -254,7 +261,7 @@ class PANet(nn.Module):
         jax.random.split(roi_key, b), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
     r = self.roi_batch_size
     image_index = jnp.repeat(jnp.arange(b), r)
-    logits, box_deltas = box_head(self.pool(pyramid, rois["boxes"].reshape(-1, 4), image_index, self.box_pool))
+    logits, box_deltas = box_head(self.pool(pyramid, rois["boxes"].reshape(-1, 4), image_index, self.box_pool), True)
     box_out = {"class_logits": logits.reshape(b, r, -1), "deltas": box_deltas.reshape(b, r, -1, 4),
                "labels": rois["labels"], "target_deltas": rois["deltas"], "valid": rois["valid"]}
 
@@ -276,7 +283,7 @@ class PANet(nn.Module):
   def detect(self, pyramid, proposals, proposal_valid, image_sizes, box_head, mask_head):
     b, p = proposals.shape[:2]
     logits, deltas = box_head(self.pool(pyramid, proposals.reshape(-1, 4), jnp.repeat(jnp.arange(b), p),
-                                        self.box_pool))
+                                        self.box_pool), False)
     det_boxes, det_classes, det_scores, det_valid = postprocess(
         logits.reshape(b, p, -1), deltas.reshape(b, p, -1, 4), proposals, proposal_valid, image_sizes,
         self.score_threshold, self.nms_threshold, self.detections, self.detections_pre_nms)

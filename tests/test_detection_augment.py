@@ -76,7 +76,9 @@ VIEWS = ((1.0, False), (1.0, True), (1.5, False))
 
 @pytest.fixture(scope="module")
 def merged():
-  """A tiny PANet with randomised predictors, its outputs per view and merged."""
+  """A tiny PANet with randomised predictors, merged over VIEWS, with what each view's
+  detector gave inside the same program (its candidates; the boxes its mask head got and
+  its masks); and the plain detector beside the merge over the one view (1.0, no flip)."""
   rng = np.random.RandomState(3)
   images = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
   images[1, 48:], images[1, :, 40:] = 0, 0  # the second image's region is 48 x 40
@@ -90,24 +92,27 @@ def merged():
   canvases = [augment.view_canvas((64, 64), s) for s, _ in VIEWS]
   models = {c: base.clone(image_size=c, detections_pre_nms=90) for c in set(canvases)}
 
-  def run(i, x, sizes, **kw):
-    return models[canvases[i]].apply(variables, x / 64 - 2, None, sizes, train=False, **kw)
+  def program(x):
+    seen = {"candidates": [None] * len(VIEWS), "masks": [None] * len(VIEWS)}
 
-  detect = jax.jit(lambda x: augment.detect(run, VIEWS, canvases, x, SIZES, base.nms_threshold, base.detections, 90))
-  out = jax.tree.map(np.asarray, detect(jnp.asarray(images)))
-  per_view = []
-  for i, ((scale, flip), canvas) in enumerate(zip(VIEWS, canvases)):
-    sizes = augment.view_sizes(SIZES, scale)
-    x = augment.resize_images(jnp.asarray(images), SIZES, sizes, canvas, flip)
-    found = jax.jit(lambda x, s, i=i: run(i, x, s, with_candidates=True)["candidates"])(x, sizes)
-    masks = jax.jit(lambda x, s, boxes, classes, i=i: run(i, x, s, boxes=boxes, classes=classes)["masks"])
-    per_view.append((np.asarray(sizes), flip, jax.tree.map(np.asarray, found), x, masks))
-  plain = jax.tree.map(np.asarray, jax.jit(lambda x: base.apply(variables, x / 64 - 2, None, SIZES))(
-      jnp.asarray(images)))
-  single = jax.tree.map(np.asarray, jax.jit(lambda x: augment.detect(
-      run, VIEWS[:1], canvases[:1], x, SIZES, base.nms_threshold, base.detections, base.detections_pre_nms))(
-      jnp.asarray(images)))
-  return base, out, per_view, plain, single
+    def apply(i, view, sizes, **kw):
+      return models[canvases[i]].apply(variables, view / 64 - 2, None, sizes, train=False, **kw)
+
+    def run(i, view, sizes, **kw):
+      out = apply(i, view, sizes, **kw)
+      if "boxes" in kw:
+        seen["masks"][i] = {"sizes": sizes, "boxes": kw["boxes"], "classes": kw["classes"], "masks": out["masks"]}
+      else:
+        seen["candidates"][i] = {"sizes": sizes, **out["candidates"]}
+      return out
+
+    out = augment.detect(run, VIEWS, canvases, x, SIZES, base.nms_threshold, base.detections, 90)
+    single = augment.detect(apply, VIEWS[:1], canvases[:1], x, SIZES, base.nms_threshold, base.detections,
+                            base.detections_pre_nms)
+    plain = base.apply(variables, x / 64 - 2, None, SIZES)
+    return out, seen, single, plain
+
+  return (base, *jax.tree.map(np.asarray, jax.jit(program)(jnp.asarray(images))))
 
 
 def np_from_view(boxes, region, size, flip):
@@ -119,11 +124,11 @@ def np_from_view(boxes, region, size, flip):
 
 
 def test_merged_boxes_are_the_nms_of_the_union(merged):
-  base, out, per_view, _, _ = merged
+  base, out, seen, _, _ = merged
   for b in range(2):
     cands = []  # (score, class, box) of every view, in its own validity
-    for sizes, flip, found, _, _ in per_view:
-      boxes = np_from_view(found["boxes"][b], SIZES[b], sizes[b], flip)
+    for (_, flip), found in zip(VIEWS, seen["candidates"]):
+      boxes = np_from_view(found["boxes"][b], SIZES[b], found["sizes"][b], flip)
       for p, k in zip(*np.nonzero(found["valid"][b])):
         cands.append((found["scores"][b, p, k], k, boxes[p, k]))
     keep = []
@@ -138,7 +143,7 @@ def test_merged_boxes_are_the_nms_of_the_union(merged):
     np.testing.assert_array_equal(out["classes"][b, :n], [w[1] for w in want])
     np.testing.assert_allclose(out["boxes"][b, :n], np.array([w[2] for w in want]), rtol=1e-5, atol=1e-4)
   # the detections come from more than one view
-  sources = {v for b in range(2) for v, (_, _, found, _, _) in enumerate(per_view)
+  sources = {v for b in range(2) for v, found in enumerate(seen["candidates"])
              if np.isin(out["scores"][b], found["scores"][b][found["valid"][b]]).any()}
   assert len(sources) > 1
 
@@ -152,15 +157,18 @@ def np_to_view(boxes, region, size, flip):
 
 
 def test_merged_masks_are_the_soft_average_of_the_views(merged):
-  _, out, per_view, _, _ = merged
+  _, out, seen, _, _ = merged
   total = 0.0
-  for sizes, flip, _, x, masks in per_view:
-    boxes = np.stack([np_to_view(out["boxes"][b], SIZES[b], sizes[b], flip) for b in range(2)])
-    probs = np.asarray(masks(x, jnp.asarray(sizes), jnp.asarray(boxes), jnp.asarray(out["classes"])))
-    total = total + (probs[..., ::-1] if flip else probs)
-  want = np.where(out["valid"][..., None, None], total / len(per_view), 0.0)
+  for (_, flip), view in zip(VIEWS, seen["masks"]):
+    boxes = np.stack([np_to_view(out["boxes"][b], SIZES[b], view["sizes"][b], flip) for b in range(2)])
+    np.testing.assert_allclose(view["boxes"], boxes, rtol=1e-6, atol=1e-4)  # the final boxes in the view's frame
+    np.testing.assert_array_equal(view["classes"], out["classes"])
+    total = total + (view["masks"][..., ::-1] if flip else view["masks"])
+  want = np.where(out["valid"][..., None, None], total / len(VIEWS), 0.0)
   np.testing.assert_allclose(out["masks"], want, rtol=1e-5, atol=1e-6)
   assert 0.05 < out["masks"][out["valid"]].std()  # not constant
+  flipped = seen["masks"][1]["masks"][out["valid"]]
+  assert np.abs(flipped - flipped[..., ::-1]).max() > 0.05  # the flip back matters
 
 
 def test_one_view_of_scale_one_is_the_plain_detector(merged):
@@ -168,3 +176,22 @@ def test_one_view_of_scale_one_is_the_plain_detector(merged):
   for key in ("boxes", "classes", "scores", "valid"):
     np.testing.assert_array_equal(single[key], plain[key], err_msg=key)
   np.testing.assert_allclose(single["masks"], plain["masks"], rtol=1e-6, atol=1e-7)
+
+
+def test_family_detect_runs_every_view_on_its_canvas():
+  """The family's wiring (traced, not compiled): eval.scales (1.0, 1.5) with eval.flip
+  build one detector per view canvas (64, and 128 for x1.5) and merge to D detections."""
+  from jaxseg import families
+  config = load_config("panet_coco", "tiny")
+  config.input.update(dict(eval_size=(64, 64), crop_size=(64, 64)))
+  config.eval.update(dict(scales=(1.0, 1.5), flip=True))
+  family = families.get(config)
+  model = family.build_model(train=False)
+  batch = {"image": jnp.zeros((1, 64, 64, 3), jnp.uint8), "image_size": jnp.array([[64, 48]], jnp.int32)}
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), None,
+                                                batch["image_size"]))
+  out = jax.eval_shape(lambda v, b: family.detect(model, v, b), variables, batch)
+  d = model.detections
+  assert {k: v.shape for k, v in out.items()} == {"boxes": (1, d, 4), "classes": (1, d), "scores": (1, d),
+                                                  "valid": (1, d), "masks": (1, d, 28, 28)}
+  assert sorted(family._view_models) == [(64, 64), (128, 128)]

@@ -191,11 +191,8 @@ class Family(Base):
     def run(i, images, image_sizes, **kwargs):
       return models[i].apply(variables, normalize(images, self.config), None, image_sizes, train=False, **kwargs)
 
-    h = self.config.model.head
-    defaults = detector.PANetHead.CONFIG
-    return augment.detect(run, self.views, canvases, batch["image"], batch["image_size"],
-                          h.get("nms_threshold", defaults["nms_threshold"]), h.get("detections", defaults["detections"]),
-                          h.get("detections_pre_nms", defaults["detections_pre_nms"]))
+    return augment.detect(run, self.views, canvases, batch["image"], batch["image_size"], model.nms_threshold,
+                          model.detections, model.detections_pre_nms)
 
   def view_model(self, canvas):
     """The detector on a test-time view's canvas (the same parameters)."""

@@ -39,10 +39,21 @@ at short side 800, long 1333 (its GeneralizedRCNNTransform). Not reproduced: its
 aspect-ratio grouped batches (every image here is on one square canvas); its backbone
 starts from the --weights-backbone of the run (the command names none): start from
 random or from an ImageNet ResNet-50 with model.init_from.
+`:ms` test-time augmentation (jaxseg.models.detection.augment, Detectron's
+im_detect_bbox_aug / im_detect_mask_aug: box candidates merged by union, mask
+probabilities averaged): the authors publish no test-time augmentation settings for
+PANet (their configs/panet test at one scale), so these are the only ones their
+repository carries, Detectron's configs/baselines/e2e_mask_rcnn_X-152-32x8d-FPN-IN5k_1.44x.yaml
+(TEST.SCALE 800, BBOX_AUG / MASK_AUG SCALES 400..1200 in steps of 100, MAX_SIZE 2000,
+H_FLIP and SCALE_H_FLIP), as factors of the eval resize: 0.5 .. 1.5 in steps of 0.125
+(with 1.0), each also flipped; here of short side 1000: 500 .. 1500, views up to 2112 x 2112.
 `:tiny` the small run on the instance view of `shapes` (presets.detection_tiny).
 """
 from jaxseg import presets
 from jaxseg.config import base_config
+
+# Detectron's test-time scales 400..1200 (and TEST.SCALE 800) as factors of the eval resize
+MS_SCALES = tuple(s / 800 for s in range(400, 1201, 100))
 
 
 def maskrcnn_v2(c):
@@ -72,4 +83,5 @@ def get_config(variant=""):
       "r101": lambda c: c.model.backbone.update(dict(depth=101)),
       "maskrcnn": presets.mask_rcnn,
       "maskrcnn_v2": maskrcnn_v2,
+      "ms": lambda c: c.eval.update(dict(scales=MS_SCALES, flip=True)),
       "tiny": presets.detection_tiny})

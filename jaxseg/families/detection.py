@@ -30,7 +30,11 @@ scales the boxes from the resized image back to the stored one and clips them to
 (jaxseg.models.detection.paste, convention eval.mask_paste), on the static label canvas
 with nothing beyond the stored size -> "instance_masks" (B, D, H, W) bool and the
 "instance_*" entries that jaxseg.panoptic_evaluators.CocoAPEvaluator scores against the
-stored ground truth: COCO box and mask AP.
+stored ground truth: COCO box and mask AP. Test-time augmentation (eval.scales,
+factors of the eval resize, and eval.flip; default the one view, scale 1 unflipped):
+Detectron's, jaxseg.models.detection.augment: the box head's candidates of every view
+merged by union before the per-class NMS, each final box's mask probabilities averaged
+over the views; one compiled detector per view canvas.
 
 `jaxseg.load(workdir)` gives a `Detector`: `.instances(images)` resizes each image as
 the eval transform does, pads it to input.eval_size (one compiled program for all
@@ -51,7 +55,7 @@ from jaxseg.data import instances, transforms
 from jaxseg.errors import ConfigError
 from jaxseg.evaluate import normalize
 from jaxseg.families import Base
-from jaxseg.models.detection import detector, losses, paste
+from jaxseg.models.detection import augment, detector, losses, paste
 from jaxseg.panoptic_evaluators import OPTIONS, CocoAPEvaluator
 
 
@@ -65,6 +69,18 @@ def thing_classes(config):
   if len(set(things)) != len(things) or not all(0 <= t < k for t in things):
     raise ConfigError(f"config key dataset.thing_classes must be distinct classes in [0, {k}), got {things}")
   return things
+
+
+def eval_views(config):
+  """The test-time views ((scale, flip), ..) of config eval.scales (factors of the eval
+  resize, as the semantic family's: each view is the eval-resized image x scale on the
+  eval canvas x scale, rounded up to a multiple of 64) and eval.flip (each scale also
+  mirrored); ((1.0, False),) is the plain single-scale inference."""
+  e = config.eval
+  scales = tuple(e.get("scales", (1.0,)))
+  if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+    raise ConfigError(f"config key eval.scales must be positive factors of the eval resize, got {scales}")
+  return tuple((float(s), f) for s in scales for f in ((False, True) if e.get("flip", False) else (False,)))
 
 
 class Family(Base):
@@ -81,6 +97,8 @@ class Family(Base):
       raise ConfigError(f"config key eval.mask_paste must be one of {', '.join(paste.CONVENTIONS)}, "
                         f"got '{self.paste_convention}'")
     self._isthing = None
+    self.views = eval_views(config)
+    self._view_models = {}
 
   # ---------------------------------------------------------------- model
   def build_model(self, train):
@@ -162,8 +180,25 @@ class Family(Base):
   def detect(self, model, variables, batch):
     """The detector's detections on the canvas: {"boxes" (B, D, 4) canvas pixels,
     "scores" (B, D), "classes" (B, D) detector classes, "valid" (B, D),
-    "masks" (B, D, M, M) probabilities of each detection's class} (jittable)."""
-    return self.apply(model, variables, batch, train=False)
+    "masks" (B, D, M, M) probabilities of each detection's class} (jittable). With
+    eval.scales / eval.flip beyond the one view (1.0, no flip): merged over the views
+    (jaxseg.models.detection.augment: Detectron's test-time augmentation)."""
+    if self.views == ((1.0, False),):
+      return self.apply(model, variables, batch, train=False)
+    canvases = [augment.view_canvas(self.config.input.eval_size, scale) for scale, _ in self.views]
+    models = [self.view_model(canvas) for canvas in canvases]
+
+    def run(i, images, image_sizes, **kwargs):
+      return models[i].apply(variables, normalize(images, self.config), None, image_sizes, train=False, **kwargs)
+
+    return augment.detect(run, self.views, canvases, batch["image"], batch["image_size"], model.nms_threshold,
+                          model.detections, model.detections_pre_nms)
+
+  def view_model(self, canvas):
+    """The detector on a test-time view's canvas (the same parameters)."""
+    if canvas not in self._view_models:
+      self._view_models[canvas] = detector.build_detector(self.config, len(self.things), canvas)
+    return self._view_models[canvas]
 
   def predict(self, model, variables, batch):
     """The "instance_*" outputs CocoAPEvaluator scores, at each image's stored size

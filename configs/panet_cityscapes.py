@@ -4,7 +4,7 @@ Cityscapes protocol).
 Schedule reproduced: ResNet-50-FPN PANet (bottom-up path, adaptive feature pooling,
 fully-connected mask fusion, GroupNorm as the COCO configuration); the short side drawn
 from {800, 1024} for training, single-scale inference at 1024 (the full 1024 x 2048
-images); 8 images per batch, lr 0.01 for 18K iterations and 0.001 for 6K more (24K),
+images, scored at that stored size: input.eval_label_size); 8 images per batch, lr 0.01 for 18K iterations and 0.001 for 6K more (24K),
 SGD momentum 0.9, weight decay 1e-4, Detectron's warmup; flip. Trained on train_fine
 (2,975 images), evaluated on val (500) with COCO's mask AP over the 8 thing classes
 (person, rider, car, truck, bus, train, motorcycle, bicycle). Reported val mask AP:
@@ -29,6 +29,7 @@ def get_config(variant=""):
                         thing_classes=tuple(range(11, 19))))
   c.input.update(dict(scale_mode="short_side", short_side_range=(800, 1024), short_side_step=224, max_long_side=2048,
                       crop_size=(1024, 2048), eval_size=(1024, 2048), eval_short_side=1024, eval_long_side=2048,
+                      eval_label_size=(1024, 2048),
                       flip=True, photometric=False, cat_max_ratio=1.0, max_instances=100, instance_mask_stride=2))
   presets.panet(c, depth=50)
   presets.detection_schedule(c, lr=0.01, steps=24000, decay_steps=(18000,), batch_size=8, eval_every=4000)

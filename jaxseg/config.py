@@ -64,6 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
       # ADE20K: (512, 2048), the toolboxes' protocol; PSPNet's author code: long side 512.
       # The labels stay as stored, padded to eval_label_size ((0, 0) = eval_size), and the
       # prediction is resized back to them (bilinear logits, then argmax) to be scored.
+      # Instance / panoptic ground truth alike (COCO's protocol): boxes scaled and masks
+      # pasted back (detection), mask logits resized back before the inference (universal).
       eval_short_side=0,
       eval_long_side=0,
       eval_label_size=(0, 0),

@@ -21,9 +21,12 @@ Predictions (`outputs` of the family's predict), per image:
        edges exclusive), "instance_valid" (B, N) bool
 Classes are indices into `categories` (COCO entries {"id", "name", "isthing"}).
 
-Images are padded to input.eval_size: predicted pixels on the padding count as void,
-which leaves every IoU as on the unpadded image (void pixels are not in the union);
-an unmatched prediction lying mostly on the padding is then not a false positive.
+The ground truth is at each image's stored size, on a padded canvas (input.eval_label_size),
+and so are the predictions. With "label_size" in the batch (the stored (H, W)), both are
+cut to it first: COCO scores the image at its own size. Without it, predicted pixels on
+the padding count as void, which leaves every IoU as on the unpadded image (void pixels
+are not in the union); an unmatched prediction lying mostly on the padding is then not a
+false positive.
 """
 from __future__ import annotations
 
@@ -33,6 +36,14 @@ from jaxseg import coco_ap, panoptic_quality
 
 # config.evals entries these evaluators take (for a family's EVALUATORS)
 OPTIONS = {"panoptic_quality": {"every": 0}, "coco_ap": {"every": 0, "iou_types": ("bbox", "segm")}}
+
+
+def stored(batch, b):
+  """(rows, columns) slice of image `b`'s stored size in the batch (all with no "label_size")."""
+  if "label_size" not in batch:
+    return slice(None), slice(None)
+  h, w = (int(v) for v in batch["label_size"][b])
+  return slice(0, h), slice(0, w)
 
 
 def ground_truth(panoptic, label, crowd):
@@ -80,8 +91,10 @@ class PanopticQualityEvaluator:
 
   def update(self, acc, outputs, batch):
     for b in range(batch["panoptic"].shape[0]):
-      stats = self.image_stats(batch["panoptic"][b], batch["label"][b], batch["panoptic_crowd"][b],
-                               outputs["panoptic"][b], outputs["panoptic_classes"][b], where=f"batch image {b}")
+      ys, xs = stored(batch, b)
+      stats = self.image_stats(batch["panoptic"][b, ys, xs], batch["label"][b, ys, xs],
+                               batch["panoptic_crowd"][b, ys, xs], outputs["panoptic"][b, ys, xs],
+                               outputs["panoptic_classes"][b], where=f"batch image {b}")
       if stats is not None:
         acc = acc + stats
     return acc
@@ -125,8 +138,10 @@ class CocoAPEvaluator:
 
   def update(self, acc, outputs, batch):
     for b in range(batch["panoptic"].shape[0]):
-      self.add_image(acc, batch["panoptic"][b], batch["label"][b], batch["panoptic_crowd"][b],
-                     *(outputs[f"instance_{k}"][b] for k in ("masks", "classes", "scores", "boxes", "valid")))
+      ys, xs = stored(batch, b)
+      self.add_image(acc, batch["panoptic"][b, ys, xs], batch["label"][b, ys, xs], batch["panoptic_crowd"][b, ys, xs],
+                     outputs["instance_masks"][b][:, ys, xs],
+                     *(outputs[f"instance_{k}"][b] for k in ("classes", "scores", "boxes", "valid")))
     return acc
 
   def result(self, acc):

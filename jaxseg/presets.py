@@ -263,8 +263,8 @@ def oneformer_tiny(c):
                       text_width=64, n_ctx=4, train_points=256)  # text heads: width / 64
   c.train.frozen_bn = ()
   c.input.update(dict(crop_size=(64, 64), scale_mode="ratio", scale_range=(0.5, 1.0), scale_step=0.0,
-                      eval_size=(160, 160), eval_short_side=0, eval_long_side=0, max_instances=12,
-                      instance_mask_stride=1))
+                      eval_size=(160, 160), eval_short_side=0, eval_long_side=0, eval_label_size=(160, 160),
+                      max_instances=12, instance_mask_stride=1))  # shapes' images: at most 160 x 160
   c.optim.update(dict(lr=1e-3, warmup_steps=0))
   c.optim.lr_mults = ()
   c.evals.coco_ap.max_detections = 16
@@ -308,6 +308,18 @@ def mask_rcnn(c):
   return c
 
 
+def mask_rcnn_v2(c):
+  """torchvision's maskrcnn_resnet50_fpn_v2 (the improved Mask R-CNN of Li et al. 2021,
+  "Benchmarking Detection Transfer Learning with Vision Transformers"): the Mask R-CNN
+  setting with BatchNorm in the FPN and in the heads' convs, two convs in the RPN head,
+  the 4conv1fc box head (4 conv3x3 256 + BN, one FC 1024), and no frozen BN."""
+  mask_rcnn(c)
+  c.model.neck.norm = "bn"
+  c.model.head.update(dict(rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn"))
+  c.train.frozen_bn = ()
+  return c
+
+
 def detection_schedule(c, lr, steps, decay_steps, batch_size=16, eval_every=10000, warmup_steps=500,
                        warmup_ratio=1 / 3):
   """Detectron's solver (the PANet authors' code): SGD momentum 0.9, weight decay 1e-4
@@ -326,26 +338,27 @@ def detection_tiny(c):
   of `shapes` (shapes_panoptic, things disk .. cross), sized for 20 minutes on 2 CPU
   cores (its target: mask AP >= 0.5; the tests override train.steps and the canvas).
   128 x 128 canvases (multi-scale short side 96..128 for training, images scaled to a
-  long side of 128 for evaluation), ResNet-10 at width 8 with BN trained, the FPN at 32
+  long side of 128 for evaluation and scored at their stored size, at most 160 x 160), ResNet-10 at width 8 with BN trained, the FPN at 32
   channels, the box head's FCs at 256 (GroupNorm's 32 groups then hold 8 features each;
-  at 64 they held 2, which GN flattens to +-1), the mask head at 64; few proposals, RoIs
+  at 64 they held 2, which GN flattens to +-1), the mask head (and a conv box head) at 64; few proposals, RoIs
   and detections. SGD lr 0.02 at batch 8 (the paper's 0.02 at 16), Detectron's linear
-  warmup over 50 steps, 600 steps with lr x 0.1 at 450 and 550; evaluated once, at the
+  warmup over 50 steps, 800 steps with lr x 0.1 at 600 and 733; evaluated once, at the
   end, on the 200 val images. The model's structure (bottom-up path, adaptive pooling,
   FC fusion, or the Mask R-CNN setting) stays the config's."""
   c.dataset.update(dict(name="shapes_panoptic", train_split="train", eval_split="val", num_classes=8,
                         thing_classes=(1, 2, 3, 4, 5)))
   c.input.update(dict(scale_mode="short_side", short_side_range=(96, 128), short_side_step=0, max_long_side=128,
                       crop_size=(128, 128), eval_size=(128, 128), eval_short_side=0, eval_long_side=128,
-                      max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
+                      eval_label_size=(160, 160), max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
   c.model.backbone.update(dict(depth=10, width=8))
   c.model.neck.channels = 32
-  c.model.head.update(dict(representation=256, mask_channels=64, anchor_sizes=(16, 32, 64, 128, 256),
+  c.model.head.update(dict(representation=256, mask_channels=64, box_conv_channels=64,
+                           anchor_sizes=(16, 32, 64, 128, 256),
                            rpn_pre_nms_top_n_train=256, rpn_post_nms_top_n_train=128, rpn_pre_nms_top_n_test=128,
                            rpn_post_nms_top_n_test=64, rpn_batch_size=64, roi_batch_size=32, mask_rois=8,
                            detections=16, detections_pre_nms=128))
   c.train.frozen_bn = ()
-  c.optim.update(dict(lr=0.02, warmup_steps=50, decay_steps=(450, 550)))
-  c.train.update(dict(batch_size=8, steps=600, log_every=25, eval_every=600, ckpt_every=300, tensorboard_images=0))
+  c.optim.update(dict(lr=0.02, warmup_steps=50, decay_steps=(600, 733)))
+  c.train.update(dict(batch_size=8, steps=800, log_every=25, eval_every=800, ckpt_every=400, tensorboard_images=0))
   c.eval.update(dict(batch_size=25))
   return c

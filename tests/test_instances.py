@@ -187,17 +187,32 @@ def test_eval_targets_are_the_record_padded():
          {k: (v.shape, v.dtype) for k, v in out.items() if not k.startswith("count_")}
 
 
-def test_eval_targets_resize_with_the_image_by_the_keep_ratio_rule():
+def test_eval_targets_resize_the_image_and_keep_the_ground_truth_as_stored():
+  """COCO's protocol: the image resized by the keep-ratio rule, the ground truth at the
+  stored size on the label canvas; a record larger than that canvas fails naming the key."""
   record = shapes_record("val", 1)
   h, w = record["image"].shape[:2]
-  c = config(eval_short_side=min(h, w) // 2)
-  out = instances.eval_targets(record, c, ISTHING, "things", panoptic=True)
+  c = config(eval_short_side=min(h, w) // 2, eval_size=(96, 96), eval_label_size=(h + 8, w + 16))
+  out = instances.eval_targets(record, c, ISTHING, "things", panoptic=True, image_size=True)
   rh, rw = transforms.keep_ratio_size((h, w), min(h, w) // 2, 0)
-  ids = cv2.resize(rgb_to_ids(record["panoptic"]).astype(np.uint16), (rw, rh), interpolation=cv2.INTER_NEAREST)
-  np.testing.assert_array_equal(out["panoptic"][:rh, :rw], ids)
-  assert (out["panoptic"][rh:] == 0).all() and (out["panoptic"][:, rw:] == 0).all()
-  assert (out["label"][rh:] == 255).all()
-  assert (out["image"][rh:] == 0).all() and out["image"][:rh, :rw].any()
+  assert tuple(out["image_size"]) == (rh, rw) and tuple(out["label_size"]) == (h, w)
+  image = cv2.resize(record["image"], (rw, rh), interpolation=cv2.INTER_LINEAR)
+  np.testing.assert_array_equal(out["image"][:rh, :rw], image)
+  assert out["image"].shape == (96, 96, 3) and (out["image"][rh:] == 0).all() and (out["image"][:, rw:] == 0).all()
+  assert out["panoptic"].shape == out["label"].shape == (h + 8, w + 16)
+  np.testing.assert_array_equal(out["panoptic"][:h, :w], rgb_to_ids(record["panoptic"]))
+  np.testing.assert_array_equal(out["label"][:h, :w], record["label"])
+  assert (out["panoptic"][h:] == 0).all() and (out["panoptic"][:, w:] == 0).all() and (out["label"][h:] == 255).all()
+  check_consistent({k: v for k, v in out.items() if k != "image"}, record, "things", 100)
+  blank = instances.blank(c, train=False, panoptic=True)
+  assert {k: (v.shape, v.dtype) for k, v in blank.items()} == \
+         {k: (v.shape, v.dtype) for k, v in out.items() if not k.startswith("count_") and not k.endswith("_size")}
+  c.input.eval_label_size = (h - 1, w + 16)
+  with pytest.raises(InputDataError, match=rf"record 1: image is {h}x{w} as stored.*input.eval_label_size"):
+    instances.eval_targets(record, c, ISTHING, where="record 1")
+  c.input.update(dict(eval_short_side=0, eval_size=(h, w - 1)))  # not resized: the labels share the image canvas
+  with pytest.raises(InputDataError, match=rf"image is {h}x{w} as stored, larger than config input.eval_size"):
+    instances.eval_targets(record, c, ISTHING, where="record 1")
 
 
 def test_bad_segments_fail_naming_the_record_or_are_skipped_and_counted():

@@ -154,6 +154,85 @@ def test_predictor_and_prediction_files(runs, tmp_path):
   assert len(results) == len(classes) and all("segmentation" in r for r in results)
 
 
+def test_predictions_are_resized_to_the_stored_size_before_the_inference(data_dir):
+  """The authors' evaluation with the eval images resized (records of 112..160 px scaled
+  to a long side of 96 on a 96 x 96 canvas): mask logits (noisy blobs at 1/4 of the
+  canvas) resized to the canvas, cut to the image and resized to the stored size
+  (detectron2's sem_seg_postprocess, in torch) before the semantic, panoptic and
+  instance inference (the transcription of the authors' code in
+  tests/test_oneformer_postprocess) give `predict`'s outputs on the label canvas, with
+  nothing beyond the stored size; PQ then scores them against the stored ground truth."""
+  import cv2
+  import torch
+  import torch.nn.functional as F
+
+  from jaxseg import families
+  from jaxseg.data import datasets
+  from jaxseg.data.builders.shapes_panoptic import make_example
+  from jaxseg.families import stack
+  from jaxseg.models.heads.oneformer import postprocess
+  from jaxseg.panoptic_quality import PanopticQuality, id_to_rgb
+  from tests.test_oneformer_postprocess import authors_instances, authors_panoptic, upsampled
+
+  datasets.dataset_dir("shapes_panoptic", data_dir)
+  family = families.get(tiny(1))
+  records = [make_example("val", i) for i in range(3)]
+  batch = stack([family.eval_transform(dict(r, panoptic=id_to_rgb(r["panoptic"]))) for r in records])
+  assert batch["panoptic"].shape[1:] == (160, 160) and batch["image"].shape[1:3] == (96, 96)
+  rng = np.random.RandomState(0)
+  coarse = 6 * rng.randn(3 * 16, 6, 6).astype(np.float32)  # smooth random fields at 1/4 of the canvas
+  mask_logits = np.stack([cv2.resize(x, (24, 24), interpolation=cv2.INTER_CUBIC) for x in coarse])
+  mask_logits = mask_logits.reshape(3, 16, 24, 24).transpose(0, 2, 3, 1) - 8  # blobs: 3..7 segments an image
+  class_logits = (6 * rng.randn(3, 16, 9)).astype(np.float32)
+  family.query_outputs = lambda model, variables, images, tasks: [
+      {"class_logits": class_logits, "mask_logits": mask_logits}] * len(tasks)
+  out = jax.device_get(jax.jit(lambda batch: family.predict(None, None, batch))(batch))
+  options, isthing = family.evaluator_options(), family.isthing()
+  threshold = options["panoptic_quality"]["object_mask_threshold"]
+  ours = postprocess.panoptic_segments(out["panoptic_queries"], isthing, options["panoptic_quality"]["overlap_threshold"])
+
+  reference = PanopticQuality(family.categories())
+  ids = [c["id"] for c in family.categories()]
+  for b, r in enumerate(records):
+    (h, w), (hs, ws) = batch["image_size"][b], batch["label_size"][b]
+    assert (h, w) != (hs, ws) and (hs, ws) == r["label"].shape
+    m = upsampled(mask_logits[b:b + 1], (96, 96))[:, :, :h, :w]  # sem_seg_postprocess
+    m = F.interpolate(m, size=(int(hs), int(ws)), mode="bilinear", align_corners=False)[0]
+    c = torch.from_numpy(class_logits[b])
+    # pixels away from a tie of the panoptic winner and from a mask threshold (of ~20,000)
+    scores, labels = torch.softmax(c, -1).max(-1)
+    kept = (labels != 8) & (scores > threshold)
+    top2 = (scores[kept].view(-1, 1, 1) * m[kept].sigmoid()).topk(2, dim=0).values.numpy()
+    clear = (top2[0] - top2[1] > 1e-5) & (np.abs(m.numpy()) > 1e-4).all(0)
+    assert clear.mean() > 0.99
+    semantic = torch.einsum("qc,qhw->hwc", torch.softmax(c, -1)[:, :-1], m.sigmoid()).numpy()
+    top2 = np.sort(semantic, -1)[..., -2:]
+    sure = top2[..., 1] - top2[..., 0] > 1e-5
+    np.testing.assert_array_equal(out["pred"][b, :hs, :ws][sure], semantic.argmax(-1)[sure])
+    seg, segments = authors_panoptic(c, m, isthing, threshold, 0.8)
+    assert segments and (seg == 0).any()
+    np.testing.assert_array_equal(ours["panoptic"][b, :hs, :ws][clear], seg[clear])
+    assert not ours["panoptic"][b, hs:].any() and not ours["panoptic"][b, :, ws:].any()
+    assert [s["category"] for s in ours["segments"][b]] == [s["category"] for s in segments]
+    ref = authors_instances(c, m, isthing, options["coco_ap"]["max_detections"])
+    order, valid = np.argsort(-ref["class_scores"]), out["instance_valid"][b]
+    assert valid.sum() == len(order) > 0
+    masks = out["instance_masks"][b][valid]
+    np.testing.assert_array_equal(masks[:, :hs, :ws][:, clear], ref["masks"][order][:, clear])
+    assert not masks[:, hs:].any() and not masks[:, :, ws:].any()
+    np.testing.assert_allclose(out["instance_scores"][b][valid], ref["scores"][order], rtol=1e-5)
+    seg_info = r["segments"]
+    reference.update(r["panoptic"], [{"id": int(i), "category_id": ids[int(k)], "iscrowd": int(z)} for i, k, z in
+                                     zip(seg_info["id"], seg_info["category"], seg_info["iscrowd"])],
+                     ours["panoptic"][b, :hs, :ws], [{"id": s["id"], "category_id": ids[s["category"]]}
+                                                     for s in ours["segments"][b]])
+  evaluator = family.evaluators()["panoptic_quality"]
+  scores = evaluator.result(evaluator.update(evaluator.init(), out, batch))
+  expected = reference.result()
+  assert scores["n"] == expected["n"] > 0
+  for key in ("pq", "sq", "rq", "pq_things", "pq_stuff"):
+    assert scores[key] == pytest.approx(expected[key], rel=1e-9, nan_ok=True), key
+
 
 # The training loss of a small :tiny (32 x 32 crops, 2 decoder layers, 64 points) on 8
 # CPU devices and on 1: the matching, the point sampling and every loss run inside the

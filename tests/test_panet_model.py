@@ -172,6 +172,52 @@ def conv_relu(p, x):
   return np.maximum(np_conv(x, np.asarray(p["conv"]["kernel"]), np.asarray(p["conv"]["bias"])), 0)
 
 
+def np_conv_bn_relu(p, stats, x, eps=1e-5):
+  """conv3x3 (no bias) -> BatchNorm with running statistics -> ReLU."""
+  y = np_conv(x, np.asarray(p["conv"]["kernel"]), np.zeros(p["conv"]["kernel"].shape[-1], np.float32))
+  y = (y - stats["norm"]["mean"]) / np.sqrt(stats["norm"]["var"] + eps) * p["norm"]["scale"] + p["norm"]["bias"]
+  return np.maximum(y, 0)
+
+
+@pytest.mark.parametrize("fusion", ["max", "sum", None])
+def test_conv_box_head_equals_numpy(fusion):
+  """The 4conv1fc head (torchvision's v2 FastRCNNConvFCHead, BatchNorm in eval): with adaptive
+  pooling conv1 per level, the levels fused after it (the PANet authors' conv head), then
+  conv2..4 and one FC; random BatchNorm statistics and affine terms."""
+  rng = np.random.RandomState(4)
+  l, r, c, k, hidden = 4, 3, 8, 2, 16
+  pooled = rng.randn(l, r, 7, 7, 5).astype(np.float32)
+  x = pooled if fusion else pooled[0]
+  head = BoxHead(k, representation=hidden, adaptive=fusion is not None, fusion=fusion or "max", norm="bn",
+                 layers="4conv1fc", conv_channels=c)
+  variables = jax.jit(head.init)(jax.random.key(0), x)
+  scale = {1: 0.5, 2: 0.3, 4: 1.0}
+  rand = lambda path, v: (rng.rand(*v.shape) + 0.5 if path[-1].key in ("var", "scale") else
+                          rng.randn(*v.shape) * scale[v.ndim]).astype(np.float32)
+  p, stats = (jax.tree_util.tree_map_with_path(rand, variables[k]) for k in ("params", "batch_stats"))
+  logits, deltas = jax.jit(lambda v, x: head.apply(v, x, False))({"params": p, "batch_stats": stats}, x)
+  assert logits.shape == (r, k + 1) and deltas.shape == (r, k + 1, 4)
+  if fusion:
+    per = [np_conv_bn_relu(p["conv1"][f"conv1_level{i}"], stats["conv1"][f"conv1_level{i}"], pooled[i])
+           for i in range(l)]
+    h = np.max(per, 0) if fusion == "max" else np.sum(per, 0)
+  else:
+    h = np_conv_bn_relu(p["conv1"], stats["conv1"], x)
+  for i in (2, 3, 4):
+    h = np_conv_bn_relu(p[f"conv{i}"], stats[f"conv{i}"], h)
+  assert h.shape == (r, 7, 7, c) and "fc7" not in p
+  h = np.maximum(dense(p["fc6"], h.reshape(r, -1)), 0)  # NHWC flattening
+  np.testing.assert_allclose(np.asarray(logits), dense(p["cls_score"], h), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(deltas), dense(p["bbox_pred"], h).reshape(r, k + 1, 4), rtol=1e-4,
+                             atol=1e-4)
+  # training: BatchNorm on the batch's statistics, which it keeps as the new running ones
+  train = jax.jit(lambda v, x: head.apply(v, x, True, mutable=["batch_stats"]))
+  _, updates = train({"params": p, "batch_stats": stats}, x)
+  assert not np.allclose(updates["batch_stats"]["conv4"]["norm"]["mean"], stats["conv4"]["norm"]["mean"])
+  with pytest.raises(ValueError, match="head_norm 'bn' with the box head '2fc'"):
+    BoxHead(k, norm="bn").init(jax.random.key(0), x)
+
+
 @pytest.mark.parametrize("fusion,fc_fusion", [("max", True), ("sum", False), (None, False)])
 def test_mask_head_equals_numpy(fusion, fc_fusion):
   torch = pytest.importorskip("torch")
@@ -418,5 +464,19 @@ def test_inference_outputs():
                                       "mask_fcn_logits"}
   assert set(params["rpn"]) == {"conv", "cls_logits", "bbox_pred"}
   assert "down2" not in params["neck"]  # no bottom-up path
+  # the v2 setting (torchvision's maskrcnn_resnet50_fpn_v2): a 2-conv RPN head, the 4conv1fc box head,
+  # BatchNorm in the FPN and the heads, whose training forward updates their batch_stats (traced only)
+  v2 = PANet(**{**{f: getattr(maskrcnn, f) for f in ("backbone", "num_classes", "image_size", "representation",
+                                                    "mask_channels", "roi_batch_size", "mask_rois")},
+                **MASK_RCNN}, neck=FPN(channels=16, norm="bn"), rpn_conv_depth=2, box_head_layers="4conv1fc",
+             box_conv_channels=16, head_norm="bn")
+  v2_vars = jax.eval_shape(lambda x: v2.init(jax.random.key(0), x), batch["image"])
+  assert set(v2_vars["params"]["rpn"]) == {"conv", "conv2", "cls_logits", "bbox_pred"}
+  assert set(v2_vars["params"]["box_head"]) == {"conv1", "conv2", "conv3", "conv4", "fc6", "cls_score", "bbox_pred"}
+  _, updates = jax.eval_shape(lambda v, b: v2.apply(v, b["image"], b, train=True, rngs={"sampling": jax.random.key(1)},
+                                                    mutable=["batch_stats"]), v2_vars, batch)
+  assert {"neck", "box_head", "mask_head"} <= set(updates["batch_stats"])
+  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
+  assert shapes(updates["batch_stats"]) == shapes(v2_vars["batch_stats"])
   with pytest.raises(ValueError, match="canvas"):
     model.apply(variables, batch["image"][:, :32])

@@ -7,6 +7,9 @@ with random weights converted by `python -m jaxseg.convert --from torchvision`:
              objectness and deltas, the proposals, the box head's logits and deltas and the mask
              head's logits on torchvision's own proposals and detections, and the detections
              (boxes, classes, scores, 28 x 28 masks) to 1e-4 of the largest value.
+  parity v2  the same for maskrcnn_resnet50_fpn_v2 (its builder, weights=None: BatchNorm2d in the
+             backbone, FPN and heads, random running statistics and affine terms, eval mode; the
+             2-conv RPN head, the 4conv1fc box head) in the setting configs/panet_coco.py:maskrcnn_v2.
   import     a small torchvision MaskRCNN saved as a .pth: `python -m jaxseg.convert` -> config
              model.init_from of the Mask R-CNN setting gives its detections; PANet starts from the
              same checkpoint with its own layers at initialisation.
@@ -58,17 +61,22 @@ def randomize(model, seed=0):
   class scores that gives the detector proposals and detections to compare: RPN logits
   within +-10 (no probability saturates to a tie), a few classes above the 0.05 score
   threshold. COCO's 10 unused ids get logit -1e4, as a trained model's never score (their
-  softmax terms are exactly 0, so the 80-class conversion computes the same probabilities)."""
+  softmax terms are exactly 0, so the 80-class conversion computes the same probabilities).
+  BatchNorm2d (the v2 model's) is randomised as FrozenBatchNorm2d, its affine terms included."""
   g = torch.Generator().manual_seed(seed)
+  bn = (FrozenBatchNorm2d, torch.nn.BatchNorm2d)
+  norm_params = {id(p) for m in model.modules() if isinstance(m, bn) for p in m.parameters()}
   with torch.no_grad():
     for module in model.modules():
-      if isinstance(module, FrozenBatchNorm2d):
+      if isinstance(module, bn):
         n = module.weight.shape[0]
         module.weight.copy_(0.5 + 0.5 * torch.rand(n, generator=g))
         module.bias.copy_(0.1 * torch.randn(n, generator=g))
         module.running_mean.copy_(0.1 * torch.randn(n, generator=g))
         module.running_var.copy_(0.5 + torch.rand(n, generator=g))
     for name, p in model.named_parameters():
+      if id(p) in norm_params:
+        continue
       if p.ndim == 4:  # convs and the mask deconv (in, out, 2, 2)
         fan_in = p.shape[1] * p.shape[2] * p.shape[3] if "conv5_mask" not in name else p.shape[0]
         p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
@@ -118,11 +126,13 @@ def torchvision_outputs(model, x):
 def heads_on(model, variables, pyramid, proposals, boxes):
   """Our box head on `proposals` and our mask head on `boxes` (each padded, one image), pooled
   from our P2..P5 as the model pools them."""
-  box_head = BoxHead(model.num_classes, model.representation, adaptive=False, norm="none")
-  mask_head = MaskHead(model.num_classes, model.mask_channels, adaptive=False, fc_fusion=False, norm="none")
+  box_head = BoxHead(model.num_classes, model.representation, adaptive=False, norm=model.head_norm,
+                     layers=model.box_head_layers, conv_channels=model.box_conv_channels)
+  mask_head = MaskHead(model.num_classes, model.mask_channels, adaptive=False, fc_fusion=False, norm=model.head_norm)
   pool = lambda b, size: model.apply(variables, pyramid, b, jnp.zeros(len(b), jnp.int32), size, method=PANet.pool)
-  logits, deltas = box_head.apply({"params": variables["params"]["box_head"]}, pool(proposals, model.box_pool))
-  masks = mask_head.apply({"params": variables["params"]["mask_head"]}, pool(boxes, model.mask_pool), False)
+  part = lambda name: {k: v[name] for k, v in variables.items() if name in v}  # params (+ batch_stats)
+  logits, deltas = box_head.apply(part("box_head"), pool(proposals, model.box_pool), False)
+  masks = mask_head.apply(part("mask_head"), pool(boxes, model.mask_pool), False)
   return logits, deltas, masks
 
 
@@ -130,18 +140,44 @@ def pad(x, n):
   return np.concatenate([x, np.zeros((n - len(x), *x.shape[1:]), x.dtype)])
 
 
+POST = 300  # proposals per image: torchvision's eager RoIAlign holds (RoIs, C, 7, 7, 2, 2) at once
+
+
 def test_maskrcnn_resnet50_fpn_parity():
   torch.manual_seed(0)
-  post = 300  # proposals per image: torchvision's eager RoIAlign holds (RoIs, C, 7, 7, 2, 2) at once
   # maskrcnn_resnet50_fpn(weights=...) builds exactly this (FrozenBatchNorm2d: a pretrained backbone)
   resnet = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
-  tv = randomize(MaskRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=91, rpn_post_nms_top_n_test=post))
+  tv = randomize(MaskRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=91, rpn_post_nms_top_n_test=POST))
+  check_parity(tv, "maskrcnn_resnet50_fpn", "maskrcnn")
+
+
+def test_maskrcnn_resnet50_fpn_v2_parity():
+  torch.manual_seed(0)
+  post = 150  # half of POST: the test's cost is mostly torchvision's eager RoIAlign
+  tv = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None,
+                                                             rpn_post_nms_top_n_test=post)
+  assert isinstance(tv.backbone.body.bn1, torch.nn.BatchNorm2d) and len(tv.rpn.head.conv) == 2
+  randomize(tv)
+  with torch.no_grad():  # the conv head's BatchNorm keeps its features O(1): spread the class scores
+    tv.roi_heads.box_predictor.cls_score.weight.mul_(3.0)  # (several classes detected, scores up to ~0.5)
+  variables = check_parity(tv, "maskrcnn_resnet50_fpn_v2", "maskrcnn_v2", post)
+  # the running statistics of every BatchNorm2d became batch_stats (backbone, FPN, box and mask heads)
+  stats = flax.traverse_util.flatten_dict(variables["batch_stats"], sep="/")
+  for key in ("neck/lateral2/norm/mean", "neck/output5/norm/var", "box_head/conv4/norm/var",
+              "mask_head/mask_fcn1/norm/mean"):
+    assert key in stats, key
+  np.testing.assert_array_equal(stats["box_head/conv1/norm/var"], tv.roi_heads.box_head[0][1].running_var.numpy())
+
+
+def check_parity(tv, arch, variant, post=POST):
+  """torchvision's model `tv` (random, eval) against its conversion by `--arch arch` into the
+  config variant `variant`; returns the converted variables."""
   x = torch.rand(1, 3, H, W)
   x = tv.transform.normalize(x[0])[None]  # ImageNet mean / std, as GeneralizedRCNNTransform
   want = torchvision_outputs(tv, x)
 
-  config, variables, _ = convert_state_dict(numpy_state_dict(tv), "torchvision", "maskrcnn_resnet50_fpn",
-                                            load_config("panet_coco", "maskrcnn"))
+  config, variables, _ = convert_state_dict(numpy_state_dict(tv), "torchvision", arch,
+                                            load_config("panet_coco", variant))
   config.model.head.update(dict(rpn_post_nms_top_n_test=post, detections_pre_nms=post * 80))  # every candidate
   model = build_detector(config, 80, (H, W))
   images = jnp.asarray(x.permute(0, 2, 3, 1).numpy())
@@ -173,9 +209,11 @@ def test_maskrcnn_resnet50_fpn_parity():
   kept = np.asarray(out["valid"][0])
   assert kept.sum() == d
   np.testing.assert_array_equal(ROWS[np.asarray(out["classes"][0])[kept] + 1], want["labels"])
+  assert len(np.unique(want["labels"])) > 1
   report("detection boxes", np.asarray(out["boxes"][0])[kept], want["boxes"])
   report("detection scores", np.asarray(out["scores"][0])[kept], want["scores"])
   report("detection masks", np.asarray(out["masks"][0])[kept], want["masks"])
+  return variables
 
 
 def small_maskrcnn():

@@ -1,5 +1,6 @@
 """torchvision: ImageNet ResNets (resnet18 ... resnet152), the segmentation models
-deeplabv3_resnet50/101 and fcn_resnet50/101, and the detector maskrcnn_resnet50_fpn.
+deeplabv3_resnet50/101 and fcn_resnet50/101, and the detectors maskrcnn_resnet50_fpn and
+maskrcnn_resnet50_fpn_v2.
 
 The segmentation models run the ResNet at output stride 8 (replace_stride_with_dilation
 = [False, True, True]: the first block of a dilated stage keeps the previous rate);
@@ -14,6 +15,11 @@ _resnet_fpn_extractor) becomes the detection family's "Mask R-CNN" setting
 RoI, no FC fusion, no GroupNorm; frozen BN in the backbone, as torchvision's
 FrozenBatchNorm2d): a checkpoint of the variables that config model.init_from starts a
 Mask R-CNN or PANet run from (PANet's own layers keep their initialisation).
+maskrcnn_resnet50_fpn_v2 becomes that setting with presets.mask_rcnn_v2 (config
+configs/panet_coco.py:maskrcnn_v2): BatchNorm2d in the backbone, the FPN
+(inner_blocks.i.1, layer_blocks.i.1), the box head's 4 convs (FastRCNNConvFCHead
+box_head.{0..3}.1, then the FC box_head.5) and the mask head (mask_head.{0..3}.1), their
+running statistics into batch_stats; the RPN head's two convs rpn.head.conv.{0,1}.0.
 Classes: torchvision's COCO models have 91 outputs, index 0 the background and index i
 COCO category id i (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are unused); the detector's
 classes are COCO's 80 thing categories in id order (dataset coco_panoptic's first 80), so
@@ -99,6 +105,26 @@ MASK_RCNN_HEADS = [
 ]
 
 
+PREDICTORS = MASK_RCNN_HEADS[-2:] + [
+    ("roi_heads.box_predictor.cls_score", "box_head/cls_score", "linear"),
+    ("roi_heads.box_predictor.bbox_pred", "box_head/bbox_pred", "linear")]
+
+# maskrcnn_resnet50_fpn_v2: Conv2dNormActivation everywhere (.0 the conv, .1 the BatchNorm2d)
+MASK_RCNN_V2 = [
+    *[(f"backbone.fpn.{src}.{i}.{j}", f"neck/{dst}{i + 2}/{part}", kind) for i in range(4)
+      for src, dst in (("inner_blocks", "lateral"), ("layer_blocks", "output"))
+      for j, part, kind in ((0, "conv", "conv"), (1, "norm", "bn"))],
+    ("rpn.head.conv.0.0", "rpn/conv", "conv"), ("rpn.head.conv.{k}.0", "rpn/conv{k+1}", "conv"),
+    ("rpn.head.cls_logits", "rpn/cls_logits", "conv"), ("rpn.head.bbox_pred", "rpn/bbox_pred", "conv"),
+    ("roi_heads.box_head.{k}.0", "box_head/conv{k+1}/conv", "conv"),
+    ("roi_heads.box_head.{k}.1", "box_head/conv{k+1}/norm", "bn"),
+    ("roi_heads.box_head.5", "box_head/fc6", "linear"),  # .4 is the Flatten
+    ("roi_heads.mask_head.{k}.0", "mask_head/mask_fcn{k+1}/conv", "conv"),
+    ("roi_heads.mask_head.{k}.1", "mask_head/mask_fcn{k+1}/norm", "bn"),
+    *PREDICTORS,
+]
+
+
 def mask_rcnn_fixup(out):
   """fc6 from torchvision's (C, 7, 7) flattening to ours (7, 7, C); the predictor's class
   rows from COCO's 91-id layout to the 80 things (background first)."""
@@ -131,40 +157,50 @@ def mask_rcnn_variables(config, sd):
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
 
 
-def mask_rcnn_arch(name, depth):
+def mask_rcnn_arch(name, depth, v2=False):
   from jaxseg import presets
   from jaxseg.config import base_config
 
   def config(sd):
     preset = presets.mask_rcnn(presets.panet(base_config(), depth))  # the Mask R-CNN setting
+    if v2:
+      preset = presets.mask_rcnn_v2(preset)
     keys = backbone_keys(depth, shape(sd, "backbone.body.conv1.weight")[0], "7x7")
     keys.update({k: preset[k] for k in ("family", "evals")})
     keys.update({f"{group}.{k}": preset[group][k] for group, names in (
         ("model", ("aux_heads", "dropout")), ("loss", ("weights",)), ("train", ("frozen_bn", "best_metric")))
         for k in names})
-    keys["model.neck"] = neck("fpn", channels=shape(sd, "rpn.head.cls_logits.weight")[1], norm="none",
+    keys["model.neck"] = neck("fpn", channels=shape(sd, "rpn.head.cls_logits.weight")[1], norm=preset.model.neck.norm,
                               bottom_up=False)
-    keys["model.head"] = head("panet", adaptive_pooling=False, fc_fusion=False, head_norm="none",
-                              representation=shape(sd, "roi_heads.box_head.fc6.weight")[0],
-                              mask_channels=shape(sd, "roi_heads.mask_predictor.conv5_mask.weight")[1])
+    mask_channels = shape(sd, "roi_heads.mask_predictor.conv5_mask.weight")[1]
+    if v2:
+      box = dict(box_head_layers="4conv1fc", box_conv_channels=shape(sd, "roi_heads.box_head.0.0.weight")[0],
+                 representation=shape(sd, "roi_heads.box_head.5.weight")[0],
+                 rpn_conv_depth=sum(bool(re.fullmatch(r"rpn\.head\.conv\.\d+\.0\.weight", k)) for k in sd))
+    else:
+      box = dict(representation=shape(sd, "roi_heads.box_head.fc6.weight")[0])
+    keys["model.head"] = head("panet", adaptive_pooling=False, fc_fusion=False, head_norm=preset.model.head.head_norm,
+                              mask_channels=mask_channels, **box)
     if shape(sd, "roi_heads.box_predictor.cls_score.weight")[0] == COCO_OUTPUTS:
       keys.update({"dataset.name": "coco_panoptic", "dataset.num_classes": 133,
                    "dataset.thing_classes": tuple(range(len(COCO_THING_IDS)))})
     return keys
 
-  return Arch(name, prefixed(RESNET, "backbone.body.") + fpn_rows() + MASK_RCNN_HEADS, config,
-              fixup=mask_rcnn_fixup, variables=mask_rcnn_variables)
+  heads = fpn_rows() + MASK_RCNN_HEADS if not v2 else MASK_RCNN_V2
+  return Arch(name, prefixed(RESNET, "backbone.body.") + heads, config, fixup=mask_rcnn_fixup,
+              variables=mask_rcnn_variables)
 
 
-KNOWN = "resnet18/34/50/101/152, deeplabv3_resnet50/101, fcn_resnet50/101, maskrcnn_resnet50_fpn"
+KNOWN = ("resnet18/34/50/101/152, deeplabv3_resnet50/101, fcn_resnet50/101, maskrcnn_resnet50_fpn, "
+         "maskrcnn_resnet50_fpn_v2")
 
 
 def arch(name, classifier=False):
-  detector = re.fullmatch(r"maskrcnn_resnet(?P<depth>\d+)_fpn", name)
+  detector = re.fullmatch(r"maskrcnn_resnet(?P<depth>\d+)_fpn(?P<v2>_v2)?", name)
   if detector and classifier:
     raise ConversionError(f"--classifier: --arch {name} is a detector, not an ImageNet classifier")
   if detector:
-    return mask_rcnn_arch(name, parse_depth(name, detector, KNOWN))
+    return mask_rcnn_arch(name, parse_depth(name, detector, KNOWN), v2=bool(detector.group("v2")))
   m = re.fullmatch(r"(?P<head>deeplabv3_|fcn_)?resnet(?P<depth>\d+)", name)
   depth = parse_depth(name, m, KNOWN)
   if classifier:  # the whole ImageNet classifier, fc included (a PSSL ensemble member)

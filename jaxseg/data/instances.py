@@ -31,6 +31,15 @@ Batch entries of one record (M = input.max_instances, s = input.instance_mask_st
   image_size        (2,) int32, with image_size=True only: the rows and columns of the
                     canvas the image covers (its top-left region; the rest is padding),
                     which detectors clip their boxes to
+  label_size        (2,) int32, evaluation with image_size=True only: the record's
+                    stored (H, W), the region of the label canvas the ground truth
+                    covers
+
+Evaluation follows COCO's protocol (detectron2's and torchvision's evaluation, the
+semantic family's): the image is resized for the model, the ground truth stays at the
+record's stored size, padded to the static label canvas (transforms.eval_label_canvas:
+input.eval_label_size, (0, 0) = input.eval_size; input.eval_size itself where eval images
+are not resized), and the families map their predictions back to the stored size.
 
 Which segments are instances is the caller's: "things" (instance tasks, detection) or
 "all" (panoptic / mask-classification training, stuff segments included). Crowd
@@ -156,10 +165,11 @@ def check_input(cfg):
   if cfg.max_instances < 1:
     raise ConfigError(f"config key input.max_instances must be >= 1, got {cfg.max_instances}")
   s = cfg.instance_mask_stride
-  for key in ("crop_size", "eval_size"):
-    if s < 1 or any(v % s for v in cfg[key]):
+  for key, size in (("crop_size", cfg.crop_size), ("eval_size", cfg.eval_size),
+                    ("eval_label_size", transforms.eval_label_canvas(cfg))):
+    if s < 1 or any(v % s for v in size):
       raise ConfigError(f"config key input.instance_mask_stride {s} must be >= 1 and divide input.{key} "
-                        f"{tuple(cfg[key])}")
+                        f"{tuple(size)}")
 
 
 def targets(index, segments, isthing, max_instances, stride=1, which="things", panoptic=False, ignore_index=255):
@@ -267,40 +277,50 @@ def train_targets(record, rng, config, isthing, which="things", panoptic=False, 
 
 
 def eval_targets(record, config, isthing, which="things", panoptic=False, where="record", image_size=False):
-  """An evaluation record's batch entries: the full image, resized by the keep-ratio
-  rule of the semantic eval transform (input.eval_short_side / eval_long_side) with
-  its segment map (nearest), padded to the static input.eval_size (image 0, label
-  ignore, panoptic void); then `targets`. The ground truth is resized with the image:
-  scoring at the stored size (as the semantic family does) waits for the first
-  panoptic family. image_size=True: with "image_size", the resized image's (h, w)."""
+  """An evaluation record's batch entries: the full image, resized (bilinear) by the
+  keep-ratio rule of the semantic eval transform (input.eval_short_side /
+  eval_long_side) and padded with 0 to the static input.eval_size; the ground truth
+  (`targets` of the segment map) at the record's stored size, padded (label ignore,
+  panoptic void) to the label canvas (see the module docstring), where the predictions
+  are scored. image_size=True: with "image_size", the resized image's (h, w), and
+  "label_size", the stored (H, W)."""
   c, d = config.input, config.dataset
   image, index, segments, bad = decode(record, d.num_classes, where, c.skip_bad_records)
-  size = tuple(c.eval_size)
-  if c.eval_short_side or c.eval_long_side:
-    h, w = transforms.keep_ratio_size(index.shape, c.eval_short_side, c.eval_long_side)
-    if (h, w) != index.shape:
+  size, label_canvas = tuple(c.eval_size), transforms.eval_label_canvas(c)
+  stored, resizes = index.shape, bool(c.eval_short_side or c.eval_long_side)
+  if stored[0] > label_canvas[0] or stored[1] > label_canvas[1]:
+    key = "input.eval_size" if not resizes else "input.eval_label_size" if any(c.get("eval_label_size", (0, 0))) \
+        else "input.eval_label_size ((0, 0): input.eval_size)"
+    raise InputDataError(f"{where}: image is {stored[0]}x{stored[1]} as stored, larger than config {key} "
+                         f"{label_canvas}, the canvas of the ground truth (scored at the stored size)")
+  if resizes:
+    h, w = transforms.keep_ratio_size(stored, c.eval_short_side, c.eval_long_side)
+    if (h, w) != stored:
       image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-      index = cv2.resize(index, (w, h), interpolation=cv2.INTER_NEAREST)
-  if index.shape[0] > size[0] or index.shape[1] > size[1]:
-    raise InputDataError(f"{where}: image is {index.shape[0]}x{index.shape[1]}, larger than "
-                         f"config input.eval_size {size}")
-  resized = index.shape
-  image, index = transforms.pad_to(image, index, size, VOID)
+  if image.shape[0] > size[0] or image.shape[1] > size[1]:
+    raise InputDataError(f"{where}: image is {image.shape[0]}x{image.shape[1]} after the eval resize, larger "
+                         f"than config input.eval_size {size}")
+  resized = image.shape[:2]
+  image = np.pad(image, ((0, size[0] - resized[0]), (0, size[1] - resized[1]), (0, 0)))
+  index = np.pad(index, ((0, label_canvas[0] - stored[0]), (0, label_canvas[1] - stored[1])), constant_values=VOID)
   out = {"image": image, **targets(index, segments, isthing, c.max_instances, c.instance_mask_stride, which,
                                    panoptic, d.ignore_index)}
   if image_size:
     out["image_size"] = np.array(resized, np.int32)
+    out["label_size"] = np.array(stored, np.int32)
   if c.skip_bad_records:
     out["count_bad_segments"] = np.int32(bad)
   return out
 
 
 def blank(config, train, panoptic=False):
-  """The batch entries of an empty record (all void), for a family's `example`."""
+  """The batch entries of an empty record (all void), for a family's `example`: the
+  image on the crop / eval canvas, the ground truth on the crop / label canvas."""
   c = config.input
   size = tuple(c.crop_size if train else c.eval_size)
+  labels = size if train else transforms.eval_label_canvas(c)
   segments = {"id": np.zeros(0, np.int64), "category": np.zeros(0, np.int64), "iscrowd": np.zeros(0, np.int64)}
   out = {"image": np.zeros((*size, 3), np.uint8),
-         **targets(np.zeros(size, np.uint16), segments, np.zeros(0, bool), c.max_instances, c.instance_mask_stride,
+         **targets(np.zeros(labels, np.uint16), segments, np.zeros(0, bool), c.max_instances, c.instance_mask_stride,
                    "all", panoptic, config.dataset.ignore_index)}
   return {k: v for k, v in out.items() if not k.startswith("count_")}

@@ -257,6 +257,15 @@ def keep_ratio_size(shape, short_side, long_side):
   return max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
 
 
+def eval_label_canvas(cfg):
+  """The static (H, W) the eval labels are padded to: input.eval_label_size ((0, 0) =
+  input.eval_size) where eval images are resized (input.eval_short_side /
+  eval_long_side), input.eval_size where they are not (image and label share it)."""
+  size = tuple(cfg.get("eval_label_size", (0, 0)))
+  resized = bool(cfg.get("eval_short_side", 0) or cfg.get("eval_long_side", 0))
+  return size if any(size) and resized else tuple(cfg.eval_size)
+
+
 def eval_transform(record, size, ignore_index, where="record", short_side=0, long_side=0,
                    canny_thresholds=None, label_size=None):
   """Full image padded to the static `size`; the padding is labelled ignore. With

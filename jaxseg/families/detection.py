@@ -13,19 +13,28 @@ Batches (jaxseg.data.instances with which="things", every shape static):
          classes, "instance_masks" (M, h / s, w / s) at input.instance_mask_stride s,
          "instance_valid" (M,), "instance_iscrowd" (M,): the model learns nothing from
          crowd instances, as torchvision's and Detectron2's COCO training drop them.
-  eval   "image" (eval_size), "image_size", and the ground-truth maps "panoptic", "label",
-         "panoptic_crowd" the COCO AP evaluator reads (every thing segment of the map,
-         however many).
+  eval   "image" (eval_size), "image_size" the resized image's (h, w), "label_size" the
+         stored (H, W), and the ground-truth maps "panoptic", "label", "panoptic_crowd"
+         the COCO AP evaluator reads (every thing segment of the map, however many), at
+         the stored size on the label canvas (input.eval_label_size: COCO 640 x 640).
 
 Training: scale by input.scale_mode (the paper's multi-scale "short_side" 400..1200),
 random crop / pad to the canvas, flip; the model's losses (RPN, box head, mask head),
 each weighted by loss.weights[term].
 
 Inference (`predict`): the detector's top detections per image (boxes in canvas pixels,
-scores, classes, validity) and each one's M x M mask probabilities of its class, pasted
-into the canvas inside its box (jaxseg.models.detection.paste, convention
-eval.mask_paste) -> "instance_masks" (B, D, H, W) bool and the "instance_*" entries
-that jaxseg.panoptic_evaluators.CocoAPEvaluator scores: COCO box and mask AP.
+scores, classes, validity) and each one's M x M mask probabilities of its class; COCO's
+protocol (torchvision's transform.postprocess, Detectron2's detector_postprocess) then
+scales the boxes from the resized image back to the stored one and clips them to it
+(paste.boxes_to_image), and pastes the masks inside them at the stored size
+(jaxseg.models.detection.paste, convention eval.mask_paste), on the static label canvas
+with nothing beyond the stored size -> "instance_masks" (B, D, H, W) bool and the
+"instance_*" entries that jaxseg.panoptic_evaluators.CocoAPEvaluator scores against the
+stored ground truth: COCO box and mask AP. Test-time augmentation (eval.scales,
+factors of the eval resize, and eval.flip; default the one view, scale 1 unflipped):
+Detectron's, jaxseg.models.detection.augment: the box head's candidates of every view
+merged by union before the per-class NMS, each final box's mask probabilities averaged
+over the views; one compiled detector per view canvas.
 
 `jaxseg.load(workdir)` gives a `Detector`: `.instances(images)` resizes each image as
 the eval transform does, pads it to input.eval_size (one compiled program for all
@@ -46,7 +55,7 @@ from jaxseg.data import instances, transforms
 from jaxseg.errors import ConfigError
 from jaxseg.evaluate import normalize
 from jaxseg.families import Base
-from jaxseg.models.detection import detector, losses, paste
+from jaxseg.models.detection import augment, detector, losses, paste
 from jaxseg.panoptic_evaluators import OPTIONS, CocoAPEvaluator
 
 
@@ -60,6 +69,18 @@ def thing_classes(config):
   if len(set(things)) != len(things) or not all(0 <= t < k for t in things):
     raise ConfigError(f"config key dataset.thing_classes must be distinct classes in [0, {k}), got {things}")
   return things
+
+
+def eval_views(config):
+  """The test-time views ((scale, flip), ..) of config eval.scales (factors of the eval
+  resize, as the semantic family's: each view is the eval-resized image x scale on the
+  eval canvas x scale, rounded up to a multiple of 64) and eval.flip (each scale also
+  mirrored); ((1.0, False),) is the plain single-scale inference."""
+  e = config.eval
+  scales = tuple(e.get("scales", (1.0,)))
+  if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+    raise ConfigError(f"config key eval.scales must be positive factors of the eval resize, got {scales}")
+  return tuple((float(s), f) for s in scales for f in ((False, True) if e.get("flip", False) else (False,)))
 
 
 class Family(Base):
@@ -76,6 +97,8 @@ class Family(Base):
       raise ConfigError(f"config key eval.mask_paste must be one of {', '.join(paste.CONVENTIONS)}, "
                         f"got '{self.paste_convention}'")
     self._isthing = None
+    self.views = eval_views(config)
+    self._view_models = {}
 
   # ---------------------------------------------------------------- model
   def build_model(self, train):
@@ -99,9 +122,11 @@ class Family(Base):
     c = self.config.input
     size = tuple(c.crop_size if train else c.eval_size)
     if not train:
+      labels = transforms.eval_label_canvas(c)
       return {"image": np.zeros((*size, 3), np.uint8), "image_size": np.zeros(2, np.int32),
-              "panoptic": np.zeros(size, np.int32), "label": np.full(size, self.config.dataset.ignore_index, np.uint8),
-              "panoptic_crowd": np.zeros(size, np.uint8)}
+              "label_size": np.zeros(2, np.int32), "panoptic": np.zeros(labels, np.int32),
+              "label": np.full(labels, self.config.dataset.ignore_index, np.uint8),
+              "panoptic_crowd": np.zeros(labels, np.uint8)}
     m, s = c.max_instances, c.instance_mask_stride
     return {"image": np.zeros((*size, 3), np.uint8), "image_size": np.array(size, np.int32),
             "instance_boxes": np.zeros((m, 4), np.float32), "instance_classes": np.zeros(m, np.int32),
@@ -138,7 +163,7 @@ class Family(Base):
   def eval_transform(self, record, where="record"):
     out = instances.eval_targets(record, self.config, self.isthing(), which="things", panoptic=True, where=where,
                                  image_size=True)
-    return {k: out[k] for k in ("image", "image_size", "panoptic", "label", "panoptic_crowd")}
+    return {k: out[k] for k in ("image", "image_size", "label_size", "panoptic", "label", "panoptic_crowd")}
 
   # ---------------------------------------------------------------- loss and inference
   def loss(self, outputs, batch, rng):
@@ -155,19 +180,45 @@ class Family(Base):
   def detect(self, model, variables, batch):
     """The detector's detections on the canvas: {"boxes" (B, D, 4) canvas pixels,
     "scores" (B, D), "classes" (B, D) detector classes, "valid" (B, D),
-    "masks" (B, D, M, M) probabilities of each detection's class} (jittable)."""
-    return self.apply(model, variables, batch, train=False)
+    "masks" (B, D, M, M) probabilities of each detection's class} (jittable). With
+    eval.scales / eval.flip beyond the one view (1.0, no flip): merged over the views
+    (jaxseg.models.detection.augment: Detectron's test-time augmentation)."""
+    if self.views == ((1.0, False),):
+      return self.apply(model, variables, batch, train=False)
+    canvases = [augment.view_canvas(self.config.input.eval_size, scale) for scale, _ in self.views]
+    models = [self.view_model(canvas) for canvas in canvases]
+
+    def run(i, images, image_sizes, **kwargs):
+      return models[i].apply(variables, normalize(images, self.config), None, image_sizes, train=False, **kwargs)
+
+    return augment.detect(run, self.views, canvases, batch["image"], batch["image_size"], model.nms_threshold,
+                          model.detections, model.detections_pre_nms)
+
+  def view_model(self, canvas):
+    """The detector on a test-time view's canvas (the same parameters)."""
+    if canvas not in self._view_models:
+      self._view_models[canvas] = detector.build_detector(self.config, len(self.things), canvas)
+    return self._view_models[canvas]
 
   def predict(self, model, variables, batch):
-    """The "instance_*" outputs CocoAPEvaluator scores: masks pasted on the canvas."""
+    """The "instance_*" outputs CocoAPEvaluator scores, at each image's stored size
+    ("label_size"): boxes scaled back from the resized image ("image_size") and clipped
+    to the stored size, masks pasted inside them on the label canvas, nothing beyond
+    the stored size; without "label_size" in the batch, on the image canvas."""
     out = self.detect(model, variables, batch)
-    size = batch["image"].shape[1:3]
     b, d = out["scores"].shape
+    valid = out["valid"][:, :, None, None]
+    if "label_size" in batch:
+      size, stored = transforms.eval_label_canvas(self.config.input), batch["label_size"]
+      boxes = paste.boxes_to_image(out["boxes"], jnp.maximum(batch["image_size"], 1), stored)  # filler entries: 0
+      valid &= ((jnp.arange(size[0])[None, :, None] < stored[:, 0, None, None]) &
+                (jnp.arange(size[1])[None, None, :] < stored[:, 1, None, None]))[:, None]
+    else:
+      size, boxes = batch["image"].shape[1:3], out["boxes"]
     masks = paste.paste_masks(out["masks"].reshape(b * d, *out["masks"].shape[2:]),
-                              out["boxes"].reshape(b * d, 4), size, self.paste_convention).reshape(b, d, *size)
-    masks = masks & out["valid"][:, :, None, None]
-    return {"instance_masks": masks, "instance_classes": jnp.asarray(self.things, jnp.int32)[out["classes"]],
-            "instance_scores": out["scores"], "instance_boxes": out["boxes"], "instance_valid": out["valid"]}
+                              boxes.reshape(b * d, 4), size, self.paste_convention).reshape(b, d, *size)
+    return {"instance_masks": masks & valid, "instance_classes": jnp.asarray(self.things, jnp.int32)[out["classes"]],
+            "instance_scores": out["scores"], "instance_boxes": boxes, "instance_valid": out["valid"]}
 
   # ---------------------------------------------------------------- evaluation
   def categories(self):

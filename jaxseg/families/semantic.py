@@ -84,9 +84,7 @@ class Family(Base):
 
   def label_canvas(self):
     """The static (H, W) of the eval labels: input.eval_label_size, (0, 0) = eval_size."""
-    i = self.config.input
-    size = tuple(i.get("eval_label_size", (0, 0)))
-    return size if any(size) and self.resizes_eval_images() else tuple(i.eval_size)
+    return transforms.eval_label_canvas(self.config.input)
 
   def example(self, train):
     c = self.config

@@ -32,18 +32,25 @@ rest filled with the mean colour (0 once normalised: the authors' padding). The 
 has no key-padding mask (nor has the authors'): its attention also reads the padding,
 which the authors keep below 32 px (their size divisibility) where a canvas holding both
 orientations of ADE20K's resized images (2048 x 2048) is mostly padding; scores there
-can differ from the authors' per-image padding. The predictions are cut to the image
-("image_size") before they are scored, as the authors crop: the padding is void in the
-panoptic map and counts in no query's area, and the instance masks, their scores and
-boxes leave it out (the semantic ground truth ignores it already). The predictor pads
-each batch to a multiple of 32, as they do.
+can differ from the authors' per-image padding. The predictions are scored at each
+image's stored size, as the authors' (detectron2's) evaluation does: the mask logits,
+resized bilinearly to the canvas, are cut to the image ("image_size") and resized
+bilinearly (align_corners=False) to the stored size ("label_size") before every task's
+inference (the authors' oneformer_model.py: F.interpolate to the padded batch, then
+sem_seg_postprocess before the semantic, panoptic and instance inference, which
+SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or PANOPTIC_ON or INSTANCE_ON selects), on the
+static label canvas (input.eval_label_size) with nothing beyond the stored size: void in
+the panoptic map and in no query's area, outside the instance masks, their scores and
+boxes, ignored by the semantic ground truth. The predictor pads each batch to a multiple
+of 32, as they do.
 
 Batches (training): "image" uint8 (B, h, w, 3), "task_ids" (B, 77), "text_ids" (B, T,
 77), and the sampled task's ground truth "instance_classes" (B, M) int32,
 "instance_masks" (B, M, h / s, w / s) uint8 (s = input.instance_mask_stride),
 "instance_valid" (B, M) bool. Evaluation: "image", "image_size" (B, 2) the rows and
-columns the image covers, and the panoptic ground truth of
-jaxseg.data.instances.eval_targets ("label", "panoptic", "panoptic_crowd").
+columns the image covers, "label_size" (B, 2) its stored size, and the panoptic ground
+truth of jaxseg.data.instances.eval_targets ("label", "panoptic", "panoptic_crowd") at
+the stored size on the label canvas.
 """
 from __future__ import annotations
 
@@ -54,9 +61,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import sharding
-from jaxseg.data import instances
+from jaxseg.data import instances, transforms
 from jaxseg.errors import ConfigError
-from jaxseg.evaluate import ConfusionMatrix, normalize
+from jaxseg.evaluate import ConfusionMatrix, normalize, resized_back
 from jaxseg.families import Base
 from jaxseg.metrics import format_table
 from jaxseg.models.heads.oneformer import losses, postprocess
@@ -69,7 +76,7 @@ TASK_DRAW = (0.33, 0.66)  # the authors' INPUT.TASK_PROB: u < 0.33 semantic, < 0
 PAD_TEXT = {"semantic": "a semantic photo", "instance": "an instance photo", "panoptic": "a panoptic photo"}
 EVALUATOR_TASK = {"panoptic_quality": "panoptic", "coco_ap": "instance", "confusion": "semantic"}
 SIZE_DIVISIBILITY = 32  # the authors' predictor pads images to a multiple of the backbone's stride
-EVAL_KEYS = ("image", "label", "panoptic", "panoptic_crowd")  # and "image_size"
+EVAL_KEYS = ("image", "label", "panoptic", "panoptic_crowd")  # and "image_size", "label_size"
 
 
 def head_keys(config):
@@ -159,7 +166,8 @@ class Family(Base):
     c = self.config
     if not train:
       blank = instances.blank(c, train=False, panoptic=True)
-      return {"image_size": np.zeros(2, np.int32), **{k: blank[k] for k in EVAL_KEYS}}
+      return {"image_size": np.zeros(2, np.int32), "label_size": np.zeros(2, np.int32),
+              **{k: blank[k] for k in EVAL_KEYS}}
     blank = instances.blank(c, train=True)
     return {"task_ids": np.zeros(77, np.int32), "text_ids": np.zeros((self.text_count(), 77), np.int32),
             **{k: blank[k] for k in ("image", "instance_classes", "instance_masks", "instance_valid")}}
@@ -208,7 +216,8 @@ class Family(Base):
     image = t["image"].copy()  # the canvas beyond the image: the mean colour, not black
     mean = np.round(np.asarray(self.config.dataset.mean)).astype(np.uint8)
     image[h:], image[:, w:] = mean, mean
-    return {"image": image, "image_size": t["image_size"], **{k: t[k] for k in EVAL_KEYS[1:]}}
+    return {"image": image, "image_size": t["image_size"], "label_size": t["label_size"],
+            **{k: t[k] for k in EVAL_KEYS[1:]}}
 
   # -- loss
   def loss_weights(self):
@@ -264,18 +273,24 @@ class Family(Base):
 
   def predict(self, model, variables, batch):
     """The predictions of every task an evaluator of config.evals scores, each with its
-    own task token, on the image canvas (see postprocess)."""
+    own task token (see postprocess): at each image's stored size on the label canvas
+    where eval images are resized (the module docstring), else on the image canvas
+    (the stored size is the image's), cut to "image_size" where the batch has it."""
     images = normalize(batch["image"], self.config)
-    h, w = images.shape[1:3]
-    inside = None
-    if "image_size" in batch:  # the image's pixels of the canvas: the predictions are cut to them
-      size = batch["image_size"]
-      inside = (jnp.arange(h)[None, :, None] < size[:, 0, None, None]) & \
-               (jnp.arange(w)[None, None, :] < size[:, 1, None, None])
+    canvas = images.shape[1:3]
+    size, valid, to_size = canvas, batch.get("image_size"), lambda m: m
+    i = self.config.input
+    if "label_size" in batch and (i.eval_short_side or i.eval_long_side):
+      size, valid = transforms.eval_label_canvas(i), batch["label_size"]
+      to_size = lambda m: resized_back(resize(m.astype(jnp.float32), canvas), batch["image_size"], valid, size,
+                                       reduce=lambda x: x)  # sem_seg_postprocess on the static label canvas
+    inside = None if valid is None else ((jnp.arange(size[0])[None, :, None] < valid[:, 0, None, None]) &
+                                         (jnp.arange(size[1])[None, None, :] < valid[:, 1, None, None]))
     tasks = self.tasks()
     out = {}
     for task, raw in zip(tasks, self.query_outputs(model, variables, images, tasks)):
-      out.update(self.postprocess(task, raw, (h, w), inside))
+      raw = {"class_logits": raw["class_logits"], "mask_logits": to_size(raw["mask_logits"])}
+      out.update(self.postprocess(task, raw, size, inside))
     return out
 
   def categories(self):

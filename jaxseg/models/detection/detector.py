@@ -6,8 +6,10 @@ The "Mask R-CNN" setting is the same components with
   model.neck = neck("fpn", bottom_up=False)
   model.head = head("panet", adaptive_pooling=False, fc_fusion=False)
 (torchvision's maskrcnn_resnet50_fpn when the backbone is ResNet-50 with the 7x7 stem and
-frozen BN: train.frozen_bn). A component's keys are its module's fields, with their
-defaults: the PANet module's options, and the smooth-L1 betas of its losses.
+frozen BN: train.frozen_bn; its maskrcnn_resnet50_fpn_v2 with neck norm "bn" and head
+rpn_conv_depth=2, box_head_layers="4conv1fc", head_norm="bn": presets.mask_rcnn_v2).
+A component's keys are its module's fields, with their defaults: the PANet module's
+options, and the smooth-L1 betas of its losses.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from jaxseg.models.detection.panet import PANet
 from jaxseg.models.necks.fpn import FPN
 
 # PANet fields the family fills itself, not config keys
-_DERIVED = ("backbone", "neck", "num_classes", "image_size", "dtype", "parent", "name")
+_DERIVED = ("backbone", "neck", "num_classes", "image_size", "dtype", "bn_momentum", "parent", "name")
 
 
 def _defaults(module, derived=()):
@@ -70,7 +72,7 @@ def build_detector(config, num_classes, canvas):
   neck = FPN(**neck_keys, bn_momentum=m.bn_momentum, dtype=dtype)
   head_keys = {k: _value(m.head.get(k, v)) for k, v in PANetHead.CONFIG.items() if k not in LOSS_KEYS}
   return PANet(backbone=backbone, neck=neck, num_classes=num_classes, image_size=tuple(canvas), dtype=dtype,
-               **head_keys)
+               bn_momentum=m.bn_momentum, **head_keys)
 
 
 def loss_options(config):

@@ -14,7 +14,8 @@ PANet (Sec. 3.2 and 3.4, the authors' mask_rcnn_fcn_head_v1up4convs_gn_adp_ff):
     fg = ReLU(mask_fc(flatten(f)))  (FC -> 28 x 28 = 784, a class-agnostic foreground)
     logits_k = logits_k + fg  for every class k   (Fig. 4: "fused by addition")
   The ReLU after mask_fc is the authors' code's. `norm="gn"` puts GroupNorm (32 groups)
-  after every conv of the head, as their GN configuration (convs then have no bias).
+  after every conv of the head, as their GN configuration (convs then have no bias);
+  `norm="bn"` BatchNorm there, as torchvision's v2 MaskRCNNHeads (mask_fcn1..4).
 
 Initialisation: convs and the deconv Kaiming-normal(fan_out) (torchvision; Detectron's
 MSRAFill), mask_fc N(0, 0.01) (the authors'), zero biases. The deconv kernel is flax's
@@ -34,6 +35,24 @@ from jaxseg.models.necks.fpn import ConvNorm
 MSRA = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+class Deconv2x2(nn.Module):
+  """ConvTranspose 2x2, stride 2, as one matmul: the 2x2 output cells of input pixel (i, j)
+  are out[2i + a, 2j + b] = x[i, j] @ kernel[a, b]^T + bias, no two pixels overlapping.
+  The parameters are flax's nn.ConvTranspose(transpose_kernel=True) ones, kernel (2, 2, out,
+  in); XLA:CPU lowers that convolution's kernel gradient as a 14 x 14-window convolution,
+  the slowest operation of the detector's training step (14% of it at the `:tiny` scale)."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", MSRA, (2, 2, self.features, x.shape[-1]), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    r, h, w, _ = x.shape
+    y = jnp.einsum("rhwc,aboc->rhawbo", x.astype(self.dtype), kernel.astype(self.dtype))
+    return y.reshape(r, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+
+
 class MaskHead(nn.Module):
   """(R, 14, 14, C) from one level, or (L, R, 14, 14, C) from every level (adaptive)
   -> mask logits (R, 28, 28, K + 1) float32."""
@@ -42,24 +61,23 @@ class MaskHead(nn.Module):
   adaptive: bool = True
   fusion: str = "max"
   fc_fusion: bool = True
-  norm: str = "none"
+  norm: str = "none"  # "none" | "gn" | "bn"
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, pooled, train: bool):
     c = self.channels
-    conv = lambda features, name: ConvNorm(features, 3, norm=self.norm, relu=True, dtype=self.dtype,
-                                           kernel_init=MSRA, name=name)
+    kw = dict(norm=self.norm, bn_momentum=self.bn_momentum, dtype=self.dtype, kernel_init=MSRA)
+    conv = lambda features, name: ConvNorm(features, 3, relu=True, name=name, **kw)
     if self.adaptive:
-      x = FusedConv(c, fusion=self.fusion, norm=self.norm, dtype=self.dtype, kernel_init=MSRA,
-                    name="mask_fcn1")(pooled, train)
+      x = FusedConv(c, fusion=self.fusion, name="mask_fcn1", **kw)(pooled, train)
     else:
       x = conv(c, "mask_fcn1")(pooled, train)
     x = conv(c, "mask_fcn2")(x, train)
     x = conv(c, "mask_fcn3")(x, train)
     y = conv(c, "mask_fcn4")(x, train)
-    y = nn.relu(nn.ConvTranspose(c, (2, 2), strides=(2, 2), padding="VALID", transpose_kernel=True,
-                                 kernel_init=MSRA, dtype=self.dtype, name="conv5_mask")(y))
+    y = nn.relu(Deconv2x2(c, dtype=self.dtype, name="conv5_mask")(y))
     logits = nn.Conv(self.num_classes + 1, (1, 1), kernel_init=MSRA, dtype=self.dtype,
                      name="mask_fcn_logits")(y).astype(jnp.float32)
     if not self.fc_fusion:

@@ -22,7 +22,9 @@ The Mask R-CNN setting (torchvision's maskrcnn_resnet50_fpn) is the same module 
 and its parameter tree follows torchvision's names: backbone, neck, rpn (conv, cls_logits,
 bbox_pred), box_head (fc6, fc7, cls_score, bbox_pred), mask_head (mask_fcn1..4, conv5_mask,
 mask_fcn_logits), so a checkpoint maps 1:1 (kernels transposed; fc6 permuted from
-(C, 7, 7) to (7, 7, C) flattening).
+(C, 7, 7) to (7, 7, C) flattening). torchvision's maskrcnn_resnet50_fpn_v2 is that setting
+with FPN(norm="bn"), rpn_conv_depth=2 (rpn/conv2), box_head_layers="4conv1fc" (box_head
+conv1..4, fc6) and head_norm="bn": BatchNorm in the FPN and the heads' convs.
 
 Interface
 ---------
@@ -52,7 +54,12 @@ Interface
   train=False returns
     "boxes" (B, D, 4) xyxy canvas pixels, "classes" (B, D) int32 in [0, K), "scores" (B, D),
     "valid" (B, D), "masks" (B, D, 28, 28) probabilities of each box's class (to be pasted
-    into the box), "proposals", "proposal_valid"; D = `detections` (100), best first.
+    into the box), "proposals", "proposal_valid"; D = `detections` (100), best first;
+    with_candidates=True also "candidates" {"boxes" (B, P, K, 4), "scores" (B, P, K),
+    "valid" (B, P, K)}: every (proposal, class) pair before the NMS
+  boxes=(B, D, 4), classes=(B, D) (inference): the mask head alone on these boxes (canvas
+    pixels) -> {"masks" (B, D, 28, 28) probabilities of each box's class}. Both serve
+    the test-time augmentation (jaxseg.models.detection.augment).
 
 Every shape is fixed by the options, so one compiled step serves every batch.
 """
@@ -92,37 +99,46 @@ def mask_grid_shift(stride, aligned):
   return stride // 2 if not aligned else stride // 2 + 0.5 - stride / 2
 
 
-def postprocess(logits, deltas, proposals, proposal_valid, image_sizes, score_threshold=0.05,
-                nms_threshold=0.5, detections=100, pre_nms=1000):
-  """Box-head outputs -> detections (torchvision's RoIHeads.postprocess_detections, static):
-  logits (B, P, K + 1), deltas (B, P, K + 1, 4), proposals (B, P, 4) + validity, image_sizes
-  (B, 2) -> boxes (B, D, 4), classes (B, D) in [0, K), scores (B, D), valid (B, D), best first.
-
-  Every (proposal, class) pair is a candidate: its box decode(deltas_k, proposal) with the
-  weights (10, 10, 5, 5), clipped to the image, its score the softmax probability of k; a
-  candidate counts if score > score_threshold and both sides >= 0.01. NMS runs per class
-  (IoU > nms_threshold suppresses) and keeps the best `detections`. Only the `pre_nms` best
-  candidates enter the NMS, which changes nothing unless more than pre_nms - detections of
-  them are suppressed (NMS visits by score, so lower candidates never affect higher ones).
-  """
-  b, p, k1 = logits.shape
-  k = k1 - 1
+def candidates(logits, deltas, proposals, proposal_valid, image_sizes, score_threshold=0.05):
+  """Box-head outputs -> every (proposal, class) candidate: logits (B, P, K + 1), deltas
+  (B, P, K + 1, 4), proposals (B, P, 4) + validity, image_sizes (B, 2) -> boxes
+  (B, P, K, 4) decode(deltas_k, proposal) with the weights (10, 10, 5, 5), clipped to the
+  image; scores (B, P, K) the softmax probability of k; valid (B, P, K): score >
+  score_threshold and both sides >= 0.01 (torchvision's RoIHeads.postprocess_detections)."""
   scores = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]  # drop the background
   safe = jnp.where(proposal_valid[..., None], proposals, target_ops.UNIT_BOX)
   boxes = box_ops.decode(deltas[:, :, 1:], safe[:, :, None], box_ops.BOX_HEAD_WEIGHTS)
   boxes = box_ops.clip(boxes, image_sizes[:, 0, None, None], image_sizes[:, 1, None, None])
+  valid = proposal_valid[..., None] & (scores > score_threshold) & box_ops.large_enough(boxes, 1e-2)
+  return boxes, scores, valid
 
-  def per_image(boxes, scores, proposal_valid):
-    boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)  # proposal-major, as torchvision
+
+def select(boxes, scores, valid, nms_threshold=0.5, detections=100, pre_nms=1000):
+  """Candidates (B, P, K, 4), (B, P, K), (B, P, K) -> detections: boxes (B, D, 4), classes
+  (B, D) in [0, K), scores (B, D), valid (B, D), best first. NMS runs per class (IoU >
+  nms_threshold suppresses) and keeps the best `detections`. Only the `pre_nms` best
+  candidates enter the NMS, which changes nothing unless more than pre_nms - detections of
+  them are suppressed (NMS visits by score, so lower candidates never affect higher ones)."""
+  p, k = scores.shape[1:]
+
+  def per_image(boxes, scores, valid):
+    boxes, scores, valid = boxes.reshape(-1, 4), scores.reshape(-1), valid.reshape(-1)  # proposal-major
     classes = jnp.tile(jnp.arange(k, dtype=jnp.int32), p)
-    valid = jnp.repeat(proposal_valid, k) & (scores > score_threshold) & box_ops.large_enough(boxes, 1e-2)
     _, top = jax.lax.top_k(jnp.where(valid, scores, -1.0), min(pre_nms, scores.shape[0]))
     keep, kept = batched_nms(boxes[top], scores[top], classes[top], valid[top], nms_threshold, detections)
     pick = top[keep]
     return (jnp.where(kept[:, None], boxes[pick], 0.0), jnp.where(kept, classes[pick], 0),
             jnp.where(kept, scores[pick], 0.0), kept)
 
-  return jax.vmap(per_image)(boxes, scores, proposal_valid)
+  return jax.vmap(per_image)(boxes, scores, valid)
+
+
+def postprocess(logits, deltas, proposals, proposal_valid, image_sizes, score_threshold=0.05,
+                nms_threshold=0.5, detections=100, pre_nms=1000):
+  """Box-head outputs -> detections (torchvision's RoIHeads.postprocess_detections, static):
+  `candidates`, then `select` (shapes there)."""
+  return select(*candidates(logits, deltas, proposals, proposal_valid, image_sizes, score_threshold),
+                nms_threshold, detections, pre_nms)
 
 
 class PANet(nn.Module):
@@ -133,10 +149,14 @@ class PANet(nn.Module):
   adaptive_pooling: bool = True
   fusion: str = "max"  # adaptive pooling's fusion: "max" | "sum"
   fc_fusion: bool = True
-  head_norm: str = "none"  # "none" | "gn": GroupNorm in the box head's FCs and the mask head's convs
+  head_norm: str = "none"  # "none" | "gn" | "bn": the box head's FCs (2fc) or convs (4conv1fc), the mask head's convs
+  box_head_layers: str = "2fc"  # "2fc" | "4conv1fc" (torchvision's v2 FastRCNNConvFCHead), box_head.py
+  box_conv_channels: int = 256  # the 4conv1fc head's convs
   representation: int = 1024
   mask_channels: int = 256
+  bn_momentum: float = 0.9  # of head_norm "bn" (the family passes model.bn_momentum)
   # RPN (torchvision's defaults)
+  rpn_conv_depth: int = 1  # conv3x3 + ReLU layers before the predictors (torchvision's v2: 2)
   anchor_sizes: Sequence[int] = anchor_ops.SIZES
   aspect_ratios: Sequence[float] = anchor_ops.ASPECT_RATIOS
   rpn_pre_nms_top_n_train: int = 2000
@@ -169,8 +189,8 @@ class PANet(nn.Module):
       raise ValueError(f"mask_rois {self.mask_rois} exceeds roi_batch_size {self.roi_batch_size}")
     if self.fusion not in ("max", "sum"):
       raise ValueError(f"fusion must be 'max' or 'sum', got '{self.fusion}'")
-    if self.head_norm not in ("none", "gn"):
-      raise ValueError(f"head_norm must be 'none' or 'gn', got '{self.head_norm}'")
+    if self.head_norm not in ("none", "gn", "bn"):
+      raise ValueError(f"head_norm must be 'none', 'gn' or 'bn', got '{self.head_norm}'")
 
   def pool(self, pyramid, boxes, image_index, size):
     """(R, 4) RoIs -> (R, s, s, C) from one level each, or (L, R, s, s, C) from all levels."""
@@ -182,7 +202,8 @@ class PANet(nn.Module):
                                 self.aligned)
 
   @nn.compact
-  def __call__(self, images, targets=None, image_sizes=None, train: bool = False):
+  def __call__(self, images, targets=None, image_sizes=None, train: bool = False, boxes=None, classes=None,
+               with_candidates: bool = False):
     self.setup_check()
     b, h, w = images.shape[:3]
     if (h, w) != tuple(self.image_size):
@@ -196,11 +217,15 @@ class PANet(nn.Module):
     prefix = "n" if getattr(self.neck, "bottom_up", False) else "p"
     rpn_levels = [features[f"{prefix}{level}"] for level in RPN_LEVELS]
     roi_levels = rpn_levels[:len(ROI_LEVELS)]
+    mask_head = MaskHead(self.num_classes, self.mask_channels, self.adaptive_pooling, self.fusion,
+                         self.fc_fusion, self.head_norm, self.bn_momentum, self.dtype, name="mask_head")
+    if boxes is not None:  # the mask head alone, on given boxes of this canvas (test-time augmentation)
+      return {"masks": self.mask_probabilities(roi_levels, boxes, classes, mask_head)}
 
     # RPN: objectness and deltas per anchor, proposals per image
     strides = [2 ** level for level in RPN_LEVELS]
     anchors = anchor_ops.pyramid_anchors((h, w), strides, self.anchor_sizes, self.aspect_ratios)
-    objectness, deltas = RPNHead(len(self.aspect_ratios), self.dtype, name="rpn")(rpn_levels)
+    objectness, deltas = RPNHead(len(self.aspect_ratios), self.rpn_conv_depth, self.dtype, name="rpn")(rpn_levels)
     for level, (o, a) in enumerate(zip(objectness, anchors)):
       if o.shape[1] != a.shape[0]:
         raise ValueError(f"level P{RPN_LEVELS[level]}: {o.shape[1]} RPN outputs but {a.shape[0]} anchors")
@@ -210,14 +235,14 @@ class PANet(nn.Module):
         lambda o, d, size: propose(o, d, anchors, (size[0], size[1]), pre, post, self.rpn_nms_threshold)
     )(objectness, deltas, image_sizes)
     box_head = BoxHead(self.num_classes, self.representation, self.adaptive_pooling, self.fusion,
-                       self.head_norm, self.dtype, name="box_head")
-    mask_head = MaskHead(self.num_classes, self.mask_channels, self.adaptive_pooling, self.fusion,
-                         self.fc_fusion, self.head_norm, self.dtype, name="mask_head")
+                       self.head_norm, self.box_head_layers, self.box_conv_channels, self.bn_momentum,
+                       self.dtype, name="box_head")
     out = {"proposals": proposals, "proposal_valid": proposal_valid}
     if train:
       return {**out, **self.training_outputs(roi_levels, objectness, deltas, anchors, proposals,
                                              proposal_valid, targets, box_head, mask_head)}
-    return {**out, **self.detect(roi_levels, proposals, proposal_valid, image_sizes, box_head, mask_head)}
+    return {**out, **self.detect(roi_levels, proposals, proposal_valid, image_sizes, box_head, mask_head,
+                                 with_candidates)}
 
   def training_outputs(self, pyramid, objectness, deltas, anchors, proposals, proposal_valid, targets,
                        box_head, mask_head):
@@ -254,7 +279,7 @@ class PANet(nn.Module):
         jax.random.split(roi_key, b), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
     r = self.roi_batch_size
     image_index = jnp.repeat(jnp.arange(b), r)
-    logits, box_deltas = box_head(self.pool(pyramid, rois["boxes"].reshape(-1, 4), image_index, self.box_pool))
+    logits, box_deltas = box_head(self.pool(pyramid, rois["boxes"].reshape(-1, 4), image_index, self.box_pool), True)
     box_out = {"class_logits": logits.reshape(b, r, -1), "deltas": box_deltas.reshape(b, r, -1, 4),
                "labels": rois["labels"], "target_deltas": rois["deltas"], "valid": rois["valid"]}
 
@@ -273,18 +298,27 @@ class PANet(nn.Module):
                 "valid": rois["foreground"][:, :rm]}
     return {"rpn": rpn_out, "box": box_out, "mask": mask_out}
 
-  def detect(self, pyramid, proposals, proposal_valid, image_sizes, box_head, mask_head):
+  def detect(self, pyramid, proposals, proposal_valid, image_sizes, box_head, mask_head, with_candidates=False):
     b, p = proposals.shape[:2]
     logits, deltas = box_head(self.pool(pyramid, proposals.reshape(-1, 4), jnp.repeat(jnp.arange(b), p),
-                                        self.box_pool))
-    det_boxes, det_classes, det_scores, det_valid = postprocess(
-        logits.reshape(b, p, -1), deltas.reshape(b, p, -1, 4), proposals, proposal_valid, image_sizes,
-        self.score_threshold, self.nms_threshold, self.detections, self.detections_pre_nms)
-    d = self.detections
-    mask_logits = mask_head(self.pool(pyramid, det_boxes.reshape(-1, 4), jnp.repeat(jnp.arange(b), d),
+                                        self.box_pool), False)
+    found = candidates(logits.reshape(b, p, -1), deltas.reshape(b, p, -1, 4), proposals, proposal_valid,
+                       image_sizes, self.score_threshold)
+    det_boxes, det_classes, det_scores, det_valid = select(*found, self.nms_threshold, self.detections,
+                                                           self.detections_pre_nms)
+    masks = self.mask_probabilities(pyramid, det_boxes, det_classes, mask_head)
+    out = {"boxes": det_boxes, "classes": det_classes, "scores": det_scores, "valid": det_valid,
+           "masks": jnp.where(det_valid[..., None, None], masks, 0.0)}
+    if with_candidates:  # every (proposal, class) box and score before the NMS (test-time augmentation)
+      out["candidates"] = dict(zip(("boxes", "scores", "valid"), found))
+    return out
+
+  def mask_probabilities(self, pyramid, boxes, classes, mask_head):
+    """boxes (B, D, 4) canvas pixels, classes (B, D) -> (B, D, 28, 28) mask probabilities of
+    each box's class."""
+    b, d = classes.shape
+    mask_logits = mask_head(self.pool(pyramid, boxes.reshape(-1, 4), jnp.repeat(jnp.arange(b), d),
                                       self.mask_pool), False)
-    mask_logits = jnp.take_along_axis(mask_logits, (det_classes.reshape(-1, 1, 1, 1) + 1), axis=-1)[..., 0]
+    mask_logits = jnp.take_along_axis(mask_logits, (classes.reshape(-1, 1, 1, 1) + 1), axis=-1)[..., 0]
     s = 2 * self.mask_pool
-    masks = jnp.where(det_valid[..., None, None], jax.nn.sigmoid(mask_logits).reshape(b, d, s, s), 0.0)
-    return {"boxes": det_boxes, "classes": det_classes, "scores": det_scores, "valid": det_valid,
-            "masks": masks}
+    return jax.nn.sigmoid(mask_logits).reshape(b, d, s, s)

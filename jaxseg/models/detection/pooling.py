@@ -70,17 +70,18 @@ class FusedFC(nn.Module):
 
 
 class FusedConv(nn.Module):
-  """Mask branch: per-level conv3x3 (+ norm) + ReLU, fused over the levels.
+  """Mask branch (and the conv box head): per-level conv3x3 (+ norm) + ReLU, fused over the levels.
   (L, R, ph, pw, C) -> (R, ph, pw, features)."""
   features: int = 256
   fusion: str = "max"
   norm: str = "none"
   dtype: Any = jnp.float32
   kernel_init: Any = None  # None: ConvNorm's default
+  bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, pooled, train: bool):
-    outs = [ConvNorm(self.features, 3, norm=self.norm, relu=True, dtype=self.dtype,
+    outs = [ConvNorm(self.features, 3, norm=self.norm, relu=True, bn_momentum=self.bn_momentum, dtype=self.dtype,
                      kernel_init=self.kernel_init, name=f"conv1_level{i}")(pooled[i], train)
             for i in range(pooled.shape[0])]
     return fuse(jnp.stack(outs), self.fusion)

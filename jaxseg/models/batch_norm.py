@@ -86,7 +86,8 @@ class BatchNorm(nn.BatchNorm):
 
   @nn.compact
   def __call__(self, x, use_running_average=None, *, mask=None):
-    if (nn.merge_param("use_running_average", self.use_running_average, use_running_average) or mask is not None or self.axis_name is not None or self.axis not in (-1, x.ndim - 1)
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if (use_running_average or mask is not None or self.axis_name is not None or self.axis not in (-1, x.ndim - 1)
         or not (self.use_scale and self.use_bias) or not self.use_fast_variance
         or not self.force_float32_reductions or batch_norm_lowering() != "fused"):
       return super().__call__(x, use_running_average, mask=mask)

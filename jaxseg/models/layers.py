@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models import atrous_conv
-from jaxseg.models.batch_norm import BatchNorm
 
 
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, name=None):
@@ -39,8 +38,8 @@ class ConvBN(nn.Module):
     if not train and self.has_variable("params", "bias"):  # the BN folded into the conv (models/fold_bn.py)
       x = x + self.get_variable("params", "bias").astype(x.dtype)
     else:
-      x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                    dtype=self.dtype, name="bn")(x)  # flax's, its training gradient fused on CPU
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                       dtype=self.dtype, name="bn")(x)
     return nn.relu(x) if self.relu else x
 
 

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
 from jaxseg.models.atrous_conv import DepthwiseConv
-from jaxseg.models.batch_norm import BatchNorm
 from jaxseg.models.layers import ConvBN
 
 # model.backbone.name -> STDC modules in stages 3, 4, 5
@@ -54,8 +53,8 @@ class STDCModule(nn.Module):
       # The stride-2 module downsamples block 1's output by a depthwise 3x3 conv + BN
       # (for the next block) and by a 3x3 average pool (for the concatenation).
       y = DepthwiseConv(3, 2, self.dtype, name="downsample_conv")(first)
-      y = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                    dtype=self.dtype, name="downsample_bn")(y)
+      y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                       dtype=self.dtype, name="downsample_bn")(y)
       skip = nn.avg_pool(first, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # zeros count, as PyTorch
     outs = [skip]
     for i, width in enumerate(widths[1:], start=2):

@@ -6,12 +6,11 @@
 Rows: DeepLabv3-R50 OS8 inference at 513x513 batch 1 (normalise, forward, resize,
 argmax), its training step at 321x321 batch 2 (SGD, auxiliary FCN loss), and STDC1
 inference at 512x1024 batch 1; float32. "before" is jaxseg with XLA's convolutions
-throughout, XLA's resize and flax's BatchNorm, unfolded (BEFORE below: none of
+throughout, XLA's resize, BatchNorm unfolded (BEFORE below: none of
 jaxseg's CPU work); "after" is jaxseg's default (jaxseg/models/atrous_conv.py: dilated,
 3x3, 1x1 and depthwise convolutions and their gradients lowered for CPU;
 jaxseg/models/fold_bn.py: BatchNorm folded for inference; jaxseg/models/layers.py: the
-bilinear resize as two taps per axis; jaxseg/models/batch_norm.py: the training
-BatchNorm's gradient in two passes). Each side runs in
+bilinear resize as two taps per axis). Each side runs in
 its own process, one after another, PyTorch first (the cases and both sides' code are
 benchmarks/gpu_suite.py's, whose PyTorch DeepLabv3 is built layer for layer from the
 same config). On a CPU shared with other jobs the load changes between the sides: the
@@ -30,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import gpu_suite  # noqa: E402
 
 BEFORE = {"JAXSEG_DILATED_CONV": "xla", "JAXSEG_POINTWISE_CONV": "xla", "JAXSEG_FOLD_BN": "0",
-          "JAXSEG_DEPTHWISE_CONV": "xla", "JAXSEG_RESIZE": "xla", "JAXSEG_BATCH_NORM": "flax"}
+          "JAXSEG_DEPTHWISE_CONV": "xla", "JAXSEG_RESIZE": "xla"}
 SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", BEFORE), ("jaxseg after", "jax", {})]
 
 

@@ -76,24 +76,25 @@ def lowering(dilation, stride, backend=None, channels=None):
   return "taps" if dilation >= TAPS_FORWARD_FROM_RATE else "mixed"
 
 
-def pointwise_lowering(backend=None):
-  """'matmul' or 'xla' for a 1x1 convolution on `backend`."""
-  forced = os.environ.get("JAXSEG_POINTWISE_CONV", "auto")
-  if forced not in ("auto", "xla", "matmul"):
-    raise ValueError(f"JAXSEG_POINTWISE_CONV must be auto, xla or matmul, got '{forced}'")
+def cpu_lowering(env, cpu_form, backend=None):
+  """`cpu_form` on CPU, 'xla' elsewhere; the environment variable `env` (auto | xla |
+  `cpu_form`) forces one."""
+  forced = os.environ.get(env, "auto")
+  if forced not in ("auto", "xla", cpu_form):
+    raise ValueError(f"{env} must be auto, xla or {cpu_form}, got '{forced}'")
   if forced != "auto":
     return forced
-  return "matmul" if (backend or jax.default_backend()) == "cpu" else "xla"
+  return cpu_form if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def pointwise_lowering(backend=None):
+  """'matmul' or 'xla' for a 1x1 convolution on `backend`."""
+  return cpu_lowering("JAXSEG_POINTWISE_CONV", "matmul", backend)
 
 
 def depthwise_lowering(backend=None):
   """'taps' or 'xla' for a depthwise convolution on `backend`."""
-  forced = os.environ.get("JAXSEG_DEPTHWISE_CONV", "auto")
-  if forced not in ("auto", "xla", "taps"):
-    raise ValueError(f"JAXSEG_DEPTHWISE_CONV must be auto, xla or taps, got '{forced}'")
-  if forced != "auto":
-    return forced
-  return "taps" if (backend or jax.default_backend()) == "cpu" else "xla"
+  return cpu_lowering("JAXSEG_DEPTHWISE_CONV", "taps", backend)
 
 
 def xla_depthwise_conv(x, kernel, stride=1):

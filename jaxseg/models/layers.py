@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -66,12 +65,7 @@ def resize_lowering(backend=None):
   XLA:CPU transposes the output for it (a 64x128 -> 512x1024 resize of 19 channels:
   about 3x the time of the two-tap form below, measured on a 2-core CPU).
   JAXSEG_RESIZE=xla|lerp|auto forces one."""
-  forced = os.environ.get("JAXSEG_RESIZE", "auto")
-  if forced not in ("auto", "xla", "lerp"):
-    raise ValueError(f"JAXSEG_RESIZE must be auto, xla or lerp, got '{forced}'")
-  if forced != "auto":
-    return forced
-  return "lerp" if (backend or jax.default_backend()) == "cpu" else "xla"
+  return atrous_conv.cpu_lowering("JAXSEG_RESIZE", "lerp", backend)
 
 
 def _half_pixel_taps(n_in, n_out):

@@ -119,7 +119,11 @@ def _unreadable(mngr, step, error):
 # Config keys that do not change what a checkpoint holds.
 _SHAPE_NEUTRAL = ("model.dtype", "model.eval_output_stride", "model.bn_momentum", "model.dropout",
                   "model.attention_blocked_threshold", "model.attention_block_size", "model.align_corners",
-                  "model.init_from", "model.init_from_prefix")
+                  "model.init_from", "model.init_from_prefix",
+                  # the detector's inference: proposal counts, thresholds, detections kept
+                  "model.head.rpn_pre_nms_top_n_test", "model.head.rpn_post_nms_top_n_test",
+                  "model.head.score_threshold", "model.head.nms_threshold", "model.head.detections",
+                  "model.head.detections_pre_nms")
 
 
 def _flatten(tree, prefix=""):

@@ -48,6 +48,16 @@ def test_check_same_model(tmp_path):
     checkpoint.check_same_model(str(tmp_path), config)
 
 
+def test_the_detectors_inference_keys_do_not_make_another_model(tmp_path):
+  config = load_config("panet_coco", "tiny")
+  (tmp_path / "config.json").write_text(config.to_json())
+  config.model.head.update(dict(detections=32, score_threshold=0.0, rpn_post_nms_top_n_test=128))
+  checkpoint.check_same_model(str(tmp_path), config)  # an eval with more detections
+  config.model.head.mask_channels = 32
+  with pytest.raises(CheckpointMismatchError, match="model.head.mask_channels: 64 there, 32 now"):
+    checkpoint.check_same_model(str(tmp_path), config)
+
+
 def test_resume_compares_only_the_components_in_use(tmp_path, monkeypatch):
   from jaxseg.models.heads import psp
   from jaxseg.models.necks import jpu

@@ -10,11 +10,13 @@ throughout, XLA's resize, BatchNorm unfolded (BEFORE below: none of
 jaxseg's CPU work); "after" is jaxseg's default (jaxseg/models/atrous_conv.py: dilated,
 3x3, 1x1 and depthwise convolutions and their gradients lowered for CPU;
 jaxseg/models/fold_bn.py: BatchNorm folded for inference; jaxseg/models/layers.py: the
-bilinear resize as two taps per axis). Each side runs in
+bilinear resize as two taps per axis; jaxseg/huge_pages.py: glibc's huge-page tunable,
+which `python -m jaxseg.main` sets for itself). "PyTorch hp" is PyTorch with that same
+tunable, to tell jaxseg's gain from one any program would get. Each side runs in
 its own process, one after another, PyTorch first (the cases and both sides' code are
 benchmarks/gpu_suite.py's, whose PyTorch DeepLabv3 is built layer for layer from the
 same config). On a CPU shared with other jobs the load changes between the sides: the
-load average is printed before each; --repeat runs the three sides again and reports
+load average is printed before each; --repeat runs the sides again and reports
 each run's row.
 """
 from __future__ import annotations
@@ -27,24 +29,32 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import gpu_suite  # noqa: E402
+from jaxseg import huge_pages  # noqa: E402
 
 BEFORE = {"JAXSEG_DILATED_CONV": "xla", "JAXSEG_POINTWISE_CONV": "xla", "JAXSEG_FOLD_BN": "0",
-          "JAXSEG_DEPTHWISE_CONV": "xla", "JAXSEG_RESIZE": "xla"}
-SIDES = [("PyTorch", "torch", {}), ("jaxseg before", "jax", BEFORE), ("jaxseg after", "jax", {})]
+          "JAXSEG_DEPTHWISE_CONV": "xla", "JAXSEG_RESIZE": "xla", "JAXSEG_HUGE_PAGES": "0"}
+# PyTorch as users run it, and with the malloc tunable jaxseg's command line sets for itself
+# (jaxseg/huge_pages.py): does the same tunable help PyTorch as much?
+SIDES = [("PyTorch", "torch", {}), ("PyTorch hp", "torch", {"GLIBC_TUNABLES": huge_pages.TUNABLE}),
+         ("jaxseg before", "jax", BEFORE), ("jaxseg after", "jax", {})]
+RATIOS = [("jaxseg before", "PyTorch", "before/torch"), ("jaxseg after", "PyTorch", "after/torch"),
+          ("jaxseg after", "PyTorch hp", "after/torch hp")]
 
 
 def table(report):
-  head = f"{'case':<52}" + "".join(f"{label:>15}" for label, _, _ in SIDES) + f"{'before/torch':>14}{'after/torch':>13}"
+  head = (f"{'case':<52}" + "".join(f"{label:>15}" for label, _, _ in SIDES)
+          + "".join(f"{name:>16}" for _, _, name in RATIOS))
   lines = [head, "-" * len(head)]
   for case in report["cases"]:
     key = gpu_suite.case_key(case)
     ms = "step_ms" if case["kind"] == "train" else "latency_ms"
     for r, run in enumerate(report["runs"]):
-      cells = [run[label]["results"].get(key, {}).get(ms) for label, _, _ in SIDES]
-      ratios = [cells[0] / c if c and cells[0] else None for c in cells[1:]]
+      time_of = lambda label: run.get(label, {}).get("results", {}).get(key, {}).get(ms)
+      cells = [time_of(label) for label, _, _ in SIDES]
+      ratios = [time_of(t) / time_of(j) if time_of(j) and time_of(t) else None for j, t, _ in RATIOS]
       name = key + " (ms)" + (f" run {r + 1}" if len(report["runs"]) > 1 else "")
       lines.append(f"{name:<52}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
-                   + "".join(f"{x:>13.2f}x" if x else f"{'-':>14}" for x in ratios))
+                   + "".join(f"{x:>15.2f}x" if x else f"{'-':>16}" for x in ratios))
   lines.append("ratio = PyTorch time / jaxseg time (>1: jaxseg faster). before: "
                + " ".join(f"{k}={v}" for k, v in BEFORE.items()) + f"; XLA_FLAGS='{report['xla_flags']}'.")
   for r, run in enumerate(report["runs"]):

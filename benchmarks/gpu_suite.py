@@ -43,6 +43,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # jaxseg, and the sibling benchmarks as `benchmarks.NAME`
+from jaxseg import huge_pages  # noqa: E402
 
 STDC_SIZES = [(512, 1024), (768, 1536)]
 
@@ -430,6 +431,8 @@ def main():
   p.add_argument("--iters", type=int, help=argparse.SUPPRESS)
   p.add_argument("--kinds", nargs="*", help=argparse.SUPPRESS)  # only the cases of these kinds
   args = p.parse_args()
+  if args.side == "jax":
+    huge_pages.reexec()  # as `python -m jaxseg.main` does
   if args.side:
     return run_side(args.side, args.tiny, args.deadline, args.out, args.cpu_table, args.iters, args.kinds)
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
+if __name__ == "__main__":
+  from jaxseg import huge_pages
+  huge_pages.reexec("jaxseg.main")
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

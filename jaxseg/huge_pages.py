@@ -4,9 +4,9 @@ once with glibc's `glibc.malloc.hugetlb=1` where that helps.
 XLA:CPU allocates every call's buffers with malloc. glibc serves blocks that large
 with fresh mappings from the kernel and unmaps them when they are freed, so each call
 touches new 4 KiB pages, one page fault each: the PANet `:tiny` training step took
-113k faults and 0.40 s of system time per step (of 1.7 s CPU). With the tunable, malloc
-asks the kernel for transparent huge pages (madvise), 2 MiB each: 6k faults and 0.12 s
-(benchmarks/huge_pages.py). glibc reads tunables once, when a process starts, hence the
+111k faults and 0.39 s of system time per step (of 1.68 s CPU). With the tunable, malloc
+asks the kernel for transparent huge pages (madvise), 2 MiB each: 6.5k faults, 0.10 s,
+and the step 951 -> 815 ms (benchmarks/huge_pages.py). glibc reads tunables once, when a process starts, hence the
 re-execution, before JAX is imported (and inherited by the processes it starts).
 
 Nothing changes where the tunable cannot help or the user has decided: a GLIBC_TUNABLES

@@ -9,6 +9,7 @@ lowered three ways on this device, with PyTorch's conv2d beside when installed:
 
   python benchmarks/atrous_conv_speed.py              # forward, and forward + backward
   python benchmarks/atrous_conv_speed.py --iters 5 --no_backward
+  python benchmarks/atrous_conv_speed.py --shapes stdc --no_backward   # STDC1's dense 3x3s at 512x1024
 
 Milliseconds per call (mean of --iters after one warm-up). This is what
 atrous_conv.lowering's choice per backend rests on.
@@ -28,13 +29,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jaxseg.models.atrous_conv import mixed_conv, tap_conv, xla_conv  # noqa: E402
 
-SHAPES = [  # (where, size, in, out, rate)
-    ("layer3 3x3", 65, 256, 256, 2),
-    ("layer4 3x3", 65, 512, 512, 4),
-    ("ASPP r12", 65, 2048, 256, 12),
-    ("ASPP r24", 65, 2048, 256, 24),
-    ("ASPP r36", 65, 2048, 256, 36),
-]
+SHAPES = {  # (where, (height, width), in, out, rate)
+    "deeplab": [("layer3 3x3", (65, 65), 256, 256, 2),
+                ("layer4 3x3", (65, 65), 512, 512, 4),
+                ("ASPP r12", (65, 65), 2048, 256, 12),
+                ("ASPP r24", (65, 65), 2048, 256, 24),
+                ("ASPP r36", (65, 65), 2048, 256, 36)],
+    # STDC1 at 512x1024 has no dilated convolution: its dense 3x3s, the widest and the narrowest
+    "stdc": [("stage3", (128, 256), 64, 64, 1),
+             ("stage5", (16, 32), 256, 256, 1),
+             ("arm16", (32, 64), 512, 128, 1),
+             ("up16", (64, 128), 128, 128, 1),
+             ("seg head", (64, 128), 256, 256, 1)],
+}
 
 
 def space_to_batch_conv(x, kernel, d):
@@ -62,6 +69,7 @@ def main():
   p.add_argument("--no_backward", action="store_true")
   p.add_argument("--no_torch", action="store_true")
   p.add_argument("--s2b", action="store_true", help="also time space-to-batch")
+  p.add_argument("--shapes", choices=sorted(SHAPES), default="deeplab")
   args = p.parse_args()
   torch = None
   if not args.no_torch and importlib.util.find_spec("torch"):
@@ -70,12 +78,12 @@ def main():
   if args.s2b:
     forms["s2b"] = space_to_batch_conv
   passes = ["fwd"] + ([] if args.no_backward else ["fwd+bwd"])
-  head = f"{'conv':<12}{'size':>5}{'cin':>6}{'cout':>6}{'rate':>5}{'pass':>9}" + "".join(
+  head = f"{'conv':<12}{'size':>8}{'cin':>6}{'cout':>6}{'rate':>5}{'pass':>9}" + "".join(
       f"{name + ' ms':>10}" for name in list(forms) + (["torch"] if torch else []))
   print(f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch 1, float32\n{head}\n" + "-" * len(head))
   rng = np.random.default_rng(0)
-  for where, size, cin, cout, rate in SHAPES:
-    x = jnp.asarray(rng.normal(size=(1, size, size, cin)), jnp.float32)
+  for where, (h, w), cin, cout, rate in SHAPES[args.shapes]:
+    x = jnp.asarray(rng.normal(size=(1, h, w, cin)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin), jnp.float32)
     for kind in passes:
       cells = []
@@ -99,7 +107,7 @@ def main():
           tx.requires_grad_(True)
           tk.requires_grad_(True)
           cells.append(timed(lambda: conv().square().sum().backward(), args.iters))
-      print(f"{where:<12}{size:>5}{cin:>6}{cout:>6}{rate:>5}{kind:>9}" + "".join(f"{c:>10.1f}" for c in cells),
+      print(f"{where:<12}{f'{h}x{w}':>8}{cin:>6}{cout:>6}{rate:>5}{kind:>9}" + "".join(f"{c:>10.1f}" for c in cells),
             flush=True)
 
 

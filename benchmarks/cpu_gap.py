@@ -49,9 +49,9 @@ def table(report):
     key = gpu_suite.case_key(case)
     ms = "step_ms" if case["kind"] == "train" else "latency_ms"
     for r, run in enumerate(report["runs"]):
-      time_of = lambda label: run.get(label, {}).get("results", {}).get(key, {}).get(ms)
-      cells = [time_of(label) for label, _, _ in SIDES]
-      ratios = [time_of(t) / time_of(j) if time_of(j) and time_of(t) else None for j, t, _ in RATIOS]
+      times = {label: run.get(label, {}).get("results", {}).get(key, {}).get(ms) for label, _, _ in SIDES}
+      cells = list(times.values())
+      ratios = [times[t] / times[j] if times[j] and times[t] else None for j, t, _ in RATIOS]
       name = key + " (ms)" + (f" run {r + 1}" if len(report["runs"]) > 1 else "")
       lines.append(f"{name:<52}" + "".join(f"{c:>15.0f}" if c else f"{'-':>15}" for c in cells)
                    + "".join(f"{x:>15.2f}x" if x else f"{'-':>16}" for x in ratios))

@@ -352,9 +352,10 @@ def detection_tiny(c):
                       crop_size=(128, 128), eval_size=(128, 128), eval_short_side=0, eval_long_side=128,
                       eval_label_size=(160, 160), max_instances=8, instance_mask_stride=1, photometric=False, cat_max_ratio=1.0))
   c.model.backbone.update(dict(depth=10, width=8))
-  c.model.neck.update(dict(channels=32, norm="none" if c.model.neck.norm == "gn" else c.model.neck.norm))
-  if c.model.head.get("head_norm") == "gn":
-    c.model.head.head_norm = "none"
+  c.model.neck.channels = 32
+  for part, key in ((c.model.neck, "norm"), (c.model.head, "head_norm")):  # GroupNorm out, BatchNorm (v2) kept
+    if part[key] == "gn":
+      part[key] = "none"
   c.model.head.update(dict(representation=256, mask_channels=64, box_conv_channels=64,
                            anchor_sizes=(16, 32, 64, 128, 256),
                            rpn_pre_nms_top_n_train=256, rpn_post_nms_top_n_train=128, rpn_pre_nms_top_n_test=128,
